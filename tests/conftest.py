@@ -1,0 +1,97 @@
+"""Session fixtures: the real servers of the test environment (see tests/testenv)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes_asyncio import client
+
+from tests.testenv.environment import REPO_ROOT, TestEnvironment
+from tests.testenv.kube import KubeAccess
+from tests.testenv.kubeclient import api_client, eventually
+from tests.testenv.livekit import LiveKitAccess
+
+_ENV: TestEnvironment | None = None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("smoke") and not item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def test_env() -> Iterator[TestEnvironment]:
+    global _ENV
+    workdir = Path(tempfile.mkdtemp(prefix="agent-operator-test-"))
+    env = TestEnvironment(workdir)
+    t0 = time.monotonic()
+    env.start()
+    print(f"\n[testenv] up in {time.monotonic() - t0:.1f}s: {env.timings}")
+    _ENV = env
+    yield env
+    env.stop()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Keep the servers' logs when a test failed; remove the work folder otherwise."""
+    if _ENV is None:
+        return
+    if session.testsfailed:
+        dest = Path(os.environ.get("AGENT_OPERATOR_TEST_LOGS", REPO_ROOT / ".test-logs")) / time.strftime(
+            "%Y%m%d-%H%M%S"
+        )
+        for folder in _ENV.log_dirs():
+            shutil.copytree(folder, dest / folder.relative_to(_ENV.workdir), dirs_exist_ok=True)
+        print(f"\n[testenv] tests failed; server logs kept in {dest}")
+    shutil.rmtree(_ENV.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube(test_env: TestEnvironment) -> KubeAccess:
+    assert test_env.kube is not None
+    return test_env.kube
+
+
+@pytest.fixture(scope="session")
+def livekit(test_env: TestEnvironment) -> LiveKitAccess:
+    assert test_env.livekit is not None
+    return test_env.livekit
+
+
+@pytest.fixture
+def local_kubelet(test_env: TestEnvironment) -> TestEnvironment:
+    """Tests that look at the process kubelet's local processes need the local environment."""
+    if test_env.kubelet is None:
+        pytest.skip("needs the process kubelet (not available against an external cluster)")
+    return test_env
+
+
+@pytest.fixture
+async def k8s(kube: KubeAccess) -> AsyncIterator[client.ApiClient]:
+    api = await api_client(kube.kubeconfig)
+    async with api:
+        yield api
+
+
+@pytest.fixture
+async def namespace(k8s: client.ApiClient) -> AsyncIterator[str]:
+    """A fresh namespace per test, with its default ServiceAccount ready; deleted afterwards."""
+    core = client.CoreV1Api(k8s)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    await core.create_namespace({"metadata": {"name": name, "labels": {"agentoperator.dev/test": "true"}}})
+
+    async def default_sa() -> bool:
+        await core.read_namespaced_service_account("default", name)
+        return True
+
+    await eventually(default_sa, 30, f"default ServiceAccount in {name}")
+    yield name
+    await core.delete_namespace(name)

@@ -1,0 +1,183 @@
+"""The whole local test environment: Kubernetes control plane, process kubelet, livekit-server.
+
+By default everything is started here on loopback. To run the same tests against servers
+that already exist, set (opt-in):
+
+* ``AGENT_OPERATOR_TEST_KUBECONFIG``: a kubeconfig of an existing cluster (its nodes run the
+  pods; tests that need the process kubelet's local processes are skipped);
+* ``AGENT_OPERATOR_TEST_LIVEKIT_URL``, ``AGENT_OPERATOR_TEST_LIVEKIT_API_KEY``,
+  ``AGENT_OPERATOR_TEST_LIVEKIT_API_SECRET``: an existing LiveKit server.
+
+    python -m tests.testenv.environment      # start everything, print access, wait for Ctrl-C
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.testenv import binaries
+from tests.testenv.kube import KubeAccess, LocalKubeCluster, external_access
+from tests.testenv.livekit import LiveKitAccess, LocalLiveKit
+from tests.testenv.procs import ServerProcess, wait_until
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ProcessKubeletRunner:
+    """The process kubelet, run as its own Python process."""
+
+    def __init__(self, workdir: Path, kubeconfig: Path, node_name: str = "process-node") -> None:
+        self.state_dir = workdir / "kubelet"
+        self.node_name = node_name
+        self.process = ServerProcess(
+            "process-kubelet",
+            [
+                sys.executable,
+                "-m",
+                "tests.testenv.kubelet",
+                f"--kubeconfig={kubeconfig}",
+                f"--node-name={node_name}",
+                f"--state-dir={self.state_dir}",
+            ],
+            workdir / "logs",
+            cwd=REPO_ROOT,
+            env=dict(
+                os.environ,
+                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            ),
+        )
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.process.start()
+        wait_until(
+            lambda: (
+                "node process-node registered".replace("process-node", self.node_name)
+                in self.process.tail(200)
+            ),
+            60,
+            "process kubelet node registration",
+            self.process,
+        )
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class TestEnvironment:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.cluster: LocalKubeCluster | None = None
+        self.kubelet: ProcessKubeletRunner | None = None
+        self.livekit_server: LocalLiveKit | None = None
+        self.kube: KubeAccess | None = None
+        self.livekit: LiveKitAccess | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def local_kube(self) -> bool:
+        return self.cluster is not None
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        external_kube = os.environ.get("AGENT_OPERATOR_TEST_KUBECONFIG")
+        external_lk = os.environ.get("AGENT_OPERATOR_TEST_LIVEKIT_URL")
+        needed = []
+        if not external_kube:
+            needed += ["etcd", "kube-apiserver", "kube-controller-manager"]
+        if not external_lk:
+            needed += ["livekit-server"]
+        if needed:
+            binaries.ensure_all(needed)
+        self.timings["binaries"] = time.monotonic() - t0
+        try:
+            self._start_kube(external_kube)
+            self._start_livekit(external_lk)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_kube(self, external: str | None) -> None:
+        t0 = time.monotonic()
+        if external:
+            self.kube = external_access(Path(external))
+            return
+        self.cluster = LocalKubeCluster(self.workdir / "kube")
+        self.kube = self.cluster.start()
+        self.timings["kube"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        self.kubelet = ProcessKubeletRunner(self.workdir, self.kube.kubeconfig)
+        self.kubelet.start()
+        self.timings["kubelet"] = time.monotonic() - t0
+
+    def _start_livekit(self, external: str | None) -> None:
+        t0 = time.monotonic()
+        if external:
+            self.livekit = LiveKitAccess(
+                external,
+                os.environ["AGENT_OPERATOR_TEST_LIVEKIT_API_KEY"],
+                os.environ["AGENT_OPERATOR_TEST_LIVEKIT_API_SECRET"],
+            )
+            return
+        self.livekit_server = LocalLiveKit(self.workdir / "livekit")
+        self.livekit = self.livekit_server.start()
+        self.timings["livekit"] = time.monotonic() - t0
+
+    def stop(self) -> None:
+        for part in (self.kubelet, self.livekit_server, self.cluster):
+            if part is not None:
+                part.stop()
+
+    def log_dirs(self) -> list[Path]:
+        return [
+            p
+            for p in (
+                self.workdir / "logs",
+                self.workdir / "kube" / "logs",
+                self.workdir / "livekit" / "logs",
+                self.workdir / "kubelet",
+            )
+            if p.exists()
+        ]
+
+
+def main() -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="agent-operator-env-"))
+    env = TestEnvironment(workdir)
+    t0 = time.monotonic()
+    env.start()
+    parts = ", ".join(f"{k} {v:.1f}s" for k, v in env.timings.items())
+    print(f"environment up in {time.monotonic() - t0:.1f}s ({parts})")
+    assert env.kube is not None
+    assert env.livekit is not None
+    print(f"KUBECONFIG={env.kube.kubeconfig}")
+    print(f"LIVEKIT_URL={env.livekit.url}")
+    print(f"LIVEKIT_API_KEY={env.livekit.api_key}")
+    print(f"LIVEKIT_API_SECRET=<in {workdir}/livekit/livekit.yaml>")
+    print(f"logs: {workdir}")
+    print("Ctrl-C to stop", flush=True)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stop:
+            time.sleep(0.5)
+    finally:
+        env.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

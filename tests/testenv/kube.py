@@ -1,0 +1,226 @@
+"""A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
+
+The API server gets self-signed serving certs, an admin client cert (``system:masters``),
+RBAC authorization, the default admission chain (PodSecurity included) and a
+ServiceAccount signing key pair, so ServiceAccount tokens, TokenRequest and TokenReview
+work as in a cluster. The controller-manager runs only the controllers the tests rely
+on (garbage collection, namespaces, default ServiceAccounts, the root CA ConfigMap).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ssl
+from pathlib import Path
+
+import yaml
+
+from tests.testenv import binaries
+from tests.testenv.pki import CertPair, LocalCA, service_account_keys
+from tests.testenv.procs import ServerProcess, free_port, http_ok, wait_until
+
+SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+CONTROLLERS = (
+    "garbage-collector-controller",
+    "namespace-controller",
+    "serviceaccount-controller",
+    "root-ca-certificate-publisher-controller",
+)
+
+
+@dataclasses.dataclass
+class KubeAccess:
+    """How a client reaches the API server."""
+
+    server: str
+    kubeconfig: Path
+    ca_cert: Path | None
+    admin: CertPair | None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_cert) if self.ca_cert else None)
+        if self.admin is not None:
+            ctx.load_cert_chain(str(self.admin.cert), str(self.admin.key))
+        return ctx
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, user: str, cert: CertPair) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert.cert), "client-key": str(cert.key)}}
+        ],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+def write_token_kubeconfig(path: Path, server: str, ca: Path | None, user: str, token: str) -> None:
+    """A kubeconfig that authenticates with a bearer token (a ServiceAccount's, say)."""
+    cluster: dict[str, object] = {"server": server}
+    if ca is not None:
+        cluster["certificate-authority"] = str(ca)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": user}}],
+        "current-context": "local",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+
+
+class LocalKubeCluster:
+    """etcd + kube-apiserver + kube-controller-manager, started on free loopback ports."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.pki = workdir / "pki"
+        self.etcd: ServerProcess | None = None
+        self.apiserver: ServerProcess | None = None
+        self.controller_manager: ServerProcess | None = None
+        self.access: KubeAccess | None = None
+        self.sa_keys: CertPair | None = None
+        self._etcd_port = 0
+        self._api_port = 0
+
+    # -- start -----------------------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> KubeAccess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        ca = LocalCA(self.pki)
+        serving = ca.issue(
+            "apiserver",
+            "kube-apiserver",
+            hosts=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+            server=True,
+        )
+        admin = ca.issue("admin", "test-admin", orgs=("system:masters",))
+        kcm = ca.issue("controller-manager", "system:kube-controller-manager")
+        self.sa_keys = service_account_keys(self.pki)
+
+        self._start_etcd(timeout)
+        self._start_apiserver(ca, serving, timeout)
+        server = f"https://127.0.0.1:{self._api_port}"
+        kubeconfig = self.workdir / "admin.kubeconfig"
+        write_kubeconfig(kubeconfig, server, ca.cert_path, "admin", admin)
+        write_kubeconfig(self.workdir / "kcm.kubeconfig", server, ca.cert_path, "kcm", kcm)
+        self.access = KubeAccess(server, kubeconfig, ca.cert_path, admin)
+        self._wait_ready(timeout)
+        self._start_controller_manager(ca, timeout)
+        return self.access
+
+    def _start_etcd(self, timeout: float) -> None:
+        client, peer = free_port(), free_port()
+        self._etcd_port = client
+        self.etcd = ServerProcess(
+            "etcd",
+            [
+                str(binaries.find("etcd")),
+                "--name=test",
+                f"--data-dir={self.workdir / 'etcd-data'}",
+                f"--listen-client-urls=http://127.0.0.1:{client}",
+                f"--advertise-client-urls=http://127.0.0.1:{client}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=test=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            self.logs,
+        )
+        self.etcd.start()
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{client}/health"), timeout, "etcd health", self.etcd)
+
+    def _start_apiserver(self, ca: LocalCA, serving: CertPair, timeout: float) -> None:
+        assert self.sa_keys is not None
+        self._api_port = free_port()
+        self.apiserver = ServerProcess(
+            "kube-apiserver",
+            [
+                str(binaries.find("kube-apiserver")),
+                f"--etcd-servers=http://127.0.0.1:{self._etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self._api_port}",
+                f"--cert-dir={self.pki}",
+                f"--tls-cert-file={serving.cert}",
+                f"--tls-private-key-file={serving.key}",
+                f"--client-ca-file={ca.cert_path}",
+                f"--service-account-key-file={self.sa_keys.cert}",
+                f"--service-account-signing-key-file={self.sa_keys.key}",
+                f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+                f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
+                "--authorization-mode=RBAC",
+                # virtual cluster IPs: allocated in etcd only, no traffic is ever sent to them
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--allow-privileged=false",
+                "--endpoint-reconciler-type=none",
+                "--v=1",
+            ],
+            self.logs,
+        )
+        self.apiserver.start()
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.access is not None
+        ctx = self.access.ssl_context()
+        wait_until(
+            lambda: http_ok(f"{self.access.server}/readyz", ctx) if self.access else False,
+            timeout,
+            "kube-apiserver /readyz",
+            self.apiserver,
+        )
+
+    def _start_controller_manager(self, ca: LocalCA, timeout: float) -> None:
+        assert self.sa_keys is not None
+        self.controller_manager = ServerProcess(
+            "kube-controller-manager",
+            [
+                str(binaries.find("kube-controller-manager")),
+                f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.workdir / 'kcm-certs'}",
+                f"--root-ca-file={ca.cert_path}",
+                f"--service-account-private-key-file={self.sa_keys.key}",
+                "--use-service-account-credentials=true",
+                "--v=1",
+            ],
+            self.logs,
+        )
+        self.controller_manager.start()
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self) -> None:
+        for proc in (self.controller_manager, self.apiserver, self.etcd):
+            if proc is not None:
+                proc.stop()
+
+    def restart_apiserver(self, down_for: float = 0.0) -> None:
+        """Stop the API server and start it again on the same port (fault injection)."""
+        import time
+
+        assert self.apiserver is not None
+        self.apiserver.stop()
+        time.sleep(down_for)
+        self.apiserver.start()
+        self._wait_ready(60)
+
+
+def external_access(kubeconfig: Path) -> KubeAccess:
+    """Access to an existing cluster named by a kubeconfig (opt-in mode)."""
+    data = yaml.safe_load(kubeconfig.read_text())
+    ctx_name = data.get("current-context")
+    ctx = next(c["context"] for c in data["contexts"] if c["name"] == ctx_name)
+    cluster = next(c["cluster"] for c in data["clusters"] if c["name"] == ctx["cluster"])
+    ca = cluster.get("certificate-authority")
+    return KubeAccess(cluster["server"], kubeconfig, Path(ca) if ca else None, None)

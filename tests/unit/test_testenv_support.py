@@ -1,0 +1,55 @@
+"""Pure helpers of the test environment (the process kubelet's env and path handling, build cache keys)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.testenv import binaries
+from tests.testenv.kubelet import _expand, _field, _remap
+
+pytestmark = pytest.mark.unit
+
+
+def test_remap_rewrites_paths_under_a_mount_only() -> None:
+    mounts = {"/var/run/secrets/x": Path("/tmp/pod/vol"), "/var/run": Path("/tmp/pod/run")}
+    assert _remap("/var/run/secrets/x/token", mounts) == "/tmp/pod/vol/token"
+    assert _remap("/var/run/other", mounts) == "/tmp/pod/run/other"
+    assert _remap("/var/running", mounts) == "/var/running"
+    assert _remap("--flag=/var/run", mounts) == "--flag=/var/run"
+
+
+def test_expand_dependent_env() -> None:
+    assert _expand("http://$(HOST):$(PORT)/x", {"HOST": "h", "PORT": "1"}) == "http://h:1/x"
+    assert _expand("$(MISSING)", {}) == "$(MISSING)"
+
+
+def test_field_refs() -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"a": "b"}},
+        "spec": {"nodeName": "node"},
+    }
+    assert _field(pod, "metadata.name") == "p"
+    assert _field(pod, "metadata.uid") == "u"
+    assert _field(pod, "metadata.labels['a']") == "b"
+    assert _field(pod, "spec.nodeName") == "node"
+    with pytest.raises(RuntimeError, match="not supported"):
+        _field(pod, "status.phase")
+
+
+def test_cache_key_follows_the_pinned_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = binaries.GOBUILD_DIR / "helm"
+    dst = tmp_path / "helm"
+    shutil.copytree(src, dst)
+    monkeypatch.setattr(binaries, "GOBUILD_DIR", tmp_path)
+    helm = next(b for b in binaries.BINARIES if b.name == "helm")
+    before = binaries.cache_key(helm, "go1.26 linux amd64")
+    assert before == binaries.cache_key(helm, "go1.26 linux amd64")
+    assert before != binaries.cache_key(helm, "go1.27 linux amd64")
+    (dst / "go.mod").write_text((dst / "go.mod").read_text() + "\n// changed\n")
+    assert before != binaries.cache_key(helm, "go1.26 linux amd64")
+    other = dataclasses.replace(helm, ldflags=("-X a=b",))
+    assert binaries.cache_key(other, "go1.26 linux amd64") != binaries.cache_key(helm, "go1.26 linux amd64")
