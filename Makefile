@@ -4,7 +4,7 @@ PY := $(abspath $(VENV))/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries lint test test-unit test-e2e demo clean
+.PHONY: setup binaries proto lint test test-unit test-e2e demo clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -19,7 +19,11 @@ setup: $(VENV)/.installed binaries
 binaries: $(VENV)/.installed
 	$(PY) -m tests.testenv.binaries
 
+proto: $(VENV)/.installed
+	$(PY) proto/generate.py
+
 lint: $(VENV)/.installed
+	$(PY) proto/generate.py --check
 	ruff check .
 	mypy
 	python -c "import operator; operator.itemgetter"

@@ -1,0 +1,1 @@
+"""Kubernetes I/O of the operator: pods, token reviews. No LiveKit, no gRPC here."""

@@ -1,0 +1,38 @@
+"""Pod deletion: how the operator stops a runner."""
+
+from __future__ import annotations
+
+import logging
+
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agent_operator.supervisor.types import PodIdentity
+
+log = logging.getLogger("agent_operator.kube.pods")
+
+
+class PodTerminator:
+    """Deletes a runner's pod (grace 0 by default: an unresponsive runner gets no grace).
+
+    The uid precondition makes sure a newer pod of the same name is never hit.
+    """
+
+    def __init__(self, api: client.ApiClient, grace_seconds: int = 0) -> None:
+        self._core = client.CoreV1Api(api)
+        self.grace_seconds = grace_seconds
+
+    async def terminate(self, pod: PodIdentity, reason: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": self.grace_seconds,
+            "preconditions": {"uid": pod.uid},
+        }
+        try:
+            await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
+        except ApiException as exc:
+            if exc.status in (404, 409):  # already gone, or a different pod by now
+                return
+            raise
+        log.info("deleted pod: %s", reason, extra={"pod": str(pod)})

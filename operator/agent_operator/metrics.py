@@ -1,0 +1,49 @@
+"""Prometheus metrics of the operator (prefix ``agent_operator_``).
+
+Labelled by the AgentDeployment's namespace and name, never by job, room or pod (their
+number is unbounded).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DEPLOYMENT_LABELS = ("namespace", "deployment")
+
+RUNNER_ATTACH_FAILURES = Counter(
+    "agent_operator_runner_attach_failures_total",
+    "Runner attach attempts refused, by reason (auth, protocol, unknown_pod, stream_error).",
+    ["reason"],
+)
+RUNNERS_ATTACHED = Gauge(
+    "agent_operator_runners_attached",
+    "Runner streams currently attached.",
+    DEPLOYMENT_LABELS,
+)
+HEARTBEAT_RTT = Histogram(
+    "agent_operator_heartbeat_rtt_seconds",
+    "Round trip of a Ping/Pong on the runner stream.",
+    DEPLOYMENT_LABELS,
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+HEARTBEAT_HIGH_PINGS = Counter(
+    "agent_operator_heartbeat_high_ping_total",
+    "Pongs later than the high-ping threshold.",
+    DEPLOYMENT_LABELS,
+)
+HEARTBEAT_TIMEOUTS = Counter(
+    "agent_operator_heartbeat_timeouts_total",
+    "Runners found unresponsive (no pong within the ping timeout); their pods are deleted.",
+    DEPLOYMENT_LABELS,
+)
+JOBS_ENDED = Counter(
+    "agent_operator_jobs_ended_total",
+    "Jobs ended, by outcome (success, failed, killed).",
+    (*DEPLOYMENT_LABELS, "outcome"),
+)
+JOB_START_LATENCY = Histogram(
+    "agent_operator_job_start_latency_seconds",
+    "Assignment to the runner's StartJobResponse.",
+    (*DEPLOYMENT_LABELS, "path"),
+    buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0),
+)

@@ -1,0 +1,144 @@
+"""The supervisor's vocabulary and the interfaces injected into it."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Protocol
+
+from agent_operator.supervisor.heartbeat import HeartbeatSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class PodIdentity:
+    namespace: str
+    name: str
+    uid: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentRef:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerBinding:
+    """What the operator knows of a pod whose runner may attach."""
+
+    pod: PodIdentity
+    deployment: DeploymentRef
+    heartbeat: HeartbeatSettings
+
+
+class AuthError(Exception):
+    """A runner's credential was refused; the message says why (never the credential)."""
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, credential: str) -> PodIdentity:
+        """The pod the credential was issued to; raises AuthError when it proves nothing."""
+        ...
+
+
+class Terminator(Protocol):
+    async def terminate(self, pod: PodIdentity, reason: str) -> None:
+        """Stop the unit the runner lives in (in a cluster: delete its pod at once)."""
+        ...
+
+
+class OutcomeStatus(enum.Enum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    KILLED = "killed"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOutcome:
+    status: OutcomeStatus
+    reason: str
+    error: str = ""
+
+
+class JobState(enum.Enum):
+    ASSIGNED = "assigned"  # StartJobRequest waiting for the runner (or sent, unanswered)
+    RUNNING = "running"
+    ENDED = "ended"
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """One job on one pod, from assignment to outcome; outlives stream breaks."""
+
+    job_id: str
+    room: str
+    binding: RunnerBinding
+    assigned_at: float  # monotonic
+    state: JobState = JobState.ASSIGNED
+    started_at: float | None = None
+    outcome: JobOutcome | None = None
+    adopted: bool = False  # learned from a re-attaching runner, not assigned by us
+    path: str = "cold"  # "warm" when the runner was attached and idle at assignment
+
+    @property
+    def pod(self) -> PodIdentity:
+        return self.binding.pod
+
+    @property
+    def deployment(self) -> DeploymentRef:
+        return self.binding.deployment
+
+    def log_fields(self) -> dict[str, str]:
+        return {
+            "job_id": self.job_id,
+            "room": self.room,
+            "pod": str(self.pod),
+            "deployment": str(self.deployment),
+        }
+
+
+class SupervisorListener(Protocol):
+    """Receives what happens to runners and their jobs (the operator wires these to
+    LiveKit, Kubernetes Events and status)."""
+
+    async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None: ...
+
+    async def runner_detached(self, binding: RunnerBinding) -> None: ...
+
+    async def job_started(self, job: JobRecord) -> None: ...
+
+    async def job_adopted(self, job: JobRecord) -> None: ...
+
+    async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None: ...
+
+
+class NullListener:
+    """A listener that ignores everything (the default)."""
+
+    async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None:
+        return None
+
+    async def runner_detached(self, binding: RunnerBinding) -> None:
+        return None
+
+    async def job_started(self, job: JobRecord) -> None:
+        return None
+
+    async def job_adopted(self, job: JobRecord) -> None:
+        return None
+
+    async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
+        return None
+
+
+class Resolver(Protocol):
+    async def __call__(self, pod: PodIdentity) -> RunnerBinding | None:
+        """The binding of an authenticated pod the supervisor was not told about (after an
+        operator restart, say), or None when it is not a runner pod of this operator."""
+        ...

@@ -1,0 +1,339 @@
+"""Who may attach to the supervisor: real gRPC on loopback, real TokenReview, scripted runners.
+
+Each refusal is checked for its status code and its metric, and for leaving the other
+sessions alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import pytest
+from kubernetes_asyncio import client
+from prometheus_client import REGISTRY
+
+from agent_jobrunner.protocol import ATTACH_METHOD, PROTOCOL_VERSION, now_us, pb, pb_grpc
+from agent_operator.kube.tokenreview import TokenReviewAuthenticator
+from agent_operator.supervisor import HeartbeatSettings, Supervisor, SupervisorSettings
+from tests.support.supervision import (
+    ObservedTerminator,
+    RecordingListener,
+    binding_for,
+    parked_pod,
+    pod_token,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+class ScriptedRunner:
+    """A gRPC client that speaks the runner protocol step by step."""
+
+    def __init__(self, port: int) -> None:
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        self.call: Any = pb_grpc.RunnerSupervisorStub(self.channel).Attach()
+        self.pong_delay = 0.0
+        self.answering = True
+        self._ponger: asyncio.Task[None] | None = None
+        self.received: list[pb.SupervisorMessage] = []
+
+    async def hello(self, pod: Any, credential: str, **overrides: Any) -> pb.SupervisorMessage | Any:
+        hello = pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            pod_namespace=pod.metadata.namespace,
+            pod_name=pod.metadata.name,
+            pod_uid=pod.metadata.uid,
+            credential=credential,
+            state=pb.RUNNER_STATE_IDLE,
+        )
+        for key, value in overrides.items():
+            setattr(hello, key, value)
+        await self.call.write(pb.RunnerMessage(hello=hello))
+        return await self.read()
+
+    async def read(self) -> Any:
+        """The next message, or EOF once the server ended the stream (with any status)."""
+        try:
+            return await self.call.read()
+        except grpc.aio.AioRpcError:
+            return grpc.aio.EOF
+
+    def answer_pings(self) -> None:
+        async def loop() -> None:
+            while True:
+                msg = await self.read()
+                if msg is grpc.aio.EOF:
+                    return
+                self.received.append(msg)
+                if msg.WhichOneof("message") == "ping" and self.answering:
+                    if self.pong_delay:
+                        await asyncio.sleep(self.pong_delay)
+                    await self.call.write(
+                        pb.RunnerMessage(pong=pb.Pong(ping_timestamp_us=msg.ping.timestamp_us, timestamp_us=now_us()))
+                    )
+
+        self._ponger = asyncio.create_task(loop())
+
+    def pings(self) -> int:
+        return sum(1 for m in self.received if m.WhichOneof("message") == "ping")
+
+    async def status(self) -> tuple[grpc.StatusCode, str]:
+        return await self.call.code(), await self.call.details()
+
+    async def close(self) -> None:
+        if self._ponger is not None:
+            self._ponger.cancel()
+            with contextlib.suppress(BaseException):
+                await self._ponger
+        self.call.cancel()
+        await self.channel.close()
+
+
+def failures(reason: str) -> float:
+    return REGISTRY.get_sample_value("agent_operator_runner_attach_failures_total", {"reason": reason}) or 0.0
+
+
+@pytest.fixture
+async def make_supervisor(
+    k8s: client.ApiClient,
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Supervisor] = []
+
+    async def make(**settings: Any) -> tuple[Supervisor, int, RecordingListener, ObservedTerminator]:
+        listener = RecordingListener()
+        terminator = ObservedTerminator(k8s)
+        sup = Supervisor(
+            TokenReviewAuthenticator(k8s),
+            terminator,
+            listener,
+            SupervisorSettings(**settings),
+        )
+        port = await sup.start("127.0.0.1:0")
+        started.append(sup)
+        return sup, port, listener, terminator
+
+    yield make
+    for sup in started:
+        await sup.stop()
+
+
+@pytest.fixture
+def core(k8s: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(k8s)
+
+
+async def test_expected_pod_with_its_token_attaches_and_is_pinged(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    sup, port, listener, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    sup.expect(binding_for(pod, HeartbeatSettings(ping_interval=0.2, ping_timeout=30)))
+    runner = ScriptedRunner(port)
+    try:
+        welcome = await runner.hello(pod, await pod_token(core, pod))
+        assert welcome.WhichOneof("message") == "welcome"
+        assert welcome.welcome.protocol_version == PROTOCOL_VERSION
+        assert welcome.welcome.ping_interval_ms == 200
+        runner.answer_pings()
+        await listener.wait_for("attached")
+        await asyncio.sleep(1.0)
+        assert runner.pings() >= 3
+        assert sup.attached(pod.metadata.uid)
+        assert [b.pod.uid for b in sup.idle_runners()] == [pod.metadata.uid]
+    finally:
+        await runner.close()
+
+
+async def test_bad_credential_is_unauthenticated(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    sup, port, _, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    sup.expect(binding_for(pod))
+    before = failures("auth")
+    runner = ScriptedRunner(port)
+    try:
+        assert await runner.hello(pod, "not-a-token") is grpc.aio.EOF
+        code, details = await runner.status()
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert "refused" in details
+        assert failures("auth") == before + 1
+    finally:
+        await runner.close()
+
+
+async def test_token_for_another_audience_is_refused(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    sup, port, _, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    sup.expect(binding_for(pod))
+    runner = ScriptedRunner(port)
+    try:
+        token = await pod_token(core, pod, audience="https://kubernetes.default.svc.cluster.local")
+        assert await runner.hello(pod, token) is grpc.aio.EOF
+        code, _ = await runner.status()
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await runner.close()
+
+
+async def test_pod_cannot_attach_as_another_pod(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup, port, _, _ = await make_supervisor()
+    victim = await parked_pod(core, namespace, "victim")
+    thief = await parked_pod(core, namespace, "thief")
+    sup.expect(binding_for(victim))
+    sup.expect(binding_for(thief))
+    before = failures("auth")
+    runner = ScriptedRunner(port)
+    try:
+        # the thief's own valid token, claiming to be the victim
+        with caplog.at_level(logging.WARNING, "agent_operator.supervisor"):
+            assert await runner.hello(victim, await pod_token(core, thief)) is grpc.aio.EOF
+        code, details = await runner.status()
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert "belongs to pod" in details
+        assert failures("auth") == before + 1
+        assert any("attach refused" in r.getMessage() for r in caplog.records)
+        assert not sup.attached(victim.metadata.uid)
+    finally:
+        await runner.close()
+
+
+async def test_valid_pod_unknown_to_the_operator_is_refused(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    _, port, _, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    before = failures("unknown_pod")
+    runner = ScriptedRunner(port)
+    try:
+        assert await runner.hello(pod, await pod_token(core, pod)) is grpc.aio.EOF
+        code, details = await runner.status()
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert "not a runner pod" in details
+        assert failures("unknown_pod") == before + 1
+    finally:
+        await runner.close()
+
+
+async def test_protocol_violations_are_refused(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    sup, port, _, _ = await make_supervisor(hello_timeout=1.0)
+    pod = await parked_pod(core, namespace)
+    sup.expect(binding_for(pod))
+    token = await pod_token(core, pod)
+
+    # first message is not Hello
+    runner = ScriptedRunner(port)
+    await runner.call.write(pb.RunnerMessage(pong=pb.Pong(ping_timestamp_us=1)))
+    assert await runner.read() is grpc.aio.EOF
+    assert (await runner.status())[0] == grpc.StatusCode.INVALID_ARGUMENT
+    await runner.close()
+
+    # wrong protocol version
+    runner = ScriptedRunner(port)
+    assert await runner.hello(pod, token, protocol_version=99) is grpc.aio.EOF
+    code, details = await runner.status()
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "protocol version 99" in details
+    await runner.close()
+
+    # silence: no Hello within hello_timeout
+    runner = ScriptedRunner(port)
+    assert await asyncio.wait_for(runner.read(), 10) is grpc.aio.EOF
+    assert (await runner.status())[0] == grpc.StatusCode.DEADLINE_EXCEEDED
+    await runner.close()
+
+
+async def test_garbage_and_oversized_frames_do_not_hurt_other_sessions(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    sup, port, _, _ = await make_supervisor()
+    good_pod, big_pod = await parked_pod(core, namespace), await parked_pod(core, namespace)
+    sup.expect(binding_for(good_pod, HeartbeatSettings(ping_interval=0.2, ping_timeout=30)))
+    sup.expect(binding_for(big_pod))
+    good = ScriptedRunner(port)
+    assert (await good.hello(good_pod, await pod_token(core, good_pod))).WhichOneof("message") == "welcome"
+    good.answer_pings()
+
+    # raw bytes that are not a RunnerMessage
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    raw = channel.stream_stream(ATTACH_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    call = raw()
+    before = failures("protocol")
+    await call.write(b"\xff\xff\xff\xff\x0fthis is not protobuf")
+    await call.done_writing()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in call:
+            pass
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Wire format was corrupt" in (refused.value.details() or "")
+    assert failures("protocol") == before + 1
+
+    # a 2 MiB log record after a valid attach: over the 1 MiB limit
+    big = ScriptedRunner(port)
+    assert (await big.hello(big_pod, await pod_token(core, big_pod))).WhichOneof("message") == "welcome"
+    await big.call.write(pb.RunnerMessage(log=pb.LogRecord(message="x" * (2 * 1024 * 1024))))
+    while (msg := await big.read()) is not grpc.aio.EOF:
+        assert msg.WhichOneof("message") == "ping"
+    assert (await big.status())[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    await big.close()
+    await channel.close()
+
+    # the well-behaved session never noticed
+    seen = good.pings()
+    await asyncio.sleep(1.0)
+    assert good.pings() >= seen + 3
+    assert sup.attached(good_pod.metadata.uid)
+    await good.close()
+
+
+async def test_slow_pong_warns_and_silence_deletes_the_pod(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sup, port, listener, terminator = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    sup.expect(binding_for(pod, HeartbeatSettings(ping_interval=0.3, ping_timeout=2.0, high_ping_threshold=0.1)))
+    runner = ScriptedRunner(port)
+    try:
+        await runner.hello(pod, await pod_token(core, pod))
+        runner.pong_delay = 0.25
+        runner.answer_pings()
+        with caplog.at_level(logging.WARNING, "agent_operator.supervisor"):
+            await asyncio.sleep(1.5)
+        assert any("high ping" in r.getMessage() for r in caplog.records)
+        assert not terminator.calls
+
+        runner.answering = False
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(terminator.called.wait(), 15)
+        elapsed = terminator.calls[0][2] - t0
+        assert terminator.calls[0][0].uid == pod.metadata.uid
+        assert "unresponsive" in terminator.calls[0][1]
+        # within ping timeout + one ping interval (+ scheduling slack), not before the timeout
+        assert 1.5 <= elapsed <= 2.0 + 0.3 + 2.0, elapsed
+
+        async def pod_gone() -> bool:
+            try:
+                await core.read_namespaced_pod(pod.metadata.name, namespace)
+            except client.exceptions.ApiException as exc:
+                return exc.status == 404
+            return False
+
+        for _ in range(100):
+            if await pod_gone():
+                break
+            await asyncio.sleep(0.1)
+        assert await pod_gone()
+        await listener.wait_for("detached")
+    finally:
+        await runner.close()

@@ -1,0 +1,198 @@
+"""Support for tests of runner supervision against the real API server.
+
+The listener and terminator here *observe*: the terminator records each call and then
+really deletes the pod through the API (``PodTerminator``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sys
+import uuid
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from agent_operator.kube.pods import PodTerminator
+from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE
+from agent_operator.supervisor import (
+    DeploymentRef,
+    HeartbeatSettings,
+    JobOutcome,
+    JobRecord,
+    PodIdentity,
+    RunnerBinding,
+)
+from tests.testenv.environment import REPO_ROOT
+
+
+@dataclasses.dataclass
+class Event:
+    kind: str
+    pod: PodIdentity
+    detail: Any = None
+
+
+class RecordingListener:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self._changed = asyncio.Condition()
+
+    async def _add(self, event: Event) -> None:
+        async with self._changed:
+            self.events.append(event)
+            self._changed.notify_all()
+
+    async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None:
+        await self._add(Event("attached", binding.pod, idle))
+
+    async def runner_detached(self, binding: RunnerBinding) -> None:
+        await self._add(Event("detached", binding.pod))
+
+    async def job_started(self, job: JobRecord) -> None:
+        await self._add(Event("started", job.pod, job))
+
+    async def job_adopted(self, job: JobRecord) -> None:
+        await self._add(Event("adopted", job.pod, job))
+
+    async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
+        await self._add(Event("ended", job.pod, outcome))
+
+    async def wait_for(self, kind: str, pod: PodIdentity | None = None, timeout: float = 60) -> Event:
+        def find() -> Event | None:
+            return next((e for e in self.events if e.kind == kind and (pod is None or e.pod == pod)), None)
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(find), timeout)
+        found = find()
+        assert found is not None
+        return found
+
+    def of(self, kind: str, pod: PodIdentity | None = None) -> list[Event]:
+        return [e for e in self.events if e.kind == kind and (pod is None or e.pod == pod)]
+
+
+class ObservedTerminator:
+    """Records every terminate call, then deletes the pod for real."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._real = PodTerminator(api)
+        self.calls: list[tuple[PodIdentity, str, float]] = []
+        self.called = asyncio.Event()
+
+    async def terminate(self, pod: PodIdentity, reason: str) -> None:
+        self.calls.append((pod, reason, asyncio.get_running_loop().time()))
+        self.called.set()
+        await self._real.terminate(pod, reason)
+
+
+DEPLOYMENT = DeploymentRef("test", "agent")
+
+
+def binding_for(pod: dict[str, Any] | Any, heartbeat: HeartbeatSettings | None = None) -> RunnerBinding:
+    meta = pod["metadata"] if isinstance(pod, dict) else pod.metadata
+    get = (lambda k: meta[k]) if isinstance(meta, dict) else (lambda k: getattr(meta, k))
+    identity = PodIdentity(get("namespace"), get("name"), get("uid"))
+    return RunnerBinding(
+        identity, DeploymentRef(identity.namespace, "agent"), heartbeat or HeartbeatSettings()
+    )
+
+
+async def parked_pod(core: client.CoreV1Api, namespace: str, name: str | None = None) -> Any:
+    """A pod object bound to a node that does not run it: a real identity, no process."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name or f"parked-{uuid.uuid4().hex[:6]}"},
+        "spec": {
+            "nodeName": "nowhere",
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "runner", "image": "agent:test", "command": ["true"]}],
+        },
+    }
+    return await core.create_namespaced_pod(namespace, body)
+
+
+async def pod_token(core: client.CoreV1Api, pod: Any, audience: str = DEFAULT_AUDIENCE) -> str:
+    """A token bound to ``pod``, as the kubelet would mount it."""
+    req = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": [audience],
+            "expirationSeconds": 600,
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod.metadata.name,
+                "uid": pod.metadata.uid,
+            },
+        },
+    }
+    resp = await core.create_namespaced_service_account_token("default", pod.metadata.namespace, req)
+    token: str = resp.status.token
+    return token
+
+
+def runner_pod(
+    name: str,
+    operator_address: str,
+    entrypoint: str,
+    extra_env: dict[str, str] | None = None,
+    audience: str = DEFAULT_AUDIENCE,
+) -> dict[str, Any]:
+    """A job pod whose container runs the real ``agent-jobrunner`` (run by the process kubelet)."""
+    env = [
+        {"name": "AGENT_OPERATOR_ADDRESS", "value": operator_address},
+        {"name": "AGENT_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "AGENT_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "AGENT_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+        {"name": "AGENT_RUNNER_TOKEN_PATH", "value": "/var/run/secrets/agentoperator.dev/runner/token"},
+        {"name": "AGENT_ENTRYPOINT", "value": entrypoint},
+        {"name": "AGENT_LOG_LEVEL", "value": "DEBUG"},
+        # the process kubelet runs this machine's Python: make the repo importable for test agents
+        {
+            "name": "PYTHONPATH",
+            "value": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        },
+    ]
+    env += [{"name": k, "value": v} for k, v in (extra_env or {}).items()]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"agentoperator.dev/test": "runner"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 15,
+            "containers": [
+                {
+                    "name": "runner",
+                    "image": "agent:test",
+                    "command": [sys.executable, "-m", "agent_jobrunner.cli"],
+                    "env": env,
+                    "volumeMounts": [
+                        {"name": "runner-token", "mountPath": "/var/run/secrets/agentoperator.dev/runner"}
+                    ],
+                }
+            ],
+            "volumes": [
+                {
+                    "name": "runner-token",
+                    "projected": {
+                        "sources": [
+                            {
+                                "serviceAccountToken": {
+                                    "audience": audience,
+                                    "expirationSeconds": 3600,
+                                    "path": "token",
+                                }
+                            }
+                        ]
+                    },
+                }
+            ],
+        },
+    }
