@@ -72,8 +72,10 @@ class ProcessKubeletRunner:
 class TestEnvironment:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, livekit: bool = True, kubelet: bool = True) -> None:
         self.workdir = workdir
+        self.want_livekit = livekit
+        self.want_kubelet = kubelet
         self.cluster: LocalKubeCluster | None = None
         self.kubelet: ProcessKubeletRunner | None = None
         self.livekit_server: LocalLiveKit | None = None
@@ -92,14 +94,15 @@ class TestEnvironment:
         needed = []
         if not external_kube:
             needed += ["etcd", "kube-apiserver", "kube-controller-manager"]
-        if not external_lk:
+        if not external_lk and self.want_livekit:
             needed += ["livekit-server"]
         if needed:
             binaries.ensure_all(needed)
         self.timings["binaries"] = time.monotonic() - t0
         try:
             self._start_kube(external_kube)
-            self._start_livekit(external_lk)
+            if self.want_livekit:
+                self._start_livekit(external_lk)
         except BaseException:
             self.stop()
             raise
@@ -112,10 +115,11 @@ class TestEnvironment:
         self.cluster = LocalKubeCluster(self.workdir / "kube")
         self.kube = self.cluster.start()
         self.timings["kube"] = time.monotonic() - t0
-        t0 = time.monotonic()
-        self.kubelet = ProcessKubeletRunner(self.workdir, self.kube.kubeconfig)
-        self.kubelet.start()
-        self.timings["kubelet"] = time.monotonic() - t0
+        if self.want_kubelet:
+            t0 = time.monotonic()
+            self.kubelet = ProcessKubeletRunner(self.workdir, self.kube.kubeconfig)
+            self.kubelet.start()
+            self.timings["kubelet"] = time.monotonic() - t0
 
     def _start_livekit(self, external: str | None) -> None:
         t0 = time.monotonic()

@@ -1,0 +1,367 @@
+"""The supervisor and the real runner, end to end.
+
+Runner pods are real pods run by the process kubelet (their runner is a real subprocess with
+a projected ServiceAccount token); the supervisor authenticates them by TokenReview and
+deletes pods through the API; jobs join rooms on the real livekit-server. Faults are
+injected with real signals and by stopping the real gRPC server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+from livekit import api, rtc
+from livekit.protocol import agent as lk_agent
+from livekit.protocol import models
+
+from agent_jobrunner.protocol import pb
+from agent_operator.kube.tokenreview import TokenReviewAuthenticator
+from agent_operator.supervisor import (
+    HeartbeatSettings,
+    OutcomeStatus,
+    PodIdentity,
+    RunnerBinding,
+    Supervisor,
+    SupervisorSettings,
+)
+from agent_operator.supervisor.service import StartFailed
+from tests.support.supervision import ObservedTerminator, RecordingListener, binding_for, runner_pod
+from tests.testenv.environment import TestEnvironment
+from tests.testenv.kubeclient import eventually
+from tests.testenv.livekit import LiveKitAccess
+
+pytestmark = pytest.mark.e2e
+
+AGENTS = "tests.agents.stream_agents"
+
+
+class Harness:
+    """A supervisor on a fixed port, plus helpers to run runner pods against it."""
+
+    def __init__(self, k8s: client.ApiClient, namespace: str, livekit: LiveKitAccess) -> None:
+        self.k8s = k8s
+        self.core = client.CoreV1Api(k8s)
+        self.namespace = namespace
+        self.livekit = livekit
+        self.listener = RecordingListener()
+        self.terminator = ObservedTerminator(k8s)
+        self.supervisor: Supervisor | None = None
+        self.port = 0
+        self.bindings: dict[str, RunnerBinding] = {}
+        self.callers: list[rtc.Room] = []
+
+    async def start_supervisor(self, reattach_grace: float = 3.0) -> Supervisor:
+        async def resolver(pod: PodIdentity) -> RunnerBinding | None:
+            return self.bindings.get(pod.uid)
+
+        sup = Supervisor(
+            TokenReviewAuthenticator(self.k8s),
+            self.terminator,
+            self.listener,
+            SupervisorSettings(reattach_grace=reattach_grace),
+            resolver=resolver,
+        )
+        self.port = await sup.start(f"127.0.0.1:{self.port}")
+        self.supervisor = sup
+        return sup
+
+    async def stop_supervisor(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop(grace=0)
+            self.supervisor = None
+
+    async def runner(self, entrypoint: str, heartbeat: HeartbeatSettings | None = None, **env: str) -> Any:
+        """Create a runner pod, tell the supervisor to expect it, wait until it attaches."""
+        assert self.supervisor is not None
+        name = f"runner-{uuid.uuid4().hex[:6]}"
+        body = runner_pod(
+            name,
+            f"127.0.0.1:{self.port}",
+            f"{AGENTS}:{entrypoint}",
+            {"AGENT_REATTACH_WINDOW_SECONDS": "60", **env},
+        )
+        pod = await self.core.create_namespaced_pod(self.namespace, body)
+        binding = binding_for(pod, heartbeat)
+        self.bindings[pod.metadata.uid] = binding
+        self.supervisor.expect(binding)
+        sup = self.supervisor
+        await eventually(lambda: _true(sup.attached(pod.metadata.uid)), 90, f"runner {name} attached")
+        return pod
+
+    def job_request(self, room: str, identity: str) -> tuple[lk_agent.Job, pb.StartJobRequest]:
+        job = lk_agent.Job(
+            id=f"AJ_{uuid.uuid4().hex[:10]}",
+            type=lk_agent.JT_ROOM,
+            room=models.Room(name=room),
+            agent_name="stream-test",
+        )
+        token = (
+            api.AccessToken(self.livekit.api_key, self.livekit.api_secret)
+            .with_identity(identity)
+            .with_name("test agent")
+            .with_kind("agent")
+            .with_grants(api.VideoGrants(room_join=True, room=room, agent=True))
+            .to_jwt()
+        )
+        request = pb.StartJobRequest(
+            job=job.SerializeToString(),
+            url=self.livekit.url,
+            token=token,
+            participant_identity=identity,
+            participant_name="test agent",
+            auto_subscribe=pb.AUTO_SUBSCRIBE_ALL,
+        )
+        return job, request
+
+    async def start_job(self, pod: Any, room: str) -> lk_agent.Job:
+        assert self.supervisor is not None
+        job, request = self.job_request(room, f"agent-{uuid.uuid4().hex[:6]}")
+        await self.supervisor.assign(pod.metadata.uid, request)
+        t0 = time.monotonic()
+        await asyncio.wait_for(self.supervisor.wait_started(pod.metadata.uid), 90)
+        print(f"StartJobRequest -> StartJobResponse: {time.monotonic() - t0:.3f}s")
+        return job
+
+    async def caller(self, room: str) -> tuple[rtc.Room, asyncio.Queue[bytes]]:
+        """A second participant in the room, collecting data packets."""
+        token = (
+            api.AccessToken(self.livekit.api_key, self.livekit.api_secret)
+            .with_identity(f"caller-{uuid.uuid4().hex[:4]}")
+            .with_grants(api.VideoGrants(room_join=True, room=room))
+            .to_jwt()
+        )
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+        lk_room = rtc.Room()
+        lk_room.on("data_received", lambda packet: received.put_nowait(packet.data))
+        await lk_room.connect(self.livekit.url, token)
+        self.callers.append(lk_room)
+        return lk_room, received
+
+    async def pod_phase(self, pod: Any) -> str | None:
+        try:
+            got = await self.core.read_namespaced_pod(pod.metadata.name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        phase: str = got.status.phase
+        return phase
+
+    async def pid(self, pod: Any) -> int:
+        async def read() -> int | None:
+            got = await self.core.read_namespaced_pod(pod.metadata.name, self.namespace)
+            statuses = got.status.container_statuses or []
+            if statuses and statuses[0].container_id:
+                return int(statuses[0].container_id.removeprefix("process://"))
+            return None
+
+        return await eventually(read, 30, "runner pid")
+
+    async def close(self) -> None:
+        for room in self.callers:
+            with contextlib.suppress(Exception):
+                await room.disconnect()
+        await self.stop_supervisor()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+@pytest.fixture
+async def harness(
+    k8s: client.ApiClient, namespace: str, livekit: LiveKitAccess, local_kubelet: TestEnvironment
+) -> AsyncIterator[Harness]:
+    h = Harness(k8s, namespace, livekit)
+    await h.start_supervisor()
+    yield h
+    await h.close()
+
+
+async def _data_from_agent(received: asyncio.Queue[bytes], job: lk_agent.Job, timeout: float = 30) -> bytes:
+    while True:
+        data = await asyncio.wait_for(received.get(), timeout)
+        if data == f"hello from {job.id}".encode():
+            return data
+
+
+async def _wait_gone(h: Harness, pod: Any, timeout: float = 60) -> None:
+    async def gone() -> bool:
+        return await h.pod_phase(pod) is None
+
+    await eventually(gone, timeout, f"pod {pod.metadata.name} deleted")
+
+
+def _room() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+async def test_job_runs_in_the_room_and_ends_on_user_exit(harness: Harness) -> None:
+    h = harness
+    pod = await h.runner("beacon_until_bye")
+    attached = await h.listener.wait_for("attached")
+    assert attached.detail is True  # idle until a job arrives
+    room = _room()
+    job = await h.start_job(pod, room)
+    caller, received = await h.caller(room)
+    # the agent joined and what its entrypoint publishes reaches the other participant
+    await _data_from_agent(received, job)
+    agents = [
+        p for p in caller.remote_participants.values() if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    ]
+    assert len(agents) == 1
+
+    await caller.local_participant.publish_data(b"bye", reliable=True)
+    ended = await h.listener.wait_for("ended", timeout=60)
+    assert ended.detail.status is OutcomeStatus.SUCCESS
+    assert "bye" in ended.detail.reason
+
+    async def succeeded() -> bool:
+        return await h.pod_phase(pod) == "Succeeded"
+
+    await eventually(succeeded, 60, "runner exited 0")
+    assert not h.terminator.calls
+
+
+async def test_entrypoint_error_fails_the_job_and_deletes_the_pod(harness: Harness) -> None:
+    h = harness
+    pod = await h.runner("fail_after_join")
+    await h.start_job(pod, _room())
+    ended = await h.listener.wait_for("ended", timeout=60)
+    assert ended.detail.status is OutcomeStatus.FAILED
+    assert "broke on purpose" in ended.detail.error
+    assert h.terminator.calls
+    await _wait_gone(h, pod)
+
+
+async def test_runner_killed_mid_job_is_reported_failed(harness: Harness) -> None:
+    h = harness
+    pod = await h.runner("beacon_forever")
+    room = _room()
+    job = await h.start_job(pod, room)
+    _, received = await h.caller(room)
+    await _data_from_agent(received, job)
+    os.kill(await h.pid(pod), signal.SIGKILL)
+    ended = await h.listener.wait_for("ended", timeout=60)
+    assert ended.detail.status is OutcomeStatus.FAILED
+    assert "runner lost" in ended.detail.reason
+    assert [c[0].uid for c in h.terminator.calls] == [pod.metadata.uid]
+    await _wait_gone(h, pod)
+
+
+async def test_stopped_runner_is_killed_after_the_ping_timeout(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = harness
+    heartbeat = HeartbeatSettings(ping_interval=0.5, ping_timeout=4.0, high_ping_threshold=0.3)
+    pod = await h.runner("beacon_forever", heartbeat)
+    await h.start_job(pod, _room())
+    pid = await h.pid(pod)
+
+    # a short stop: the pongs come late, which is a warning, not a death
+    with caplog.at_level(logging.WARNING, "agent_operator.supervisor"):
+        os.kill(pid, signal.SIGSTOP)
+        await asyncio.sleep(1.5)
+        os.kill(pid, signal.SIGCONT)
+        await asyncio.sleep(1.5)
+    assert any("high ping" in r.getMessage() for r in caplog.records)
+    assert not h.terminator.calls
+
+    # a long stop: unresponsive after the ping timeout, its pod deleted
+    t0 = asyncio.get_running_loop().time()
+    os.kill(pid, signal.SIGSTOP)
+    ended = await h.listener.wait_for("ended", timeout=60)
+    detected = h.terminator.calls[0][2] - t0
+    assert ended.detail.status is OutcomeStatus.KILLED
+    assert "unresponsive" in ended.detail.error
+    assert heartbeat.ping_timeout - 0.6 <= detected <= heartbeat.ping_timeout + heartbeat.ping_interval + 2.0
+    print(f"SIGSTOP -> terminate: {detected:.2f}s (ping timeout {heartbeat.ping_timeout}s)")
+    await _wait_gone(h, pod)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 0)
+        pytest.fail("the stopped runner's process still exists after its pod was deleted")
+
+
+async def test_sigterm_mid_job_shuts_down_cleanly(harness: Harness) -> None:
+    h = harness
+    pod = await h.runner("beacon_forever")
+    await h.start_job(pod, _room())
+    t0 = time.monotonic()
+    os.kill(await h.pid(pod), signal.SIGTERM)
+
+    async def succeeded() -> bool:
+        return await h.pod_phase(pod) == "Succeeded"
+
+    await eventually(succeeded, 30, "runner exited 0 after SIGTERM")
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10, f"shutdown took {elapsed:.1f}s, over the 10s timeout"
+    ended = await h.listener.wait_for("ended", timeout=30)
+    assert ended.detail.status is OutcomeStatus.SUCCESS
+
+
+async def test_shutdown_request_ends_the_job(harness: Harness) -> None:
+    h = harness
+    pod = await h.runner("beacon_forever")
+    await h.start_job(pod, _room())
+    assert h.supervisor is not None
+    outcome = await h.supervisor.shutdown_job(pod.metadata.uid, "job terminated by LiveKit", grace=10)
+    assert outcome is not None
+    assert outcome.status is OutcomeStatus.SUCCESS
+
+    async def succeeded() -> bool:
+        return await h.pod_phase(pod) == "Succeeded"
+
+    await eventually(succeeded, 30, "runner exited 0 after ShutdownRequest")
+
+
+async def test_runner_keeps_its_job_while_the_operator_is_gone(harness: Harness) -> None:
+    h = harness
+    pod = await h.runner("beacon_until_bye")
+    room = _room()
+    job = await h.start_job(pod, room)
+    caller, received = await h.caller(room)
+    await _data_from_agent(received, job)
+
+    await h.stop_supervisor()
+    await asyncio.sleep(3)
+    # the job goes on without the operator
+    while not received.empty():
+        received.get_nowait()
+    await _data_from_agent(received, job)
+
+    await h.start_supervisor()
+    adopted = await h.listener.wait_for("adopted", timeout=60)
+    assert adopted.detail.job_id == job.id
+    assert adopted.detail.room == room
+    assert h.supervisor is not None
+    assert h.supervisor.attached(pod.metadata.uid)
+
+    await caller.local_participant.publish_data(b"bye", reliable=True)
+    ended = await h.listener.wait_for("ended", timeout=60)
+    assert ended.detail.status is OutcomeStatus.SUCCESS
+    assert not h.terminator.calls
+
+
+async def test_pod_cannot_receive_another_pods_job(harness: Harness) -> None:
+    h = harness
+    pod_a = await h.runner("beacon_forever")
+    pod_b = await h.runner("beacon_forever")
+    await h.start_job(pod_a, _room())
+    assert h.supervisor is not None
+    record_b = h.supervisor.job(pod_b.metadata.uid)
+    assert record_b is None
+    assert [b.pod.uid for b in h.supervisor.idle_runners()] == [pod_b.metadata.uid]
+    _, request = h.job_request(_room(), "again")
+    with pytest.raises(StartFailed, match="never reused"):
+        await h.supervisor.assign(pod_a.metadata.uid, request)
