@@ -28,14 +28,15 @@ lint: $(VENV)/.installed
 	mypy
 	python -c "import operator; operator.itemgetter"
 
+# the suite runs in a network namespace of its own (see tests/testenv/netns-run)
 test: setup lint
-	$(PY) -m pytest -m "unit or e2e" $(PYTEST_ARGS)
+	tests/testenv/netns-run $(PY) -m pytest -m "unit or e2e" $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 test-e2e: setup
-	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+	tests/testenv/netns-run $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m tests.testenv.demo

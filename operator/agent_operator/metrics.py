@@ -47,3 +47,33 @@ JOB_START_LATENCY = Histogram(
     (*DEPLOYMENT_LABELS, "path"),
     buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 30.0, 60.0),
 )
+JOBS_ASSIGNED = Counter(
+    "agent_operator_jobs_assigned_total",
+    "Jobs LiveKit assigned to a deployment's worker.",
+    DEPLOYMENT_LABELS,
+)
+JOBS_ACTIVE = Gauge(
+    "agent_operator_jobs_active",
+    "Jobs with a pod right now (starting or running).",
+    DEPLOYMENT_LABELS,
+)
+AVAILABILITY_ANSWERS = Counter(
+    "agent_operator_availability_answers_total",
+    "Answers to LiveKit availability requests (answer yes/no, by reason).",
+    (*DEPLOYMENT_LABELS, "answer", "reason"),
+)
+WORKER_CONNECTED = Gauge(
+    "agent_operator_worker_connected",
+    "1 while the deployment's worker is registered with LiveKit.",
+    DEPLOYMENT_LABELS,
+)
+WORKER_RECONNECTS = Counter(
+    "agent_operator_worker_reconnects_total",
+    "Worker connections to LiveKit lost (each is followed by a reconnect).",
+    DEPLOYMENT_LABELS,
+)
+KUBE_API_ERRORS = Counter(
+    "agent_operator_kube_api_errors_total",
+    "Kubernetes API calls that failed, by operation.",
+    ["operation"],
+)

@@ -285,7 +285,10 @@ async def test_stopped_runner_is_killed_after_the_ping_timeout(
     detected = h.terminator.calls[0][2] - t0
     assert ended.detail.status is OutcomeStatus.KILLED
     assert "unresponsive" in ended.detail.error
-    assert heartbeat.ping_timeout - 0.6 <= detected <= heartbeat.ping_timeout + heartbeat.ping_interval + 2.0
+    # never before the timeout (less the last pong's age); the upper bound is generous for a busy
+    # machine: the detection figure itself comes from the benchmark
+    assert heartbeat.ping_timeout - heartbeat.ping_interval - 0.1 <= detected
+    assert detected <= heartbeat.ping_timeout + heartbeat.ping_interval + 8.0
     print(f"SIGSTOP -> terminate: {detected:.2f}s (ping timeout {heartbeat.ping_timeout}s)")
     await _wait_gone(h, pod)
     with contextlib.suppress(ProcessLookupError):

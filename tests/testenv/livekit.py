@@ -31,11 +31,11 @@ class LiveKitAccess:
 
 
 class LocalLiveKit:
-    def __init__(
-        self, workdir: Path, node_ip: str = "127.0.0.1", webhook_urls: list[str] | None = None
-    ) -> None:
+    def __init__(self, workdir: Path, node_ip: str | None = None, webhook_urls: list[str] | None = None) -> None:
         self.workdir = workdir
-        self.node_ip = node_ip
+        # inside tests/testenv/netns-run: the namespace's veth end; else loopback
+        self.node_ip = node_ip or os.environ.get("AGENT_OPERATOR_TEST_NODE_IP", "127.0.0.1")
+        self.rtc_interface = os.environ.get("AGENT_OPERATOR_TEST_RTC_INTERFACE", "lo")
         self.webhook_urls = webhook_urls or []
         self.api_key = "devkey"
         # livekit-server requires secrets of at least 32 characters
@@ -55,6 +55,9 @@ class LocalLiveKit:
                 "node_ip": self.node_ip,
                 "enable_loopback_candidate": True,
                 "stun_servers": [],
+                # ICE candidates only on the test interface, never the machine's own addresses
+                "interfaces": {"includes": [self.rtc_interface]},
+                "ips": {"includes": [f"{self.node_ip}/32"]},
             },
             "keys": {self.api_key: self.api_secret},
             "logging": {"level": "info", "json": False},

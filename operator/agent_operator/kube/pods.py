@@ -36,3 +36,34 @@ class PodTerminator:
                 return
             raise
         log.info("deleted pod: %s", reason, extra={"pod": str(pod)})
+
+
+class PodManager:
+    """Creates, lists and removes runner pods."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api)
+
+    async def create(self, pod: dict[str, object]) -> PodIdentity:
+        meta = pod["metadata"]
+        assert isinstance(meta, dict)
+        created = await self._core.create_namespaced_pod(meta["namespace"], pod)
+        return PodIdentity(created.metadata.namespace, created.metadata.name, created.metadata.uid)
+
+    async def delete(self, pod: PodIdentity, grace_seconds: int | None = None) -> None:
+        body: dict[str, object] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": pod.uid},
+        }
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        try:
+            await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
+        except ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+
+    async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
+        pods = await self._core.list_namespaced_pod(namespace, label_selector=selector)
+        return [self._core.api_client.sanitize_for_serialization(p) for p in pods.items]

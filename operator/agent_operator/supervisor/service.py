@@ -332,6 +332,9 @@ class Supervisor:
         self._cancel_timer(uid, kind="reattach")
         labels = (binding.deployment.namespace, binding.deployment.name)
         metrics.RUNNERS_ATTACHED.labels(*labels).inc()
+        # grpc.aio cancels this coroutine when the runner's connection drops (a killed
+        # process), so everything after the stream must happen in `finally`, without awaiting
+        why = "connection to the runner lost"
         try:
             await session.send(
                 pb.SupervisorMessage(
@@ -357,12 +360,11 @@ class Supervisor:
             why = "stream closed during attach"
         finally:
             metrics.RUNNERS_ATTACHED.labels(*labels).dec()
-        if why.startswith("stream error"):
-            metrics.RUNNER_ATTACH_FAILURES.labels("stream_error").inc()
-        current = self._sessions.get(uid) is session
-        if current:
-            del self._sessions[uid]
-            await self._on_detached(session, why)
+            if why.startswith("stream error"):
+                metrics.RUNNER_ATTACH_FAILURES.labels("stream_error").inc()
+            if self._sessions.get(uid) is session:
+                del self._sessions[uid]
+                self._on_detached(session, why)
         if session.close_code is not None:
             await context.abort(session.close_code, session.close_details)
 
@@ -409,7 +411,7 @@ class Supervisor:
         log.info("adopted running job from re-attaching runner", extra=record.log_fields())
         self._call(self.listener.job_adopted(record))
 
-    async def _on_detached(self, session: RunnerSession, why: str) -> None:
+    def _on_detached(self, session: RunnerSession, why: str) -> None:
         uid = session.pod_uid
         record = self._jobs.get(uid)
         fields = self._fields(uid) if record else {"pod": str(session.binding.pod)}

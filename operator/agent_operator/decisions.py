@@ -1,0 +1,79 @@
+"""The operator's decisions, as pure functions of their inputs (tested without servers)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from livekit.protocol import agent
+
+
+@dataclasses.dataclass(frozen=True)
+class Capacity:
+    """What a deployment holds right now."""
+
+    max_jobs: int
+    running: int  # jobs with a pod (started or starting)
+    reserved: int  # accepted availability requests still waiting for their assignment
+    registered: bool
+    draining: bool
+    blocked_reason: str = ""  # e.g. credentials unusable: never accept
+
+    @property
+    def used(self) -> int:
+        return self.running + self.reserved
+
+    @property
+    def load(self) -> float:
+        return min(1.0, self.used / self.max_jobs) if self.max_jobs > 0 else 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    accept: bool
+    reason: str  # a metrics label: accepted, draining, at_capacity, not_registered, blocked
+
+
+def availability(capacity: Capacity) -> Verdict:
+    """Should this worker take one more job?"""
+    if capacity.blocked_reason:
+        return Verdict(False, "blocked")
+    if capacity.draining:
+        return Verdict(False, "draining")
+    if not capacity.registered:
+        return Verdict(False, "not_registered")
+    if capacity.used >= capacity.max_jobs:
+        return Verdict(False, "at_capacity")
+    return Verdict(True, "accepted")
+
+
+def worker_status(capacity: Capacity) -> agent.UpdateWorkerStatus:
+    """The load LiveKit weighs workers by (1 - load), and whether we are full."""
+    full = capacity.draining or capacity.used >= capacity.max_jobs or bool(capacity.blocked_reason)
+    return agent.UpdateWorkerStatus(
+        status=agent.WS_FULL if full else agent.WS_AVAILABLE,
+        load=capacity.load,
+        job_count=capacity.running,
+        draining=capacity.draining,
+    )
+
+
+class _Fields(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        raise KeyError(f"unknown field {{{key}}} (known: {', '.join(sorted(self))})")
+
+
+def render(template: str, job: agent.Job, deployment: str) -> str:
+    """Fill an identity/name template with {job_id}, {room}, {agent_name}, {deployment}."""
+    fields = _Fields(job_id=job.id, room=job.room.name, agent_name=job.agent_name, deployment=deployment)
+    return template.format_map(fields)
+
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def pod_name(deployment: str, job_id: str, suffix: str) -> str:
+    """A valid, readable pod name for a job: ``<deployment>-<job id>-<suffix>``."""
+    job_part = _NOT_DNS.sub("-", job_id.lower())[-20:].strip("-") or "job"
+    head = deployment[: 63 - len(job_part) - len(suffix) - 2].rstrip("-")
+    return f"{head}-{job_part}-{suffix}"

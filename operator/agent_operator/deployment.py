@@ -1,0 +1,509 @@
+"""One AgentDeployment at run time: its LiveKit worker, its jobs and their pods.
+
+It answers LiveKit (availability from capacity, assignment -> pod -> runner), hears from
+the supervisor how each job went, and keeps the resource's status and Events. Pods are the
+record of running jobs: on start it re-adopts the pods it finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from livekit.protocol import agent
+
+from agent_jobrunner.protocol import pb
+from agent_operator import decisions, metrics
+from agent_operator.kube.podspec import (
+    LABEL_DEPLOYMENT,
+    LABEL_JOB_ID,
+    JobInfo,
+    Owner,
+    build_runner_pod,
+)
+from agent_operator.kube.secrets import Credentials, CredentialsError, read_credentials
+from agent_operator.kube.status import Condition, StatusWriter
+from agent_operator.spec import AUTO_SUBSCRIBE, WORKER_TYPES, DeploymentSpec
+from agent_operator.supervisor import (
+    DeploymentRef,
+    JobOutcome,
+    JobRecord,
+    OutcomeStatus,
+    PodIdentity,
+    RunnerBinding,
+)
+from agent_operator.supervisor.service import StartFailed
+from agent_operator.worker import WorkerConnection, WorkerOptions
+
+if TYPE_CHECKING:
+    from agent_operator.runtime import OperatorRuntime
+
+log = logging.getLogger("agent_operator.deployment")
+
+RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
+SECRET_RECHECK_SECONDS = 10.0
+ATTRIBUTE_AGENT_NAME = "lk.agent.name"
+
+
+@dataclasses.dataclass
+class ActiveJob:
+    job_id: str
+    room: str
+    pod: PodIdentity | None = None
+    started: bool = False
+    adopted: bool = False
+    assigned_at: float = dataclasses.field(default_factory=time.monotonic)
+
+
+class DeploymentRuntime:
+    def __init__(
+        self, rt: OperatorRuntime, owner: Owner, spec: DeploymentSpec | None, generation: int
+    ) -> None:
+        self.rt = rt
+        self.owner = owner
+        self.ref = DeploymentRef(owner.namespace, owner.name)
+        self.spec = spec
+        self.generation = generation
+        self.fields = {"deployment": str(self.ref)}
+        self.jobs: dict[str, ActiveJob] = {}
+        self.reserved: dict[str, float] = {}
+        self.draining = False
+        self.blocked = ""  # why this deployment cannot serve (spec or credentials)
+        self.blocked_reason = ""
+        self.worker: WorkerConnection | None = None
+        self.worker_id = ""
+        self.connect_error = ""
+        self.counts = {"jobsStarted": 0, "jobsSucceeded": 0, "jobsFailed": 0}
+        self.recent: list[OutcomeStatus] = []
+        self.status_writer = StatusWriter(rt.api, owner)
+        self._changed = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._labels = (owner.namespace, owner.name)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
+        """A new generation of the resource (from the watch)."""
+        if generation == self.generation and spec == self.spec:
+            return
+        self.spec, self.generation = spec, generation
+        if error:
+            self._block("InvalidSpec", error)
+        elif self.blocked_reason == "InvalidSpec":
+            self.blocked = self.blocked_reason = ""
+        self._changed.set()
+        self._dirty.set()
+
+    async def run(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
+        """Serve until ``stopping``; drain first if the resource was deleted."""
+        await self._adopt_existing_pods()
+        status = asyncio.create_task(self._status_loop(), name=f"status {self.ref}")
+        worker: asyncio.Task[None] | None = None
+        key: tuple[object, ...] | None = None
+        creds: Credentials | None = None
+        try:
+            while not stopping.is_set():
+                self._changed.clear()
+                spec = self.spec
+                if spec is not None and self.blocked_reason != "InvalidSpec":
+                    try:
+                        new_creds = await read_credentials(
+                            self.rt.api, self.owner.namespace, spec.credentials
+                        )
+                    except CredentialsError as exc:
+                        self._block(exc.reason, str(exc))
+                        new_creds = None
+                    else:
+                        if self.blocked_reason not in ("", "InvalidSpec"):
+                            log.info("credentials usable again", extra=self.fields)
+                        if self.blocked_reason != "InvalidSpec":
+                            self.blocked = self.blocked_reason = ""
+                    new_key = (spec.registration_key(), new_creds)
+                    if new_creds is None or new_key != key:
+                        if worker is not None:
+                            log.info(
+                                "re-registering the worker (LiveKit settings or credentials changed)",
+                                extra=self.fields,
+                            )
+                            await self._stop_worker(worker)
+                            worker = None
+                        key = None
+                    if new_creds is not None and worker is None:
+                        worker = self._start_worker(spec, new_creds)
+                        key, creds = new_key, new_creds
+                elif worker is not None:
+                    await self._stop_worker(worker)
+                    worker, key = None, None
+                self._dirty.set()
+                waiters = {
+                    asyncio.ensure_future(stopping.wait()),
+                    asyncio.ensure_future(self._changed.wait()),
+                }
+                _, pending = await asyncio.wait(
+                    waiters, timeout=SECRET_RECHECK_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                for fut in pending:
+                    fut.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            if deleted():
+                await self._drain()
+        finally:
+            if worker is not None:
+                await self._stop_worker(worker)
+            status.cancel()
+            await asyncio.gather(status, return_exceptions=True)
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            del creds
+
+    def _start_worker(self, spec: DeploymentSpec, creds: Credentials) -> asyncio.Task[None]:
+        options = WorkerOptions(
+            url=spec.livekit_url,
+            api_key=creds.api_key,
+            api_secret=creds.api_secret,
+            agent_name=spec.agent_name,
+            worker_type=WORKER_TYPES[spec.worker_type],
+            namespace=spec.worker_namespace,
+            permissions=spec.participant_permission(),
+        )
+        self.worker = WorkerConnection(options, self, self.fields)
+        return asyncio.create_task(self.worker.run(), name=f"worker {self.ref}")
+
+    async def _stop_worker(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self.worker is not None:
+            await self.worker.close()
+        self.worker = None
+        self.worker_id = ""
+        metrics.WORKER_CONNECTED.labels(*self._labels).set(0)
+
+    def _block(self, reason: str, message: str) -> None:
+        if (self.blocked_reason, self.blocked) != (reason, message):
+            log.warning("deployment cannot serve: %s", message, extra=self.fields)
+            self._event("NotReady" if reason != "InvalidSpec" else "InvalidSpec", message, warning=True)
+        self.blocked_reason, self.blocked = reason, message
+        self._dirty.set()
+
+    # -- capacity -----------------------------------------------------------------------------
+    def capacity(self) -> decisions.Capacity:
+        now = time.monotonic()
+        for job_id in [j for j, deadline in self.reserved.items() if deadline < now]:
+            del self.reserved[job_id]
+        return decisions.Capacity(
+            max_jobs=self.spec.max_concurrent_jobs if self.spec else 0,
+            running=len(self.jobs),
+            reserved=len(self.reserved),
+            registered=bool(self.worker_id),
+            draining=self.draining,
+            blocked_reason=self.blocked,
+        )
+
+    # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
+    def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse:
+        job = request.job
+        if job.id in self.jobs:  # the server offers a job we already run (after a reconnect)
+            return agent.AvailabilityResponse(job_id=job.id, available=False)
+        verdict = decisions.availability(self.capacity())
+        metrics.AVAILABILITY_ANSWERS.labels(
+            *self._labels, "yes" if verdict.accept else "no", verdict.reason
+        ).inc()
+        fields = {**self.fields, "job_id": job.id, "room": job.room.name}
+        if not verdict.accept or self.spec is None:
+            log.info("declined job (%s)", verdict.reason, extra=fields)
+            return agent.AvailabilityResponse(job_id=job.id, available=False)
+        try:
+            identity = decisions.render(self.spec.identity_template, job, self.owner.name)
+            name = (
+                decisions.render(self.spec.name_template, job, self.owner.name)
+                if self.spec.name_template
+                else ""
+            )
+        except KeyError as exc:
+            log.warning("declined job: participant template: %s", exc, extra=fields)
+            return agent.AvailabilityResponse(job_id=job.id, available=False)
+        self.reserved[job.id] = time.monotonic() + RESERVATION_SECONDS
+        log.info("accepted job", extra=fields)
+        attributes = {ATTRIBUTE_AGENT_NAME: self.spec.agent_name, **self.spec.participant_attributes}
+        return agent.AvailabilityResponse(
+            job_id=job.id,
+            available=True,
+            participant_identity=identity,
+            participant_name=name,
+            participant_metadata=self.spec.participant_metadata,
+            participant_attributes=attributes,
+        )
+
+    async def assignment(self, assignment: agent.JobAssignment) -> None:
+        job = assignment.job
+        self.reserved.pop(job.id, None)
+        fields = {**self.fields, "job_id": job.id, "room": job.room.name}
+        spec = self.spec
+        if job.id in self.jobs or spec is None:
+            log.warning("ignored assignment of a job already running here", extra=fields)
+            return
+        entry = ActiveJob(job.id, job.room.name)
+        self.jobs[job.id] = entry
+        metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
+        self._dirty.set()
+        name = decisions.pod_name(self.owner.name, job.id, secrets.token_hex(2))
+        body = build_runner_pod(
+            self.owner, spec, self.rt.runner_settings, name, JobInfo(job.id, job.room.name, job.dispatch_id)
+        )
+        try:
+            pod = await self.rt.pods.create(body)
+        except Exception as exc:
+            metrics.KUBE_API_ERRORS.labels("create_pod").inc()
+            await self._fail_unstarted(entry, f"could not create the job's pod: {_short(exc)}")
+            return
+        entry.pod = pod
+        log.info("job assigned; pod created", extra={**fields, "pod": str(pod)})
+        self._event("JobAssigned", f"job {job.id} in room {job.room.name}: pod {pod.name} created")
+        self.rt.track_pod(pod, self)
+        self.rt.supervisor.expect(RunnerBinding(pod, self.ref, spec.heartbeat))
+        request = pb.StartJobRequest(
+            job=job.SerializeToString(),
+            url=assignment.url or spec.livekit_url,
+            token=assignment.token,
+            participant_identity=decisions.render(spec.identity_template, job, self.owner.name),
+            participant_name=decisions.render(spec.name_template, job, self.owner.name)
+            if spec.name_template
+            else "",
+            participant_metadata=spec.participant_metadata,
+            participant_attributes={ATTRIBUTE_AGENT_NAME: spec.agent_name, **spec.participant_attributes},
+            auto_subscribe=AUTO_SUBSCRIBE[spec.auto_subscribe],
+        )
+        try:
+            await self.rt.supervisor.assign(pod.uid, request)
+        except StartFailed as exc:
+            await self._fail_unstarted(entry, str(exc))
+
+    async def termination(self, termination: agent.JobTermination) -> None:
+        entry = self.jobs.get(termination.job_id)
+        if entry is None or entry.pod is None:
+            return
+        fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod)}
+        log.info("LiveKit terminated the job; shutting the runner down", extra=fields)
+        grace = float(self.rt.grace_of(entry.pod) or 15)
+        await self.rt.supervisor.shutdown_job(entry.pod.uid, "job terminated by LiveKit", grace)
+
+    async def registered(self, worker_id: str) -> None:
+        first = not self.worker_id and not self.connect_error
+        self.worker_id = worker_id
+        self.connect_error = ""
+        metrics.WORKER_CONNECTED.labels(*self._labels).set(1)
+        self._event(
+            "WorkerRegistered", f"registered with LiveKit as worker {worker_id}" + ("" if first else " again")
+        )
+        self._dirty.set()
+
+    async def disconnected(self, reason: str) -> None:
+        self.worker_id = ""
+        self.connect_error = reason
+        metrics.WORKER_CONNECTED.labels(*self._labels).set(0)
+        metrics.WORKER_RECONNECTS.labels(*self._labels).inc()
+        self._dirty.set()
+
+    def status(self) -> agent.UpdateWorkerStatus:
+        return decisions.worker_status(self.capacity())
+
+    def running_job_ids(self) -> list[str]:
+        return [j.job_id for j in self.jobs.values() if j.pod is not None]
+
+    # -- what the supervisor tells us -----------------------------------------------------------
+    async def job_started(self, record: JobRecord) -> None:
+        entry = self.jobs.get(record.job_id)
+        if entry is not None:
+            entry.started = True
+        self.counts["jobsStarted"] += 1
+        self._event(
+            "JobStarted", f"job {record.job_id}: runner in pod {record.pod.name} joined room {record.room}"
+        )
+        self._dirty.set()
+
+    async def job_adopted(self, record: JobRecord) -> None:
+        entry = self.jobs.setdefault(
+            record.job_id, ActiveJob(record.job_id, record.room, record.pod, adopted=True)
+        )
+        entry.started = True
+        entry.pod = record.pod
+        log.info("re-adopted a running job", extra=record.log_fields())
+        self._event("JobAdopted", f"job {record.job_id} in pod {record.pod.name} re-attached and goes on")
+        self._dirty.set()
+
+    async def job_ended(self, record: JobRecord, outcome: JobOutcome) -> None:
+        self.jobs.pop(record.job_id, None)
+        self._remember(outcome.status)
+        success = outcome.status is OutcomeStatus.SUCCESS
+        self.counts["jobsSucceeded" if success else "jobsFailed"] += 1
+        if self.worker is not None:
+            status = agent.JS_SUCCESS if success else agent.JS_FAILED
+            if not await self.worker.update_job(record.job_id, status, outcome.error):
+                log.warning(
+                    "could not report the job's end to LiveKit (not connected)", extra=record.log_fields()
+                )
+        detail = f"{outcome.reason}" + (f": {outcome.error}" if outcome.error else "")
+        if outcome.status is OutcomeStatus.KILLED and "unresponsive" in outcome.reason:
+            self._event(
+                "RunnerUnresponsive",
+                f"job {record.job_id}: {outcome.error}; pod {record.pod.name} deleted",
+                warning=True,
+            )
+        else:
+            self._event(
+                "JobEnded", f"job {record.job_id} {outcome.status.value}: {detail}", warning=not success
+            )
+        # the runner exits by itself; removing the pod now means no pod outlives its job
+        self._spawn(self.rt.pods.delete(record.pod))
+        self._dirty.set()
+
+    async def runner_gone(self, pod: PodIdentity) -> None:
+        """The pod disappeared: a job that never reached the supervisor ends here."""
+        for entry in list(self.jobs.values()):
+            if entry.pod == pod and self.rt.supervisor.job(pod.uid) is None:
+                await self._fail_unstarted(entry, "the job's pod disappeared before its runner attached")
+
+    async def _fail_unstarted(self, entry: ActiveJob, error: str) -> None:
+        self.jobs.pop(entry.job_id, None)
+        self.counts["jobsFailed"] += 1
+        self._remember(OutcomeStatus.FAILED)
+        metrics.JOBS_ENDED.labels(*self._labels, OutcomeStatus.FAILED.value).inc()
+        fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod or "")}
+        log.warning("job failed before it started: %s", error, extra=fields)
+        if self.worker is not None:
+            await self.worker.update_job(entry.job_id, agent.JS_FAILED, error)
+        self._event("JobFailed", f"job {entry.job_id}: {error}", warning=True)
+        if entry.pod is not None:
+            self._spawn(self.rt.pods.delete(entry.pod, grace_seconds=0))
+        self._dirty.set()
+
+    def _remember(self, status: OutcomeStatus) -> None:
+        self.recent = [*self.recent[-9:], status]
+
+    # -- restart: pods are the record ---------------------------------------------------------
+    async def _adopt_existing_pods(self) -> None:
+        try:
+            pods = await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}")
+        except Exception as exc:
+            metrics.KUBE_API_ERRORS.labels("list_pods").inc()
+            log.warning("could not list existing pods: %s", _short(exc), extra=self.fields)
+            return
+        heartbeat = self.spec.heartbeat if self.spec else self.rt.config.default_heartbeat
+        for pod in pods:
+            meta: dict[str, Any] = pod["metadata"]  # type: ignore[assignment]
+            status: dict[str, Any] = pod.get("status") or {}  # type: ignore[assignment]
+            identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
+            if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+                self._spawn(self.rt.pods.delete(identity))
+                continue
+            job_id = (meta.get("labels") or {}).get(LABEL_JOB_ID, "")
+            self.rt.track_pod(identity, self)
+            self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat))
+            if job_id:
+                room = (meta.get("annotations") or {}).get("agentoperator.dev/room", "")
+                self.jobs.setdefault(job_id, ActiveJob(job_id, room, identity, started=True, adopted=True))
+                self._spawn(self._expect_reattach(job_id, identity, heartbeat.start_timeout + 30))
+        if pods:
+            log.info(
+                "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=self.fields
+            )
+
+    async def _expect_reattach(self, job_id: str, pod: PodIdentity, within: float) -> None:
+        await asyncio.sleep(within)
+        if self.rt.supervisor.job(pod.uid) is None and job_id in self.jobs:
+            await self._fail_unstarted(self.jobs[job_id], f"runner did not re-attach within {within:.0f}s")
+
+    # -- drain --------------------------------------------------------------------------------
+    async def _drain(self) -> None:
+        self.draining = True
+        timeout = self.spec.drain_timeout if self.spec else 0.0
+        self._event("Draining", f"deployment deleted: {len(self.jobs)} jobs may run for up to {timeout:.0f}s")
+        if self.worker is not None:
+            await self.worker.send_status()
+        deadline = time.monotonic() + timeout
+        while self.jobs and time.monotonic() < deadline:  # noqa: ASYNC110 - jobs end by several paths
+            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        for entry in list(self.jobs.values()):
+            if entry.pod is not None:
+                grace = float(self.rt.grace_of(entry.pod) or 15)
+                await self.rt.supervisor.shutdown_job(entry.pod.uid, "deployment deleted", grace)
+        for pod in await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}"):
+            meta: dict[str, Any] = pod["metadata"]  # type: ignore[assignment]
+            await self.rt.pods.delete(PodIdentity(meta["namespace"], meta["name"], meta["uid"]))
+        for _ in range(120):
+            if not await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}"):
+                break
+            await asyncio.sleep(0.5)
+        self._event("Drained", "all job pods are gone")
+
+    # -- status -------------------------------------------------------------------------------
+    def conditions(self) -> list[Condition]:
+        registered = bool(self.worker_id)
+        if self.blocked:
+            reg = Condition("Registered", False, self.blocked_reason, self.blocked)
+        elif registered:
+            reg = Condition("Registered", True, "WorkerRegistered", f"worker {self.worker_id}")
+        elif self.connect_error:
+            reg = Condition("Registered", False, "LiveKitUnreachable", self.connect_error)
+        else:
+            reg = Condition("Registered", False, "Connecting", "connecting to LiveKit")
+        if self.draining:
+            ready = Condition("Ready", False, "Draining", "the deployment is being deleted")
+        elif registered and not self.blocked:
+            ready = Condition("Ready", True, "Ready", "accepting jobs")
+        else:
+            ready = Condition("Ready", False, reg.reason, reg.message)
+        failed = sum(1 for s in self.recent if s is not OutcomeStatus.SUCCESS)
+        if len(self.recent) >= 3 and failed * 2 >= len(self.recent):
+            degraded = Condition(
+                "Degraded", True, "JobsFailing", f"{failed} of the last {len(self.recent)} jobs failed"
+            )
+        else:
+            degraded = Condition("Degraded", False, "JobsHealthy", "")
+        return [reg, ready, degraded]
+
+    async def _status_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            fields = {
+                "workerId": self.worker_id,
+                "activeJobs": len(self.jobs),
+                "idlePods": 0,
+                "busyPods": sum(1 for j in self.jobs.values() if j.pod is not None),
+                **self.counts,
+            }
+            metrics.JOBS_ACTIVE.labels(*self._labels).set(len(self.jobs))
+            try:
+                await self.status_writer.write(self.generation, self.conditions(), fields)
+            except Exception as exc:
+                metrics.KUBE_API_ERRORS.labels("patch_status").inc()
+                log.warning("could not write status: %s", _short(exc), extra=self.fields)
+                self._dirty.set()
+            await asyncio.sleep(0.5)  # at most two status writes a second
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _event(self, reason: str, message: str, warning: bool = False) -> None:
+        self._spawn(self.rt.events.record(self.owner, reason, message, warning))
+
+    def _spawn(self, coro: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception as exc:
+                log.warning("background call failed: %s", _short(exc), extra=self.fields)
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _short(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) < 300 else text[:300] + "..."

@@ -1,0 +1,200 @@
+"""The operator process's shared parts: API client, supervisor, and the deployments it serves.
+
+Routes what the supervisor reports about a pod to the deployment that owns the pod, and
+vouches for runner pods the supervisor was not told about (after an operator restart)
+by their labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from typing import Any
+
+from kopf import DaemonStoppingReason
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from agent_operator.deployment import DeploymentRuntime
+from agent_operator.kube.events import EventRecorder
+from agent_operator.kube.pods import PodManager, PodTerminator
+from agent_operator.kube.podspec import LABEL_DEPLOYMENT, Owner, RunnerSettings
+from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE, TokenReviewAuthenticator
+from agent_operator.spec import DeploymentSpec, SpecError
+from agent_operator.supervisor import (
+    HeartbeatSettings,
+    JobOutcome,
+    JobRecord,
+    PodIdentity,
+    RunnerBinding,
+    Supervisor,
+    SupervisorSettings,
+)
+
+log = logging.getLogger("agent_operator.runtime")
+
+
+def _parse(spec: dict[str, Any]) -> tuple[DeploymentSpec | None, str]:
+    try:
+        return DeploymentSpec.parse(spec), ""
+    except SpecError as exc:
+        return None, str(exc)
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorConfig:
+    runner_bind: str = "0.0.0.0:50051"
+    runner_address: str = ""  # what runner pods dial; required
+    token_audience: str = DEFAULT_AUDIENCE
+    reattach_grace: float = 15.0
+    kubeconfig: str | None = None
+    default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
+
+
+class OperatorRuntime:
+    def __init__(self, config: OperatorConfig) -> None:
+        self.config = config
+        self.api: client.ApiClient = None  # set by start()
+        self.supervisor: Supervisor = None  # type: ignore[assignment]
+        self.pods: PodManager = None  # type: ignore[assignment]
+        self.events: EventRecorder = None  # type: ignore[assignment]
+        self.runner_settings = RunnerSettings(config.runner_address, config.token_audience)
+        self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
+        self._pod_owner: dict[str, DeploymentRuntime] = {}
+        self._grace: dict[str, int] = {}
+        self.runner_port = 0
+
+    async def start(self) -> None:
+        cfg = client.Configuration()
+        kubeconfig = self.config.kubeconfig or os.environ.get("KUBECONFIG")
+        if kubeconfig and os.path.exists(kubeconfig):  # noqa: ASYNC240 - once, at start
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            config.load_incluster_config(client_configuration=cfg)
+        self.api = client.ApiClient(cfg)
+        self.pods = PodManager(self.api)
+        self.events = EventRecorder(self.api)
+        self.supervisor = Supervisor(
+            TokenReviewAuthenticator(self.api, self.config.token_audience),
+            PodTerminator(self.api),
+            listener=self,
+            settings=SupervisorSettings(
+                reattach_grace=self.config.reattach_grace, default_heartbeat=self.config.default_heartbeat
+            ),
+            resolver=self.resolve,
+        )
+        self.runner_port = await self.supervisor.start(self.config.runner_bind)
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self.api is not None:
+            await self.api.close()
+
+    # -- deployments ----------------------------------------------------------------------------
+    async def serve_deployment(
+        self, owner: Owner, spec: dict[str, Any], generation: int, stopped: Any
+    ) -> None:
+        """Serve one AgentDeployment until kopf stops its daemon (``stopped``, a kopf flag)."""
+        parsed, error = _parse(spec)
+        dep = DeploymentRuntime(self, owner, parsed, generation)
+        if error:
+            dep.update(None, generation, error)
+        key = (owner.namespace, owner.name)
+        self.deployments[key] = dep
+        stopping = asyncio.Event()
+
+        async def watch_flag() -> None:
+            await stopped.wait()
+            stopping.set()
+
+        flag = asyncio.create_task(watch_flag())
+        try:
+            await dep.run(
+                stopping, deleted=lambda: bool(stopped.reason & DaemonStoppingReason.RESOURCE_DELETED)
+            )
+        finally:
+            flag.cancel()
+            await asyncio.gather(flag, return_exceptions=True)
+            if self.deployments.get(key) is dep:
+                del self.deployments[key]
+
+    def deployment_changed(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        dep = self.deployments.get((meta.get("namespace", ""), meta.get("name", "")))
+        if dep is None or meta.get("deletionTimestamp"):
+            return
+        parsed, error = _parse(body.get("spec") or {})
+        dep.update(parsed, int(meta.get("generation", 0)), error)
+
+    # -- pods -> deployments ----------------------------------------------------------------
+    def track_pod(self, pod: PodIdentity, owner: DeploymentRuntime) -> None:
+        self._pod_owner[pod.uid] = owner
+
+    def grace_of(self, pod: PodIdentity) -> int | None:
+        return self._grace.get(pod.uid)
+
+    async def resolve(self, pod: PodIdentity) -> RunnerBinding | None:
+        """A runner the supervisor was not told about: ours if its pod says so."""
+        owner = self._pod_owner.get(pod.uid)
+        if owner is None:
+            try:
+                found = await client.CoreV1Api(self.api).read_namespaced_pod(pod.name, pod.namespace)
+            except ApiException:
+                return None
+            if found.metadata.uid != pod.uid:
+                return None
+            deployment = (found.metadata.labels or {}).get(LABEL_DEPLOYMENT)
+            owner = self.deployments.get((pod.namespace, deployment or ""))
+            if owner is None:
+                return None
+            self._pod_owner[pod.uid] = owner
+        heartbeat = owner.spec.heartbeat if owner.spec else self.config.default_heartbeat
+        return RunnerBinding(pod, owner.ref, heartbeat)
+
+    async def on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
+        meta = pod.get("metadata") or {}
+        uid = meta.get("uid", "")
+        identity = PodIdentity(meta.get("namespace", ""), meta.get("name", ""), uid)
+        grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
+        if grace is not None:
+            self._grace[uid] = int(grace)
+        phase = (pod.get("status") or {}).get("phase")
+        owner = self._pod_owner.get(uid)
+        if event_type == "DELETED":
+            self._pod_owner.pop(uid, None)
+            self._grace.pop(uid, None)
+            if owner is not None:
+                await owner.runner_gone(identity)
+            self.supervisor.forget(uid)
+        elif phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
+            # a finished runner pod is removed once its outcome is in (or it never attached)
+            record = self.supervisor.job(uid)
+            if record is None or record.outcome is not None:
+                if owner is not None:
+                    await owner.runner_gone(identity)
+                await self.pods.delete(identity)
+
+    # -- SupervisorListener ---------------------------------------------------------------------
+    async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None:
+        return None
+
+    async def runner_detached(self, binding: RunnerBinding) -> None:
+        return None
+
+    async def job_started(self, job: JobRecord) -> None:
+        owner = self._pod_owner.get(job.pod.uid)
+        if owner is not None:
+            await owner.job_started(job)
+
+    async def job_adopted(self, job: JobRecord) -> None:
+        owner = self._pod_owner.get(job.pod.uid)
+        if owner is not None:
+            await owner.job_adopted(job)
+
+    async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
+        owner = self._pod_owner.get(job.pod.uid)
+        if owner is not None:
+            await owner.job_ended(job, outcome)

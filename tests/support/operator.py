@@ -1,0 +1,244 @@
+"""Running the operator as a real process in end-to-end tests, and the resources it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from tests.testenv.environment import REPO_ROOT
+from tests.testenv.kubeclient import eventually
+from tests.testenv.livekit import LiveKitAccess
+from tests.testenv.procs import free_port
+
+CRD_FILE = REPO_ROOT / "charts" / "livekit-agent-operator" / "crds" / "agentdeployments.agentoperator.dev.yaml"
+GROUP, VERSION, PLURAL = "agentoperator.dev", "v1alpha1", "agentdeployments"
+
+
+async def install_crd(api: client.ApiClient) -> None:
+    ext = client.ApiextensionsV1Api(api)
+    body = yaml.safe_load(CRD_FILE.read_text())
+    try:
+        await ext.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = await ext.read_custom_resource_definition(body["metadata"]["name"])
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        await ext.replace_custom_resource_definition(body["metadata"]["name"], body)
+
+    async def established() -> bool:
+        crd = await ext.read_custom_resource_definition(body["metadata"]["name"])
+        return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+    await eventually(established, 30, "AgentDeployment CRD established")
+
+
+class OperatorProcess:
+    """``agent-operator run`` as a subprocess, its JSON log lines kept in a file."""
+
+    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, reattach_grace: float = 5) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespaces = namespaces
+        self.log_path = log_path
+        self.runner_port = free_port()
+        self.metrics_port = free_port()
+        self.reattach_grace = reattach_grace
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "agent_operator.cli", "run",
+            f"--runner-bind=127.0.0.1:{self.runner_port}",
+            f"--runner-address=127.0.0.1:{self.runner_port}",
+            f"--metrics-bind=127.0.0.1:{self.metrics_port}",
+            f"--kubeconfig={self.kubeconfig}",
+            f"--reattach-grace={self.reattach_grace}",
+            "--log-level=DEBUG",
+        ]
+        argv += [f"--namespace={ns}" for ns in self.namespaces]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        log.close()
+
+    async def wait_ready(self, timeout: float = 60) -> None:
+        import aiohttp
+
+        async def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.metrics_port}/readyz") as r:
+                return r.status == 200
+
+        await eventually(ready, timeout, "operator /readyz")
+
+    async def metrics(self) -> str:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+            return await r.text()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, for fault injection."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+async def create_credentials(core: client.CoreV1Api, namespace: str, livekit: LiveKitAccess, name: str = "lk") -> None:
+    await core.create_namespaced_secret(
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "type": "Opaque",
+            "data": {
+                "api-key": base64.b64encode(livekit.api_key.encode()).decode(),
+                "api-secret": base64.b64encode(livekit.api_secret.encode()).decode(),
+            },
+        },
+    )
+
+
+def agent_deployment(
+    name: str,
+    livekit: LiveKitAccess,
+    entrypoint: str,
+    agent_name: str | None = None,
+    secret: str = "lk",
+    **spec: Any,
+) -> dict[str, Any]:
+    """An AgentDeployment whose pods run the real runner on this machine's Python."""
+    body: dict[str, Any] = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "AgentDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "livekit": {"url": livekit.url, "credentialsSecretRef": {"name": secret}},
+            "agentName": agent_name if agent_name is not None else f"{name}-{uuid.uuid4().hex[:4]}",
+            "entrypoint": entrypoint,
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "agent",
+                            "image": "livekit-agent-operator/runner:dev",
+                            # the process kubelet runs the command on this machine's Python
+                            "command": [sys.executable, "-m", "agent_jobrunner.cli"],
+                            "env": [
+                                {"name": "PYTHONPATH", "value": str(REPO_ROOT)},
+                                {"name": "AGENT_LOG_LEVEL", "value": "DEBUG"},
+                            ],
+                        }
+                    ]
+                }
+            },
+            **spec,
+        },
+    }
+    return body
+
+
+class Deployments:
+    def __init__(self, api: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api)
+        self.core = client.CoreV1Api(api)
+        self.namespace = namespace
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        created: dict[str, Any] = await self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, body
+        )
+        return created
+
+    async def get(self, name: str) -> dict[str, Any]:
+        got: dict[str, Any] = await self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return got
+
+    async def patch(self, name: str, patch: dict[str, Any]) -> None:
+        await self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, patch, _content_type="application/merge-patch+json"
+        )
+
+    async def delete(self, name: str) -> None:
+        await self.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    async def condition(self, name: str, ctype: str) -> dict[str, Any] | None:
+        status = (await self.get(name)).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == ctype), None)
+
+    async def wait_condition(self, name: str, ctype: str, status: str, timeout: float = 60) -> dict[str, Any]:
+        async def check() -> dict[str, Any] | None:
+            cond = await self.condition(name, ctype)
+            return cond if cond and cond["status"] == status else None
+
+        return await eventually(check, timeout, f"{name} {ctype}={status}")
+
+    async def pods(self, name: str) -> list[Any]:
+        pods = await self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"agentoperator.dev/deployment={name}"
+        )
+        return list(pods.items)
+
+    async def events(self, name: str) -> list[Any]:
+        events = await self.core.list_namespaced_event(
+            self.namespace, field_selector=f"involvedObject.name={name}"
+        )
+        return list(events.items)
+
+
+async def wait_participant(lk: Any, room: str, identity_prefix: str, timeout: float = 90) -> Any:
+    """The participant once it is ACTIVE (media connected), not merely joining."""
+    from livekit import api
+    from livekit.protocol import models
+
+    async def find() -> Any:
+        resp = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+        return next(
+            (
+                p
+                for p in resp.participants
+                if p.identity.startswith(identity_prefix) and p.state == models.ParticipantInfo.ACTIVE
+            ),
+            None,
+        )
+
+    return await eventually(find, timeout, f"participant {identity_prefix}* in room {room}", interval=0.05)
+
+
+def monotonic() -> float:
+    return time.monotonic()
+
+
+__all__ = ["asyncio"]

@@ -1,0 +1,66 @@
+"""Availability, load and naming decisions."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from livekit.protocol import agent, models
+
+from agent_operator.decisions import Capacity, availability, pod_name, render, worker_status
+
+pytestmark = pytest.mark.unit
+
+
+def cap(**kw: object) -> Capacity:
+    base: dict[str, object] = {
+        "max_jobs": 2,
+        "running": 0,
+        "reserved": 0,
+        "registered": True,
+        "draining": False,
+    }
+    base.update(kw)
+    return Capacity(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kw", "accept", "reason"),
+    [
+        ({}, True, "accepted"),
+        ({"running": 1, "reserved": 1}, False, "at_capacity"),
+        ({"running": 1}, True, "accepted"),
+        ({"draining": True}, False, "draining"),
+        ({"registered": False}, False, "not_registered"),
+        ({"blocked_reason": "secret missing"}, False, "blocked"),
+    ],
+)
+def test_availability(kw: dict[str, object], accept: bool, reason: str) -> None:
+    verdict = availability(cap(**kw))
+    assert (verdict.accept, verdict.reason) == (accept, reason)
+
+
+def test_status_reports_real_load() -> None:
+    s = worker_status(cap(running=1))
+    assert s.load == pytest.approx(0.5)
+    assert s.status == agent.WS_AVAILABLE
+    assert s.job_count == 1
+    full = worker_status(cap(running=1, reserved=1))
+    assert full.status == agent.WS_FULL
+    assert full.load == pytest.approx(1.0)
+    assert worker_status(cap(draining=True)).draining
+
+
+def test_render_templates() -> None:
+    job = agent.Job(id="AJ_x", room=models.Room(name="r1"), agent_name="bot")
+    assert render("agent-{job_id}@{room}/{agent_name}/{deployment}", job, "dep") == "agent-AJ_x@r1/bot/dep"
+    with pytest.raises(KeyError, match="unknown field"):
+        render("{nope}", job, "dep")
+
+
+def test_pod_names_are_valid_and_bounded() -> None:
+    name = pod_name("a" * 80, "AJ_UPPER_and_lower", "x1y2")
+    assert len(name) <= 63
+    assert re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", name)
+    assert name.endswith("-x1y2")
+    assert "aj-upper-and-lower" in pod_name("dep", "AJ_UPPER_and_lower", "x1y2")

@@ -1,0 +1,97 @@
+"""The runner pod built from a template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agent_operator.kube.podspec import (
+    LABEL_DEPLOYMENT,
+    LABEL_JOB_ID,
+    LABEL_STATE,
+    JobInfo,
+    Owner,
+    RunnerSettings,
+    build_runner_pod,
+)
+from agent_operator.spec import DeploymentSpec
+
+pytestmark = pytest.mark.unit
+
+OWNER = Owner("ns", "voice", "uid-1")
+RUNNER = RunnerSettings("operator.system:50051", "agentoperator.dev/runner")
+
+
+def spec(template_spec: dict[str, Any]) -> DeploymentSpec:
+    return DeploymentSpec.parse(
+        {
+            "livekit": {"url": "ws://lk:7880", "credentialsSecretRef": {"name": "lk"}},
+            "entrypoint": "agents.voice:entrypoint",
+            "template": {"metadata": {"labels": {"team": "a"}}, "spec": template_spec},
+        }
+    )
+
+
+def test_cold_pod_carries_identity_not_secrets() -> None:
+    pod = build_runner_pod(
+        OWNER,
+        spec({"containers": [{"name": "agent", "image": "agent:1", "env": [{"name": "X", "value": "1"}]}]}),
+        RUNNER,
+        "voice-aj-1-abcd",
+        JobInfo("AJ_1", "room-1", "AD_1"),
+    )
+    meta = pod["metadata"]
+    assert meta["labels"][LABEL_DEPLOYMENT] == "voice"
+    assert meta["labels"][LABEL_JOB_ID] == "AJ_1"
+    assert meta["labels"][LABEL_STATE] == "busy"
+    assert meta["labels"]["team"] == "a"
+    assert meta["annotations"]["agentoperator.dev/room"] == "room-1"
+    assert meta["ownerReferences"][0]["uid"] == "uid-1"
+    assert meta["ownerReferences"][0]["controller"] is True
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AGENT_OPERATOR_ADDRESS"]["value"] == "operator.system:50051"
+    assert env["AGENT_ENTRYPOINT"]["value"] == "agents.voice:entrypoint"
+    assert env["AGENT_POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
+    assert env["X"]["value"] == "1"
+    text = repr(pod).lower()
+    for forbidden in ("token=", "api-secret", "secretkeyref"):
+        assert forbidden not in text
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+def test_secure_defaults_meet_restricted() -> None:
+    pod = build_runner_pod(OWNER, spec({"containers": [{"name": "a", "image": "i"}]}), RUNNER, "p", None)
+    ps = pod["spec"]
+    assert ps["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert ps["automountServiceAccountToken"] is False
+    sc = ps["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["readOnlyRootFilesystem"] is True
+    token = next(v for v in ps["volumes"] if "projected" in v)
+    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == "agentoperator.dev/runner"
+    assert pod["metadata"]["labels"][LABEL_STATE] == "idle"
+    assert LABEL_JOB_ID not in pod["metadata"]["labels"]
+
+
+def test_template_overrides_win_and_operator_env_cannot_be_spoofed() -> None:
+    template = {
+        "restartPolicy": "Always",
+        "securityContext": {"runAsUser": 1000, "runAsNonRoot": True},
+        "containers": [
+            {
+                "name": "a",
+                "image": "i",
+                "securityContext": {"readOnlyRootFilesystem": False},
+                "env": [{"name": "AGENT_OPERATOR_ADDRESS", "value": "evil:1"}],
+            }
+        ],
+    }
+    pod = build_runner_pod(OWNER, spec(template), RUNNER, "p", None)
+    assert pod["spec"]["restartPolicy"] == "Never"
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    addresses = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "AGENT_OPERATOR_ADDRESS"]
+    assert addresses == [{"name": "AGENT_OPERATOR_ADDRESS", "value": "operator.system:50051"}]
