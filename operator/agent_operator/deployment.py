@@ -22,6 +22,8 @@ from agent_operator import decisions, metrics
 from agent_operator.kube.podspec import (
     LABEL_DEPLOYMENT,
     LABEL_JOB_ID,
+    LABEL_STATE,
+    LABEL_TEMPLATE,
     JobInfo,
     Owner,
     build_runner_pod,
@@ -38,6 +40,7 @@ from agent_operator.supervisor import (
     RunnerBinding,
 )
 from agent_operator.supervisor.service import StartFailed
+from agent_operator.warm_pool import WarmPool
 from agent_operator.worker import WorkerConnection, WorkerOptions
 
 if TYPE_CHECKING:
@@ -85,6 +88,10 @@ class DeploymentRuntime:
         self._dirty = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._labels = (owner.namespace, owner.name)
+        self.pool = WarmPool(self)
+
+    def mark_dirty(self) -> None:
+        self._dirty.set()
 
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
@@ -98,11 +105,13 @@ class DeploymentRuntime:
             self.blocked = self.blocked_reason = ""
         self._changed.set()
         self._dirty.set()
+        self.pool.wake()
 
     async def run(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
         """Serve until ``stopping``; drain first if the resource was deleted."""
         await self._adopt_existing_pods()
         status = asyncio.create_task(self._status_loop(), name=f"status {self.ref}")
+        pool = asyncio.create_task(self.pool.run(), name=f"pool {self.ref}")
         worker: asyncio.Task[None] | None = None
         key: tuple[object, ...] | None = None
         creds: Credentials | None = None
@@ -156,7 +165,8 @@ class DeploymentRuntime:
             if worker is not None:
                 await self._stop_worker(worker)
             status.cancel()
-            await asyncio.gather(status, return_exceptions=True)
+            pool.cancel()
+            await asyncio.gather(status, pool, return_exceptions=True)
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -252,10 +262,28 @@ class DeploymentRuntime:
         self.jobs[job.id] = entry
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
+        request = self._start_request(assignment, spec)
+        info = JobInfo(job.id, job.room.name, job.dispatch_id)
+        warm = self.pool.take(spec.template_hash())
+        if warm is not None:
+            # warm path: the runner is attached and idle; no API call before it gets the job
+            pod = PodIdentity(warm.namespace, warm.name, warm.uid)
+            entry.pod = pod
+            metrics.JOB_STARTS_BY_PATH.labels(*self._labels, "warm").inc()
+            try:
+                await self.rt.supervisor.assign(pod.uid, request)
+            except StartFailed as exc:
+                await self._fail_unstarted(entry, str(exc))
+                return
+            log.info("job assigned to idle pool pod", extra={**fields, "pod": str(pod)})
+            self._spawn(self.rt.pods.mark_busy(pod, info))
+            self._event(
+                "JobAssigned", f"job {job.id} in room {job.room.name}: idle pod {pod.name} (warm pool)"
+            )
+            return
+        metrics.JOB_STARTS_BY_PATH.labels(*self._labels, "cold").inc()
         name = decisions.pod_name(self.owner.name, job.id, secrets.token_hex(2))
-        body = build_runner_pod(
-            self.owner, spec, self.rt.runner_settings, name, JobInfo(job.id, job.room.name, job.dispatch_id)
-        )
+        body = build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info)
         try:
             pod = await self.rt.pods.create(body)
         except Exception as exc:
@@ -263,11 +291,18 @@ class DeploymentRuntime:
             await self._fail_unstarted(entry, f"could not create the job's pod: {_short(exc)}")
             return
         entry.pod = pod
-        log.info("job assigned; pod created", extra={**fields, "pod": str(pod)})
+        log.info("job assigned; pod created (cold path)", extra={**fields, "pod": str(pod)})
         self._event("JobAssigned", f"job {job.id} in room {job.room.name}: pod {pod.name} created")
         self.rt.track_pod(pod, self)
         self.rt.supervisor.expect(RunnerBinding(pod, self.ref, spec.heartbeat))
-        request = pb.StartJobRequest(
+        try:
+            await self.rt.supervisor.assign(pod.uid, request)
+        except StartFailed as exc:
+            await self._fail_unstarted(entry, str(exc))
+
+    def _start_request(self, assignment: agent.JobAssignment, spec: DeploymentSpec) -> pb.StartJobRequest:
+        job = assignment.job
+        return pb.StartJobRequest(
             job=job.SerializeToString(),
             url=assignment.url or spec.livekit_url,
             token=assignment.token,
@@ -279,10 +314,6 @@ class DeploymentRuntime:
             participant_attributes={ATTRIBUTE_AGENT_NAME: spec.agent_name, **spec.participant_attributes},
             auto_subscribe=AUTO_SUBSCRIBE[spec.auto_subscribe],
         )
-        try:
-            await self.rt.supervisor.assign(pod.uid, request)
-        except StartFailed as exc:
-            await self._fail_unstarted(entry, str(exc))
 
     async def termination(self, termination: agent.JobTermination) -> None:
         entry = self.jobs.get(termination.job_id)
@@ -328,6 +359,7 @@ class DeploymentRuntime:
         self._dirty.set()
 
     async def job_adopted(self, record: JobRecord) -> None:
+        self.pool.pods.pop(record.pod.uid, None)  # labelled idle, but its runner has a job
         entry = self.jobs.setdefault(
             record.job_id, ActiveJob(record.job_id, record.room, record.pod, adopted=True)
         )
@@ -365,6 +397,7 @@ class DeploymentRuntime:
 
     async def runner_gone(self, pod: PodIdentity) -> None:
         """The pod disappeared: a job that never reached the supervisor ends here."""
+        self.pool.gone(pod.uid)
         for entry in list(self.jobs.values()):
             if entry.pod == pod and self.rt.supervisor.job(pod.uid) is None:
                 await self._fail_unstarted(entry, "the job's pod disappeared before its runner attached")
@@ -402,10 +435,13 @@ class DeploymentRuntime:
             if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
                 self._spawn(self.rt.pods.delete(identity))
                 continue
-            job_id = (meta.get("labels") or {}).get(LABEL_JOB_ID, "")
+            labels = meta.get("labels") or {}
+            job_id = labels.get(LABEL_JOB_ID, "")
             self.rt.track_pod(identity, self)
             self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat))
-            if job_id:
+            if not job_id and labels.get(LABEL_STATE) == "idle":
+                self.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
+            elif job_id:
                 room = (meta.get("annotations") or {}).get("agentoperator.dev/room", "")
                 self.jobs.setdefault(job_id, ActiveJob(job_id, room, identity, started=True, adopted=True))
                 self._spawn(self._expect_reattach(job_id, identity, heartbeat.start_timeout + 30))
@@ -475,11 +511,13 @@ class DeploymentRuntime:
             fields = {
                 "workerId": self.worker_id,
                 "activeJobs": len(self.jobs),
-                "idlePods": 0,
+                "idlePods": self.pool.ready,
                 "busyPods": sum(1 for j in self.jobs.values() if j.pod is not None),
                 **self.counts,
             }
             metrics.JOBS_ACTIVE.labels(*self._labels).set(len(self.jobs))
+            busy = sum(1 for j in self.jobs.values() if j.pod is not None)
+            metrics.POOL_BUSY.labels(*self._labels).set(busy)
             try:
                 await self.status_writer.write(self.generation, self.conditions(), fields)
             except Exception as exc:

@@ -77,3 +77,18 @@ KUBE_API_ERRORS = Counter(
     "Kubernetes API calls that failed, by operation.",
     ["operation"],
 )
+POOL_IDLE = Gauge(
+    "agent_operator_pool_idle_pods",
+    "Warm pool pods attached and idle, ready for a job.",
+    DEPLOYMENT_LABELS,
+)
+POOL_BUSY = Gauge(
+    "agent_operator_pool_busy_pods",
+    "Pods running a job.",
+    DEPLOYMENT_LABELS,
+)
+JOB_STARTS_BY_PATH = Counter(
+    "agent_operator_job_placements_total",
+    "Jobs placed on a pod, by path: warm (an idle pool pod) or cold (a pod created for the job).",
+    (*DEPLOYMENT_LABELS, "path"),
+)

@@ -179,10 +179,16 @@ class OperatorRuntime:
 
     # -- SupervisorListener ---------------------------------------------------------------------
     async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None:
-        return None
+        owner = self._pod_owner.get(binding.pod.uid)
+        if owner is not None:
+            owner.pool.attached(binding.pod.uid)
+            owner.mark_dirty()
 
     async def runner_detached(self, binding: RunnerBinding) -> None:
-        return None
+        owner = self._pod_owner.get(binding.pod.uid)
+        if owner is not None:
+            owner.pool.detached(binding.pod.uid)
+            owner.mark_dirty()
 
     async def job_started(self, job: JobRecord) -> None:
         owner = self._pod_owner.get(job.pod.uid)

@@ -74,7 +74,9 @@ class ScriptedRunner:
                     if self.pong_delay:
                         await asyncio.sleep(self.pong_delay)
                     await self.call.write(
-                        pb.RunnerMessage(pong=pb.Pong(ping_timestamp_us=msg.ping.timestamp_us, timestamp_us=now_us()))
+                        pb.RunnerMessage(
+                            pong=pb.Pong(ping_timestamp_us=msg.ping.timestamp_us, timestamp_us=now_us())
+                        )
                     )
 
         self._ponger = asyncio.create_task(loop())
@@ -184,7 +186,10 @@ async def test_token_for_another_audience_is_refused(
 
 
 async def test_pod_cannot_attach_as_another_pod(
-    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str, caplog: pytest.LogCaptureFixture
+    make_supervisor: Callable[..., Any],
+    core: client.CoreV1Api,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     sup, port, _, _ = await make_supervisor()
     victim = await parked_pod(core, namespace, "victim")
@@ -267,7 +272,9 @@ async def test_garbage_and_oversized_frames_do_not_hurt_other_sessions(
 
     # raw bytes that are not a RunnerMessage
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    raw = channel.stream_stream(ATTACH_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    raw = channel.stream_stream(
+        ATTACH_METHOD, request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
     call = raw()
     before = failures("protocol")
     await call.write(b"\xff\xff\xff\xff\x0fthis is not protobuf")
@@ -298,11 +305,16 @@ async def test_garbage_and_oversized_frames_do_not_hurt_other_sessions(
 
 
 async def test_slow_pong_warns_and_silence_deletes_the_pod(
-    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str, caplog: pytest.LogCaptureFixture
+    make_supervisor: Callable[..., Any],
+    core: client.CoreV1Api,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     sup, port, listener, terminator = await make_supervisor()
     pod = await parked_pod(core, namespace)
-    sup.expect(binding_for(pod, HeartbeatSettings(ping_interval=0.3, ping_timeout=2.0, high_ping_threshold=0.1)))
+    sup.expect(
+        binding_for(pod, HeartbeatSettings(ping_interval=0.3, ping_timeout=2.0, high_ping_threshold=0.1))
+    )
     runner = ScriptedRunner(port)
     try:
         await runner.hello(pod, await pod_token(core, pod))
@@ -326,7 +338,7 @@ async def test_slow_pong_warns_and_silence_deletes_the_pod(
             try:
                 await core.read_namespaced_pod(pod.metadata.name, namespace)
             except client.exceptions.ApiException as exc:
-                return exc.status == 404
+                return bool(exc.status == 404)
             return False
 
         for _ in range(100):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,16 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+from livekit import api
 
 from tests.testenv.environment import REPO_ROOT
 from tests.testenv.kubeclient import eventually
 from tests.testenv.livekit import LiveKitAccess
 from tests.testenv.procs import free_port
 
-CRD_FILE = REPO_ROOT / "charts" / "livekit-agent-operator" / "crds" / "agentdeployments.agentoperator.dev.yaml"
+CRD_FILE = (
+    REPO_ROOT / "charts" / "livekit-agent-operator" / "crds" / "agentdeployments.agentoperator.dev.yaml"
+)
 GROUP, VERSION, PLURAL = "agentoperator.dev", "v1alpha1", "agentdeployments"
 
 
@@ -48,7 +49,9 @@ async def install_crd(api: client.ApiClient) -> None:
 class OperatorProcess:
     """``agent-operator run`` as a subprocess, its JSON log lines kept in a file."""
 
-    def __init__(self, kubeconfig: Path, namespaces: list[str], log_path: Path, reattach_grace: float = 5) -> None:
+    def __init__(
+        self, kubeconfig: Path, namespaces: list[str], log_path: Path, reattach_grace: float = 5
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
         self.log_path = log_path
@@ -59,7 +62,10 @@ class OperatorProcess:
 
     def start(self) -> None:
         argv = [
-            sys.executable, "-m", "agent_operator.cli", "run",
+            sys.executable,
+            "-m",
+            "agent_operator.cli",
+            "run",
             f"--runner-bind=127.0.0.1:{self.runner_port}",
             f"--runner-address=127.0.0.1:{self.runner_port}",
             f"--metrics-bind=127.0.0.1:{self.metrics_port}",
@@ -68,7 +74,10 @@ class OperatorProcess:
             "--log-level=DEBUG",
         ]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
         log.close()
@@ -79,7 +88,10 @@ class OperatorProcess:
         async def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
-            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.metrics_port}/readyz") as r:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{self.metrics_port}/readyz") as r,
+            ):
                 return r.status == 200
 
         await eventually(ready, timeout, "operator /readyz")
@@ -87,7 +99,10 @@ class OperatorProcess:
     async def metrics(self) -> str:
         import aiohttp
 
-        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as r,
+        ):
             return await r.text()
 
     def alive(self) -> bool:
@@ -115,7 +130,9 @@ class OperatorProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
-async def create_credentials(core: client.CoreV1Api, namespace: str, livekit: LiveKitAccess, name: str = "lk") -> None:
+async def create_credentials(
+    core: client.CoreV1Api, namespace: str, livekit: LiveKitAccess, name: str = "lk"
+) -> None:
     await core.create_namespaced_secret(
         namespace,
         {
@@ -136,7 +153,7 @@ def agent_deployment(
     livekit: LiveKitAccess,
     entrypoint: str,
     agent_name: str | None = None,
-    secret: str = "lk",
+    secret_name: str = "lk",
     **spec: Any,
 ) -> dict[str, Any]:
     """An AgentDeployment whose pods run the real runner on this machine's Python."""
@@ -145,7 +162,7 @@ def agent_deployment(
         "kind": "AgentDeployment",
         "metadata": {"name": name},
         "spec": {
-            "livekit": {"url": livekit.url, "credentialsSecretRef": {"name": secret}},
+            "livekit": {"url": livekit.url, "credentialsSecretRef": {"name": secret_name}},
             "agentName": agent_name if agent_name is not None else f"{name}-{uuid.uuid4().hex[:4]}",
             "entrypoint": entrypoint,
             "template": {
@@ -183,7 +200,9 @@ class Deployments:
         return created
 
     async def get(self, name: str) -> dict[str, Any]:
-        got: dict[str, Any] = await self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        got: dict[str, Any] = await self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
         return got
 
     async def patch(self, name: str, patch: dict[str, Any]) -> None:
@@ -237,8 +256,58 @@ async def wait_participant(lk: Any, room: str, identity_prefix: str, timeout: fl
     return await eventually(find, timeout, f"participant {identity_prefix}* in room {room}", interval=0.05)
 
 
-def monotonic() -> float:
-    return time.monotonic()
+AGENTS = "tests.agents.stream_agents"
 
 
-__all__ = ["asyncio"]
+async def dispatch(lk: api.LiveKitAPI, agent_name: str, room: str) -> Any:
+    await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=60))
+    return await lk.agent_dispatch.create_dispatch(
+        api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+    )
+
+
+async def ready_deployment(
+    deployments: Deployments,
+    operator: OperatorProcess,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    name: str,
+    entrypoint: str,
+    **spec: Any,
+) -> dict[str, Any]:
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit) if not spec.pop(
+        "_no_secret", False
+    ) else None
+    body = await deployments.create(agent_deployment(name, livekit, f"{AGENTS}:{entrypoint}", **spec))
+    await operator.wait_ready()
+    await deployments.wait_condition(name, "Ready", "True", timeout=60)
+    return body
+
+
+async def job_pod(deployments: Deployments, name: str, timeout: float = 60) -> Any:
+    async def one() -> Any:
+        pods = await deployments.pods(name)
+        return pods[0] if len(pods) == 1 else None
+
+    return await eventually(one, timeout, f"one pod of {name}")
+
+
+async def pid(deployments: Deployments, pod: Any) -> int:
+    async def read() -> int | None:
+        got = await deployments.core.read_namespaced_pod(pod.metadata.name, deployments.namespace)
+        statuses = got.status.container_statuses or []
+        if statuses and statuses[0].container_id:
+            return int(statuses[0].container_id.removeprefix("process://"))
+        return None
+
+    return await eventually(read, 30, "runner pid")
+
+
+async def status_equals(
+    deployments: Deployments, name: str, key: str, value: int, timeout: float = 60
+) -> dict[str, Any]:
+    async def check() -> dict[str, Any] | None:
+        status = (await deployments.get(name)).get("status") or {}
+        return status if status.get(key) == value else None
+
+    return await eventually(check, timeout, f"{name} status {key}={value}")

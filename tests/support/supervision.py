@@ -92,9 +92,11 @@ DEPLOYMENT = DeploymentRef("test", "agent")
 
 
 def binding_for(pod: dict[str, Any] | Any, heartbeat: HeartbeatSettings | None = None) -> RunnerBinding:
-    meta = pod["metadata"] if isinstance(pod, dict) else pod.metadata
-    get = (lambda k: meta[k]) if isinstance(meta, dict) else (lambda k: getattr(meta, k))
-    identity = PodIdentity(get("namespace"), get("name"), get("uid"))
+    if isinstance(pod, dict):
+        meta = pod["metadata"]
+        identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
+    else:
+        identity = PodIdentity(pod.metadata.namespace, pod.metadata.name, pod.metadata.uid)
     return RunnerBinding(
         identity, DeploymentRef(identity.namespace, "agent"), heartbeat or HeartbeatSettings()
     )

@@ -7,6 +7,14 @@ import logging
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator.kube.podspec import (
+    ANNOTATION_DISPATCH_ID,
+    ANNOTATION_JOB_ID,
+    ANNOTATION_ROOM,
+    LABEL_JOB_ID,
+    LABEL_STATE,
+    JobInfo,
+)
 from agent_operator.supervisor.types import PodIdentity
 
 log = logging.getLogger("agent_operator.kube.pods")
@@ -63,6 +71,19 @@ class PodManager:
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
+
+    async def mark_busy(self, pod: PodIdentity, job: JobInfo) -> None:
+        """Label a pool pod with the job it took (the record that survives a restart)."""
+        annotations = {ANNOTATION_ROOM: job.room, ANNOTATION_JOB_ID: job.job_id}
+        if job.dispatch_id:
+            annotations[ANNOTATION_DISPATCH_ID] = job.dispatch_id
+        patch = {
+            "metadata": {
+                "labels": {LABEL_STATE: "busy", LABEL_JOB_ID: job.job_id},
+                "annotations": annotations,
+            }
+        }
+        await self._core.patch_namespaced_pod(pod.name, pod.namespace, patch)
 
     async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
         pods = await self._core.list_namespaced_pod(namespace, label_selector=selector)

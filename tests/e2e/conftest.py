@@ -1,0 +1,54 @@
+"""Fixtures of the operator's end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from kubernetes_asyncio import client
+from livekit import api
+
+from tests.support.operator import Deployments, OperatorProcess, install_crd
+from tests.testenv.environment import TestEnvironment
+from tests.testenv.kube import KubeAccess
+from tests.testenv.kubeclient import api_client
+from tests.testenv.livekit import LiveKitAccess
+
+
+@pytest.fixture(scope="session")
+def crd(kube: KubeAccess) -> None:
+    async def install() -> None:
+        async with await api_client(kube.kubeconfig) as api_:
+            await install_crd(api_)
+
+    asyncio.run(install())
+
+
+@pytest.fixture
+async def ns(namespace: str, k8s: client.ApiClient, crd: None) -> str:
+    """The test namespace, enforcing the Pod Security Standard `restricted`."""
+    await client.CoreV1Api(k8s).patch_namespace(
+        namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
+    )
+    return namespace
+
+
+@pytest.fixture
+def operator(kube: KubeAccess, ns: str, local_kubelet: TestEnvironment) -> Iterator[OperatorProcess]:
+    # in the session's log folder, which is kept when a test fails
+    op = OperatorProcess(kube.kubeconfig, [ns], local_kubelet.workdir / "logs" / f"operator-{ns}.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+async def lk(livekit: LiveKitAccess) -> AsyncIterator[api.LiveKitAPI]:
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lkapi:
+        yield lkapi
+
+
+@pytest.fixture
+def deployments(k8s: client.ApiClient, ns: str) -> Deployments:
+    return Deployments(k8s, ns)

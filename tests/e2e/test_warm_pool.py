@@ -1,0 +1,238 @@
+"""The warm pool end to end: idle runner pods attached and waiting; jobs taken without a pod start."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from livekit import api
+
+from tests.support.operator import (
+    AGENTS,
+    GROUP,
+    PLURAL,
+    VERSION,
+    Deployments,
+    OperatorProcess,
+    agent_deployment,
+    create_credentials,
+    dispatch,
+    wait_participant,
+)
+from tests.testenv.kubeclient import eventually
+from tests.testenv.livekit import LiveKitAccess
+
+pytestmark = pytest.mark.e2e
+
+
+async def idle_pods(deployments: Deployments, name: str) -> list[Any]:
+    pods = await deployments.pods(name)
+    return [
+        p
+        for p in pods
+        if p.metadata.labels.get("agentoperator.dev/state") == "idle" and not p.metadata.deletion_timestamp
+    ]
+
+
+async def wait_pool(deployments: Deployments, name: str, ready: int, timeout: float = 90) -> dict[str, Any]:
+    """Until status.idlePods (attached, idle runners) reaches ``ready``."""
+
+    async def check() -> dict[str, Any] | None:
+        status = (await deployments.get(name)).get("status") or {}
+        return status if status.get("idlePods") == ready else None
+
+    return await eventually(check, timeout, f"{name} with {ready} idle attached pods")
+
+
+async def pooled(
+    deployments: Deployments,
+    operator: OperatorProcess,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    name: str,
+    size: int,
+    **spec: Any,
+) -> dict[str, Any]:
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
+    body = await deployments.create(
+        agent_deployment(
+            name, livekit, f"{AGENTS}:beacon_forever", warmPool={"size": size, **spec.pop("pool", {})}, **spec
+        )
+    )
+    await operator.wait_ready()
+    await deployments.wait_condition(name, "Ready", "True")
+    await wait_pool(deployments, name, size)
+    return body
+
+
+async def test_assignment_goes_to_an_idle_pod_and_the_pool_refills(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    body = await pooled(deployments, operator, k8s, livekit, "warm", 2)
+    before = {p.metadata.uid for p in await idle_pods(deployments, "warm")}
+    assert len(before) == 2
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    t0 = time.monotonic()
+    await dispatch(lk, body["spec"]["agentName"], room)
+    await wait_participant(lk, room, "agent-")
+    print(f"create_dispatch -> agent joined (warm path): {time.monotonic() - t0:.2f}s")
+
+    async def busy_pod() -> Any:
+        pods = await deployments.pods("warm")
+        return next((p for p in pods if p.metadata.labels.get("agentoperator.dev/state") == "busy"), None)
+
+    busy = await eventually(busy_pod, 30, "the pool pod labelled busy")
+    assert busy.metadata.uid in before, "the job ran on a pod that was waiting in the pool"
+    assert busy.metadata.annotations["agentoperator.dev/room"] == room
+    job_id = busy.metadata.labels["agentoperator.dev/job-id"]
+    assert job_id
+
+    # refilled: two idle pods again, one of them new; three pods in all
+    await wait_pool(deployments, "warm", 2)
+    after = {p.metadata.uid for p in await idle_pods(deployments, "warm")}
+    assert len(after - before) == 1
+    assert 'path="warm"' in await operator.metrics()
+
+    # the busy pod is never reused: when its job ends it goes away
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    async def busy_gone() -> bool:
+        return busy.metadata.uid not in {p.metadata.uid for p in await deployments.pods("warm")}
+
+    await eventually(busy_gone, 60, "the used pod removed")
+
+
+async def test_empty_pool_takes_the_cold_path(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    body = await pooled(deployments, operator, k8s, livekit, "tiny", 1, maxConcurrentJobs=3)
+    rooms = [f"room-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for room in rooms:
+        await dispatch(lk, body["spec"]["agentName"], room)
+    for room in rooms:
+        await wait_participant(lk, room, "agent-")
+    metrics = await operator.metrics()
+    assert 'path="warm"' in metrics
+    assert 'path="cold"' in metrics
+
+
+async def test_idle_pods_are_recycled_by_age(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+) -> None:
+    await pooled(deployments, operator, k8s, livekit, "aging", 1, pool={"maxIdleAge": "4s"})
+    first = {p.metadata.uid for p in await idle_pods(deployments, "aging")}
+
+    async def replaced() -> bool:
+        now = {p.metadata.uid for p in await idle_pods(deployments, "aging")}
+        return bool(now) and not (now & first)
+
+    await eventually(replaced, 60, "idle pod replaced after maxIdleAge")
+    await wait_pool(deployments, "aging", 1)
+
+
+async def test_template_change_replaces_idle_pods_but_not_busy_ones(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    body = await pooled(deployments, operator, k8s, livekit, "tmpl", 2)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, body["spec"]["agentName"], room)
+    agent = await wait_participant(lk, room, "agent-")
+    await wait_pool(deployments, "tmpl", 2)
+    pods = await deployments.pods("tmpl")
+    busy = next(p for p in pods if p.metadata.labels["agentoperator.dev/state"] == "busy")
+    old_hash = busy.metadata.labels["agentoperator.dev/template-hash"]
+
+    template = body["spec"]["template"]
+    template["spec"]["containers"][0]["env"].append({"name": "AGENT_VERSION", "value": "2"})
+    await deployments.patch("tmpl", {"spec": {"template": template}})
+
+    async def all_idle_current() -> bool:
+        idle = await idle_pods(deployments, "tmpl")
+        hashes = {p.metadata.labels["agentoperator.dev/template-hash"] for p in idle}
+        return len(idle) == 2 and old_hash not in hashes
+
+    await eventually(all_idle_current, 90, "idle pods rebuilt from the new template")
+    await wait_pool(deployments, "tmpl", 2)
+    still = await wait_participant(lk, room, "agent-", timeout=10)
+    assert still.sid == agent.sid, "the busy pod finished its job untouched"
+    uids = {p.metadata.uid for p in await deployments.pods("tmpl")}
+    assert busy.metadata.uid in uids
+
+
+async def test_pool_survives_an_operator_restart(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+) -> None:
+    await pooled(deployments, operator, k8s, livekit, "sturdy", 2)
+    before = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
+    operator.kill()
+    await asyncio.sleep(2)
+    operator.start()
+    await operator.wait_ready()
+    await deployments.wait_condition("sturdy", "Ready", "True")
+    await wait_pool(deployments, "sturdy", 2)
+    await asyncio.sleep(3)
+    after = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
+    assert after == before, "the same idle pods re-attached; none was replaced"
+
+
+async def test_scale_subresource_resizes_the_pool(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+) -> None:
+    await pooled(deployments, operator, k8s, livekit, "scaled", 1)
+    custom = client.CustomObjectsApi(k8s)
+    # what `kubectl scale agentdeployment/scaled --replicas=3` sends
+    await custom.patch_namespaced_custom_object_scale(
+        GROUP,
+        VERSION,
+        deployments.namespace,
+        PLURAL,
+        "scaled",
+        {"spec": {"replicas": 3}},
+        _content_type="application/merge-patch+json",
+    )
+    await wait_pool(deployments, "scaled", 3)
+    scale = await custom.get_namespaced_custom_object_scale(
+        GROUP, VERSION, deployments.namespace, PLURAL, "scaled"
+    )
+    assert scale["spec"]["replicas"] == 3
+    assert scale["status"]["replicas"] == 3
+    await custom.patch_namespaced_custom_object_scale(
+        GROUP,
+        VERSION,
+        deployments.namespace,
+        PLURAL,
+        "scaled",
+        {"spec": {"replicas": 0}},
+        _content_type="application/merge-patch+json",
+    )
+    await wait_pool(deployments, "scaled", 0)
+
+    async def none_left() -> bool:
+        return not await idle_pods(deployments, "scaled")
+
+    await eventually(none_left, 60, "idle pods removed after scaling to 0")

@@ -1,0 +1,69 @@
+"""Warm pool planning."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_operator.pool import PoolPod, desired_idle, pick_idle, plan_pool
+
+pytestmark = pytest.mark.unit
+
+
+def pod(uid: str, created: float, attached: bool = True, template: str = "t1", **kw: object) -> PoolPod:
+    p = PoolPod(uid, f"p-{uid}", "ns", template, created, attached=attached, attached_once=attached)
+    for k, v in kw.items():
+        setattr(p, k, v)
+    return p
+
+
+def plan(pods: list[PoolPod], desired: int, now: float = 100.0) -> tuple[list[str], int]:
+    result = plan_pool(pods, desired, "t1", now, max_idle_age=60, start_timeout=10)
+    return sorted(f"{p.uid}:{why.split()[0]}" for p, why in result.delete), result.create
+
+
+def test_desired_never_exceeds_capacity_left() -> None:
+    assert desired_idle(size=3, max_jobs=10, busy=2) == 3
+    assert desired_idle(size=3, max_jobs=4, busy=2) == 2
+    assert desired_idle(size=3, max_jobs=4, busy=5) == 0
+
+
+def test_fill_an_empty_pool() -> None:
+    assert plan([], 3) == ([], 3)
+
+
+def test_stale_old_and_silent_pods_are_replaced() -> None:
+    pods = [
+        pod("stale", 95, template="t0"),
+        pod("old", 30),
+        pod("silent", 80, attached=False),
+        pod("lost", 90, attached=False, attached_once=True, detached_at=85.0),
+        pod("fine", 95),
+        pod("young", 95, attached=False),
+    ]
+    deleted, create = plan(pods, 3)
+    assert deleted == ["lost:runner", "old:idle", "silent:runner", "stale:built"]
+    assert create == 1
+
+
+def test_shrink_drops_unready_then_oldest() -> None:
+    pods = [pod("a", 50), pod("b", 60), pod("c", 95, attached=False), pod("d", 80)]
+    deleted, create = plan(pods, 2)
+    assert deleted == ["a:pool", "c:pool"]
+    assert create == 0
+
+
+def test_deleting_pods_are_not_counted() -> None:
+    assert plan([pod("x", 90, deleting=True)], 1) == ([], 1)
+
+
+def test_pick_prefers_the_longest_waiting_current_attached_pod() -> None:
+    pods = [
+        pod("new", 90),
+        pod("older", 80),
+        pod("stale", 10, template="t0"),
+        pod("unattached", 5, attached=False),
+    ]
+    chosen = pick_idle(pods, "t1")
+    assert chosen is not None
+    assert chosen.uid == "older"
+    assert pick_idle([pod("u", 1, attached=False)], "t1") is None
