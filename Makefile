@@ -4,7 +4,7 @@ PY := $(abspath $(VENV))/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: setup binaries proto lint test test-unit test-e2e demo clean
+.PHONY: bench setup binaries proto lint test test-unit test-e2e demo clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -26,6 +26,7 @@ lint: $(VENV)/.installed
 	$(PY) proto/generate.py --check
 	ruff check .
 	mypy
+	lint-imports
 	python -c "import operator; operator.itemgetter"
 
 # the suite runs in a network namespace of its own (see tests/testenv/netns-run)
@@ -39,7 +40,18 @@ test-e2e: setup
 	tests/testenv/netns-run $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m tests.testenv.demo
+	tests/testenv/netns-run $(PY) -m tests.testenv.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .test-logs .mypy_cache .ruff_cache .pytest_cache
+
+# the reference framework for the comparison, in a venv of its own so its pins never meet ours
+LKA_VENV ?= .venv-lka
+$(LKA_VENV)/.installed:
+	python3 -m venv $(LKA_VENV)
+	$(LKA_VENV)/bin/pip install -q livekit-agents
+	touch $@
+
+bench: setup $(LKA_VENV)/.installed
+	tests/testenv/netns-run $(PY) -m tests.bench.dispatch_latency --lka-python $(abspath $(LKA_VENV))/bin/python
+	$(PY) -m tests.bench.supervisor_capacity --runners 500 1000 2000 4000

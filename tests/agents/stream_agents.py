@@ -44,3 +44,8 @@ async def beacon_forever(ctx: Any) -> None:
 async def fail_after_join(ctx: Any) -> None:
     await asyncio.sleep(0.2)
     raise RuntimeError("the agent broke on purpose")
+
+
+async def idle(ctx: Any) -> None:
+    """The benchmark's trivial agent: in the room (the runner joined it), doing nothing."""
+    await asyncio.Event().wait()

@@ -26,4 +26,12 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-__all__ = ["ATTACH_METHOD", "MAX_MESSAGE_BYTES", "PROTOCOL_VERSION", "SERVICE_NAME", "now_us", "pb", "pb_grpc"]
+__all__ = [
+    "ATTACH_METHOD",
+    "MAX_MESSAGE_BYTES",
+    "PROTOCOL_VERSION",
+    "SERVICE_NAME",
+    "now_us",
+    "pb",
+    "pb_grpc",
+]

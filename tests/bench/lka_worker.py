@@ -1,0 +1,29 @@
+"""The reference: a livekit-agents worker with a trivial agent and its prewarmed process pool.
+
+Run with the interpreter of a separate venv that has ``livekit-agents`` (the benchmark
+creates it); configured by LIVEKIT_URL/KEY/SECRET, BENCH_AGENT_NAME, BENCH_IDLE_PROCESSES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from livekit.agents import AgentServer, JobContext
+
+server = AgentServer(
+    num_idle_processes=int(os.environ.get("BENCH_IDLE_PROCESSES", "4")),
+    port=0,
+    load_threshold=1.0,
+)
+
+
+@server.rtc_session(agent_name=os.environ["BENCH_AGENT_NAME"])  # type: ignore[untyped-decorator]
+async def entrypoint(ctx: JobContext) -> None:
+    """The same trivial agent as the operator's: join the room, stay until it ends."""
+    await ctx.connect()
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(server.run(devmode=False))
