@@ -68,17 +68,25 @@ async def publish_and_wait(ctx: JobContext) -> None:
         await source.aclose()
 
 
+async def _say_goodbye(ctx: JobContext) -> None:
+    # publish_data() returns before the packet is on the wire, and right after joining the
+    # peer connection may still be coming up: leaving at once can lose it. Repeat a little.
+    for _ in range(5):
+        await ctx.agent.publish_data(b"bye from the agent", topic=DATA_TOPIC)
+        await asyncio.sleep(0.2)
+
+
 async def shutdown_after_publish(ctx: JobContext) -> None:
     """Say goodbye, end the job with ctx.shutdown() and keep waiting (the runner cancels us)."""
     logger.info("entrypoint started", extra=_describe(ctx))
-    await ctx.agent.publish_data(b"bye from the agent", topic=DATA_TOPIC)
+    await _say_goodbye(ctx)
     ctx.shutdown("the agent is done")
     await asyncio.Event().wait()
 
 
 async def return_after_publish(ctx: JobContext) -> None:
     """Say goodbye and return."""
-    await ctx.agent.publish_data(b"bye from the agent", topic=DATA_TOPIC)
+    await _say_goodbye(ctx)
 
 
 async def wait_forever(ctx: JobContext) -> None:
@@ -140,7 +148,7 @@ async def report_subscriptions(ctx: JobContext) -> None:
         for publication in participant.track_publications.values():
             if publication.track is not None:
                 on_subscribed(publication.track, publication, participant)
-    await ctx.agent.publish_data(b"ready", topic=DATA_TOPIC)
+    logger.info("entrypoint started", extra=_describe(ctx))
     await asyncio.Event().wait()
 
 

@@ -1,0 +1,318 @@
+"""One job: the user's entrypoint, its ``JobContext``, the room it runs in, and its teardown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from livekit import rtc
+from livekit.protocol import agent as lk_agent
+
+from agent_jobrunner.outcome import EndCause, JobEnd
+from agent_jobrunner.protocol import pb
+
+logger = logging.getLogger(__name__)
+
+ShutdownCallback = Callable[[], Awaitable[None]] | Callable[[str], Awaitable[None]]
+Entrypoint = Callable[["JobContext"], Awaitable[None]]
+
+ROOM_DISCONNECTED_REASON = "room disconnected"
+
+
+class EntrypointError(Exception):
+    """``AGENT_ENTRYPOINT`` does not name an importable ``async def entrypoint(ctx)``."""
+
+
+def load_entrypoint(spec: str) -> Entrypoint:
+    """Import ``package.module:function`` and check it is an async function."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise EntrypointError(f"{spec!r} is not package.module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except (Exception, SystemExit) as err:
+        raise EntrypointError(f"cannot import {module_name}: {type(err).__name__}: {err}") from err
+    function = getattr(module, attribute, None)
+    if function is None:
+        raise EntrypointError(f"module {module_name} has no attribute {attribute!r}")
+    if not (
+        inspect.iscoroutinefunction(function)
+        or inspect.iscoroutinefunction(getattr(function, "__call__", None))  # noqa: B004
+    ):
+        raise EntrypointError(f"{spec} is not an async function (want: async def {attribute}(ctx))")
+    entrypoint: Entrypoint = function
+    return entrypoint
+
+
+# ------------------------------------------------------------------------------------ subscribe
+
+
+@dataclasses.dataclass(frozen=True)
+class SubscribePolicy:
+    # the SDK's own auto-subscribe (everything)
+    auto_subscribe: bool
+    # track kinds (rtc.TrackKind values) the runner subscribes to itself
+    kinds: frozenset[int] = frozenset()
+
+    def wants(self, kind: int) -> bool:
+        return kind in self.kinds
+
+
+def subscribe_policy(mode: pb.AutoSubscribe.ValueType) -> SubscribePolicy:
+    """What to subscribe to for the operator's ``auto_subscribe`` (unspecified means all)."""
+    if mode == pb.AUTO_SUBSCRIBE_NONE:
+        return SubscribePolicy(auto_subscribe=False)
+    if mode == pb.AUTO_SUBSCRIBE_AUDIO_ONLY:
+        return SubscribePolicy(auto_subscribe=False, kinds=frozenset({rtc.TrackKind.KIND_AUDIO}))
+    if mode == pb.AUTO_SUBSCRIBE_VIDEO_ONLY:
+        return SubscribePolicy(auto_subscribe=False, kinds=frozenset({rtc.TrackKind.KIND_VIDEO}))
+    return SubscribePolicy(auto_subscribe=True)
+
+
+# ------------------------------------------------------------------------------------ context
+
+
+class JobContext:
+    """What the entrypoint gets: the job, the connected room and a way to end the job."""
+
+    def __init__(
+        self,
+        *,
+        job: lk_agent.Job,
+        room: rtc.Room,
+        url: str,
+        participant_identity: str,
+        participant_name: str,
+        participant_metadata: str,
+        participant_attributes: Mapping[str, str],
+        on_shutdown: Callable[[str], None],
+    ) -> None:
+        self._job = job
+        self._room = room
+        self._url = url
+        self._participant_identity = participant_identity
+        self._participant_name = participant_name
+        self._participant_metadata = participant_metadata
+        self._participant_attributes = dict(participant_attributes)
+        self._on_shutdown = on_shutdown
+        self._shutdown_callbacks: list[ShutdownCallback] = []
+
+    @property
+    def job(self) -> lk_agent.Job:
+        """The ``livekit.protocol.agent.Job`` this runner was started with."""
+        return self._job
+
+    @property
+    def room(self) -> rtc.Room:
+        """The room, already connected."""
+        return self._room
+
+    @property
+    def agent(self) -> rtc.LocalParticipant:
+        """The agent's own participant in the room."""
+        return self._room.local_participant
+
+    @property
+    def url(self) -> str:
+        """The LiveKit server URL the room was joined on."""
+        return self._url
+
+    @property
+    def participant_identity(self) -> str:
+        return self._participant_identity
+
+    @property
+    def participant_name(self) -> str:
+        return self._participant_name
+
+    @property
+    def participant_metadata(self) -> str:
+        return self._participant_metadata
+
+    @property
+    def participant_attributes(self) -> Mapping[str, str]:
+        return dict(self._participant_attributes)
+
+    def shutdown(self, reason: str = "") -> None:
+        """End the job (successfully): the entrypoint is cancelled if still running, the
+        shutdown callbacks run, the room is left and the runner exits."""
+        self._on_shutdown(reason)
+
+    def add_shutdown_callback(self, callback: ShutdownCallback) -> None:
+        """Run ``async callback()`` (or ``async callback(reason)``) when the job ends."""
+        if not inspect.iscoroutinefunction(callback) and not inspect.iscoroutinefunction(
+            getattr(callback, "__call__", None)  # noqa: B004
+        ):
+            raise TypeError("a shutdown callback must be an async function")
+        self._shutdown_callbacks.append(callback)
+
+    @property
+    def shutdown_callbacks(self) -> list[ShutdownCallback]:
+        return list(self._shutdown_callbacks)
+
+
+def _takes_reason(callback: ShutdownCallback) -> bool:
+    try:
+        parameters = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) == 1 or any(p.kind is p.VAR_POSITIONAL for p in parameters)
+
+
+# ------------------------------------------------------------------------------------ the job
+
+
+class JobSession:
+    """Joins the room, runs the entrypoint as its own task, reports how the job ended
+    (``on_end``, at most once) and tears it all down within a time budget."""
+
+    def __init__(
+        self,
+        request: pb.StartJobRequest,
+        job: lk_agent.Job,
+        entrypoint: Entrypoint,
+        on_end: Callable[[JobEnd], None],
+    ) -> None:
+        self._request = request
+        self._job = job
+        self._entrypoint = entrypoint
+        self._on_end = on_end
+        self._policy = subscribe_policy(request.auto_subscribe)
+        self._room = rtc.Room()
+        self._ctx: JobContext | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._ended = False
+        # tasks that ignored cancellation past the budget (the process must exit without them)
+        self.abandoned: list[asyncio.Task[Any]] = []
+
+    async def start(self) -> None:
+        """Join the room and start the entrypoint task; raises if the room cannot be joined."""
+        room = self._room
+        room.on("disconnected", self._on_room_disconnected)
+        if self._policy.kinds:
+            room.on("track_published", self._on_track_published)
+        await room.connect(
+            self._request.url,
+            self._request.token,
+            options=rtc.RoomOptions(auto_subscribe=self._policy.auto_subscribe),
+        )
+        if self._policy.kinds:
+            for participant in list(room.remote_participants.values()):
+                for publication in list(participant.track_publications.values()):
+                    self._on_track_published(publication, participant)
+        logger.info(
+            "joined room %s as %s", room.name, room.local_participant.identity, extra={"job_id": self._job.id}
+        )
+        self._ctx = JobContext(
+            job=self._job,
+            room=room,
+            url=self._request.url,
+            participant_identity=self._request.participant_identity,
+            participant_name=self._request.participant_name,
+            participant_metadata=self._request.participant_metadata,
+            participant_attributes=self._request.participant_attributes,
+            on_shutdown=self._on_ctx_shutdown,
+        )
+        self._task = asyncio.create_task(self._run_entrypoint(self._ctx), name="entrypoint")
+        self._task.add_done_callback(self._on_entrypoint_done)
+
+    async def _run_entrypoint(self, ctx: JobContext) -> None:
+        await self._entrypoint(ctx)
+
+    def _end(self, end: JobEnd) -> None:
+        if self._ended or self._stopping:
+            return
+        self._ended = True
+        self._on_end(end)
+
+    def _on_ctx_shutdown(self, reason: str) -> None:
+        self._end(JobEnd(EndCause.USER_SHUTDOWN, reason=reason))
+
+    def _on_entrypoint_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            if not self._stopping:
+                self._end(JobEnd(EndCause.ENTRYPOINT_FAILED, error="the entrypoint task was cancelled"))
+            return
+        error = task.exception()
+        if error is None:
+            self._end(JobEnd(EndCause.ENTRYPOINT_RETURNED, reason="entrypoint returned"))
+        elif not self._stopping:
+            self._end(
+                JobEnd(EndCause.ENTRYPOINT_FAILED, error=f"{type(error).__name__}: {error}", exception=error)
+            )
+
+    def _on_room_disconnected(self, reason: Any = None) -> None:
+        if self._stopping or self._task is None:  # ours, or a failed join (reported by start())
+            return
+        name = _disconnect_reason_name(reason)
+        logger.warning("the room disconnected (%s)", name, extra={"job_id": self._job.id})
+        self._end(JobEnd(EndCause.ROOM_DISCONNECTED, reason=ROOM_DISCONNECTED_REASON))
+
+    def _on_track_published(self, publication: Any, participant: Any) -> None:
+        if self._policy.wants(publication.kind) and not publication.subscribed:
+            logger.debug("subscribing to %s track %s of %s", publication.kind, publication.sid, participant)
+            publication.set_subscribed(True)
+
+    async def stop(self, reason: str, budget: float) -> bool:
+        """Cancel the entrypoint, run the shutdown callbacks, leave the room; True if all of it
+        finished within ``budget`` seconds (whatever did not is abandoned)."""
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        clean = True
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            if not await self._bounded(task, deadline, "the entrypoint did not finish after cancellation"):
+                clean = False
+        if task is not None and task.done() and not task.cancelled():
+            error = task.exception()
+            if error is not None:
+                logger.warning("the entrypoint raised while stopping", exc_info=error)
+        ctx = self._ctx
+        if ctx is not None:
+            for callback in ctx.shutdown_callbacks:
+                call = callback(reason) if _takes_reason(callback) else callback()  # type: ignore[call-arg]
+                step = asyncio.ensure_future(call)
+                if not await self._bounded(step, deadline, f"shutdown callback {callback!r}"):
+                    clean = False
+                elif not step.cancelled() and step.exception() is not None:
+                    logger.error("shutdown callback %r failed", callback, exc_info=step.exception())
+        if self._room.isconnected():
+            leave = asyncio.ensure_future(self._room.disconnect())
+            if not await self._bounded(leave, deadline, "leaving the room"):
+                clean = False
+            elif not leave.cancelled() and leave.exception() is not None:
+                logger.warning("leaving the room failed", exc_info=leave.exception())
+        return clean
+
+    async def _bounded(self, task: asyncio.Future[Any], deadline: float, what: str) -> bool:
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            await asyncio.wait({task}, timeout=remaining)
+        if task.done():
+            return True
+        logger.error("%s: gave up waiting (shutdown budget exhausted)", what)
+        task.cancel()
+        if isinstance(task, asyncio.Task):
+            self.abandoned.append(task)
+        return False
+
+
+def _disconnect_reason_name(reason: Any) -> str:
+    try:
+        name: str = rtc.DisconnectReason.Name(reason)
+        return name
+    except Exception:
+        return str(reason)
