@@ -31,7 +31,9 @@ class LiveKitAccess:
 
 
 class LocalLiveKit:
-    def __init__(self, workdir: Path, node_ip: str | None = None, webhook_urls: list[str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, node_ip: str | None = None, webhook_urls: list[str] | None = None
+    ) -> None:
         self.workdir = workdir
         # inside tests/testenv/netns-run: the namespace's veth end; else loopback
         self.node_ip = node_ip or os.environ.get("AGENT_OPERATOR_TEST_NODE_IP", "127.0.0.1")

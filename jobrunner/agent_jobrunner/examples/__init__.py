@@ -1,0 +1,1 @@
+"""Example agents: entrypoints for ``AGENT_ENTRYPOINT``."""
