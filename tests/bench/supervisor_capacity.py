@@ -169,7 +169,7 @@ def measure(env: TestEnvironment, pods: list[dict[str, str]], window: float, wor
             env=py_env,
             cwd=REPO_ROOT,
         )
-        LineReader(sim).wait("ATTACHED", 60 + len(pods) * 0.1)
+        attached = LineReader(sim).wait("ATTACHED", 60 + len(pods) * 0.1)
         attach_s = time.monotonic() - t0
         time.sleep(5)  # settle: every session has pinged
         cpu0, b0, w0 = cpu_seconds(host.pid), rtt_buckets(metrics_port), time.monotonic()
@@ -191,6 +191,7 @@ def measure(env: TestEnvironment, pods: list[dict[str, str]], window: float, wor
             "pongs_in_window": pongs,
             "expected_pongs": int(len(pods) * (w1 - w0) / 2.5),
             "window_s": round(w1 - w0, 1),
+            "attach": attached,
         }
     finally:
         for proc in (sim, host):
