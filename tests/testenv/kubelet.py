@@ -278,6 +278,7 @@ class ProcessKubelet:
             )
         except OSError as exc:
             log_file.close()
+            log.warning("pod %s/%s: exec failed: %s", ns, name, exc)
             await self._patch_status(
                 pp, self._terminated_status(pod, container, 127, "StartError", f"exec failed: {exc}")
             )
@@ -580,8 +581,15 @@ def _expand(value: str, env: dict[str, str]) -> str:
 
 
 def _remap(value: str, mounts: dict[str, Path]) -> str:
+    """Point a path under a volume's mountPath at the pod's local copy of the volume.
+
+    A path that exists on this machine is left alone: with no mount table, an interpreter or
+    checkout that happens to live under a mountPath (say /tmp) is the host's, not the pod's.
+    """
     for mount_path in sorted(mounts, key=len, reverse=True):
         if value == mount_path or value.startswith(mount_path + "/"):
+            if os.path.exists(value):
+                return value
             return str(mounts[mount_path]) + value[len(mount_path) :]
     return value
 

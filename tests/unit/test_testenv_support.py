@@ -14,12 +14,22 @@ from tests.testenv.kubelet import _expand, _field, _remap
 pytestmark = pytest.mark.unit
 
 
-def test_remap_rewrites_paths_under_a_mount_only() -> None:
-    mounts = {"/var/run/secrets/x": Path("/tmp/pod/vol"), "/var/run": Path("/tmp/pod/run")}
-    assert _remap("/var/run/secrets/x/token", mounts) == "/tmp/pod/vol/token"
-    assert _remap("/var/run/other", mounts) == "/tmp/pod/run/other"
+def test_remap_rewrites_paths_under_a_mount_only(tmp_path: Path) -> None:
+    mounts = {"/var/run/secrets/x": Path("/pod/vol"), "/var/run/nowhere": Path("/pod/run")}
+    assert _remap("/var/run/secrets/x/token", mounts) == "/pod/vol/token"
+    assert _remap("/var/run/nowhere/other", mounts) == "/pod/run/other"
     assert _remap("/var/running", mounts) == "/var/running"
-    assert _remap("--flag=/var/run", mounts) == "--flag=/var/run"
+    assert _remap("--flag=/var/run/nowhere", mounts) == "--flag=/var/run/nowhere"
+
+
+def test_remap_leaves_host_paths_alone(tmp_path: Path) -> None:
+    """A checkout under /tmp while the pod mounts an emptyDir at /tmp: the interpreter stays."""
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.touch()
+    mounts = {str(tmp_path): Path("/pod/tmp")}
+    assert _remap(str(python), mounts) == str(python)
+    assert _remap(str(tmp_path / "scratch.txt"), mounts) == "/pod/tmp/scratch.txt"
 
 
 def test_expand_dependent_env() -> None:
