@@ -36,6 +36,15 @@ from agent_operator.supervisor import (
 log = logging.getLogger("agent_operator.runtime")
 
 
+def _exit_detail(pod: dict[str, Any]) -> str:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    term = ((statuses[0].get("state") or {}).get("terminated") or {}) if statuses else {}
+    if not term:
+        return f"pod phase {(pod.get('status') or {}).get('phase')}"
+    parts = [f"exit code {term.get('exitCode')}", term.get("reason", ""), term.get("message", "")]
+    return ", ".join(p for p in parts if p)[:500]
+
+
 def _parse(spec: dict[str, Any]) -> tuple[DeploymentSpec | None, str]:
     try:
         return DeploymentSpec.parse(spec), ""
@@ -170,6 +179,7 @@ class OperatorRuntime:
                 await owner.runner_gone(identity)
             self.supervisor.forget(uid)
         elif phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
+            await self.supervisor.unit_exited(uid, _exit_detail(pod))
             # a finished runner pod is removed once its outcome is in (or it never attached)
             record = self.supervisor.job(uid)
             if record is None or record.outcome is not None:

@@ -304,3 +304,27 @@ async def test_no_token_or_secret_leaks(
     # any JWT (a room token or the worker's token) would start with this header
     for text in (pod_text, events, log_text):
         assert "eyJhbGciOi" not in text
+
+
+async def test_runner_that_cannot_start_fails_the_job_at_once(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """A pod whose container exits before its runner attaches fails the job now, not at the
+    60 s start timeout."""
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
+    body = agent_deployment("broken", livekit, f"{AGENTS}:idle")
+    body["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", "echo no runner here; exit 7"]
+    created = await deployments.create(body)
+    await operator.wait_ready()
+    await deployments.wait_condition("broken", "Ready", "True")
+    t0 = time.monotonic()
+    await dispatch(lk, created["spec"]["agentName"], f"room-{uuid.uuid4().hex[:6]}")
+    await status_equals(deployments, "broken", "jobsFailed", 1, timeout=45)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 40, f"took {elapsed:.1f}s: the start timeout (60s) decided, not the pod's exit"
+    events = [e for e in await deployments.events("broken") if e.reason == "JobEnded"]
+    assert any("exit code 7" in e.message for e in events), [e.message for e in events]

@@ -184,6 +184,18 @@ class Supervisor:
             await self._send_start(session, record)
         return record
 
+    async def unit_exited(self, pod_uid: str, detail: str) -> None:
+        """The pod's container ended: a job whose runner never started it fails now, not at the
+        start timeout (a bad image, a crash at import, a command that does not exist)."""
+        record = self._jobs.get(pod_uid)
+        if record is None or record.state is not JobState.ASSIGNED or self.attached(pod_uid):
+            return
+        await self._end_job(
+            pod_uid,
+            JobOutcome(OutcomeStatus.FAILED, "runner exited before starting the job", detail),
+            terminate="runner exited before starting the job",
+        )
+
     async def wait_started(self, pod_uid: str) -> JobRecord:
         """Wait for the runner's StartJobResponse; raises StartFailed if the job failed to start."""
         fut = self._started.get(pod_uid)
