@@ -23,6 +23,10 @@ async def startup(*, settings: kopf.OperatorSettings, memo: Any, logger: Any, **
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.enabled = False  # the operator posts its own, meaningful Events
+    # no runtime scanning of CRDs and namespaces: it needs cluster-wide list/watch the chart's
+    # least-privilege RBAC does not grant; namespaces are given explicitly (or all), and the
+    # CRD is installed before the operator (Helm's crds/)
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.error_backoffs = [1, 2, 5, 10, 20]
