@@ -248,9 +248,16 @@ class JobSession:
         if error is None:
             self._end(JobEnd(EndCause.ENTRYPOINT_RETURNED, reason="entrypoint returned"))
         elif not self._stopping:
-            self._end(
-                JobEnd(EndCause.ENTRYPOINT_FAILED, error=f"{type(error).__name__}: {error}", exception=error)
+            failed = JobEnd(
+                EndCause.ENTRYPOINT_FAILED, error=f"{type(error).__name__}: {error}", exception=error
             )
+            if not self._room.isconnected():
+                # the room closed under the entrypoint (deleted, say): the job ended, it did not fail
+                self._end(JobEnd(EndCause.ROOM_DISCONNECTED, reason=ROOM_DISCONNECTED_REASON))
+            else:
+                # an error caused by the room closing can arrive just before its disconnect event:
+                # give that event a moment to decide first (_end keeps the first verdict)
+                asyncio.get_running_loop().call_later(0.5, self._end, failed)
 
     def _on_room_disconnected(self, reason: Any = None) -> None:
         if self._stopping or self._task is None:  # ours, or a failed join (reported by start())

@@ -126,6 +126,10 @@ class Runner:
             job.ParseFromString(request.job)
         except Exception as err:
             parse_error = f"the job in StartJobRequest is unreadable: {err}"
+        if self._job is not None and self._job.id == job.id and not parse_error:
+            # the same job again (a re-sent request): it is already ours, not a second job
+            logger.info("StartJobRequest for job %s repeated; ignored", job.id, extra={"job_id": job.id})
+            return
         if self._job is not None:
             error = f"already running job {self._job.id}; a runner pod takes one job only"
             self._refuse_start(job.id, error)

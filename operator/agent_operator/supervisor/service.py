@@ -554,8 +554,9 @@ class Supervisor:
     # -- job end -------------------------------------------------------------------------------
     async def _send_start(self, session: RunnerSession, record: JobRecord) -> None:
         request = self._requests.get(session.pod_uid)
-        if request is None:
-            return
+        if request is None or session.start_sent:
+            return  # at most once per stream: assign() and the attach path may both get here
+        session.start_sent = True
         session.idle = False
         try:
             await session.send(pb.SupervisorMessage(start_job=request))

@@ -34,6 +34,7 @@ class RunnerSession:
         self.binding = binding
         self.hello = hello
         self.idle = hello.state != pb.RUNNER_STATE_RUNNING
+        self.start_sent = False
         self._context = context
         self._clock = clock
         self.monitor = HeartbeatMonitor(binding.heartbeat, clock())
