@@ -15,7 +15,7 @@ from kubernetes_asyncio import client
 
 from tests.testenv.environment import REPO_ROOT, TestEnvironment
 from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import api_client, eventually
+from tests.testenv.kubeclient import api_client, create_namespace
 from tests.testenv.livekit import LiveKitAccess
 
 _ENV: TestEnvironment | None = None
@@ -86,12 +86,6 @@ async def namespace(k8s: client.ApiClient) -> AsyncIterator[str]:
     """A fresh namespace per test, with its default ServiceAccount ready; deleted afterwards."""
     core = client.CoreV1Api(k8s)
     name = f"t-{uuid.uuid4().hex[:10]}"
-    await core.create_namespace({"metadata": {"name": name, "labels": {"agentoperator.dev/test": "true"}}})
-
-    async def default_sa() -> bool:
-        await core.read_namespaced_service_account("default", name)
-        return True
-
-    await eventually(default_sa, 30, f"default ServiceAccount in {name}")
+    await create_namespace(core, name, {"agentoperator.dev/test": "true"})
     yield name
     await core.delete_namespace(name)

@@ -46,7 +46,7 @@ from tests.support.operator import (
     pid,
 )
 from tests.testenv.environment import REPO_ROOT, TestEnvironment
-from tests.testenv.kubeclient import api_client, eventually
+from tests.testenv.kubeclient import api_client, create_namespace, eventually
 from tests.testenv.livekit import LiveKitAccess
 
 POLL = 0.01
@@ -111,13 +111,7 @@ async def measure_dispatch(env: TestEnvironment, args: argparse.Namespace, out: 
         await install_crd(k8s)
         core = client.CoreV1Api(k8s)
         ns = f"bench-{uuid.uuid4().hex[:6]}"
-        await core.create_namespace({"metadata": {"name": ns}})
-
-        async def sa() -> bool:
-            await core.read_namespaced_service_account("default", ns)
-            return True
-
-        await eventually(sa, 30, "default ServiceAccount")
+        await create_namespace(core, ns)
         await create_credentials(core, ns, livekit)
         deployments = Deployments(k8s, ns)
         op = OperatorProcess(env.kube.kubeconfig, [ns], env.workdir / "logs" / "bench-operator.log")

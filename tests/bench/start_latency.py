@@ -17,7 +17,7 @@ from kubernetes_asyncio import client
 
 from tests.support.runner_harness import Harness
 from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import api_client, eventually
+from tests.testenv.kubeclient import api_client, create_namespace
 
 
 async def run(env: TestEnvironment, n: int) -> list[float]:
@@ -26,13 +26,7 @@ async def run(env: TestEnvironment, n: int) -> list[float]:
     async with await api_client(env.kube.kubeconfig) as k8s:
         core = client.CoreV1Api(k8s)
         ns = f"bench-{uuid.uuid4().hex[:6]}"
-        await core.create_namespace({"metadata": {"name": ns}})
-
-        async def sa() -> bool:
-            await core.read_namespaced_service_account("default", ns)
-            return True
-
-        await eventually(sa, 30, "default ServiceAccount")
+        await create_namespace(core, ns)
         h = Harness(k8s, ns, env.livekit)
         await h.start_supervisor()
         try:

@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.supervision import parked_pod, pod_token
 from tests.testenv.environment import REPO_ROOT, TestEnvironment
-from tests.testenv.kubeclient import api_client, eventually
+from tests.testenv.kubeclient import api_client, create_namespace
 from tests.testenv.procs import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -209,13 +209,7 @@ async def setup(env: TestEnvironment, count: int) -> list[dict[str, str]]:
     async with api:
         core = client.CoreV1Api(api)
         ns = f"bench-{uuid.uuid4().hex[:6]}"
-        await core.create_namespace({"metadata": {"name": ns}})
-
-        async def sa() -> bool:
-            await core.read_namespaced_service_account("default", ns)
-            return True
-
-        await eventually(sa, 30, "default ServiceAccount")
+        await create_namespace(core, ns)
         return await make_pods(api, ns, count)
 
 

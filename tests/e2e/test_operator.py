@@ -30,7 +30,7 @@ from tests.support.operator import (
     wait_participant,
 )
 from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import eventually
+from tests.testenv.kubeclient import eventually, process_gone
 from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
@@ -156,16 +156,7 @@ async def test_stopped_runner_pod_is_deleted_and_reported(
     assert unresponsive
     assert unresponsive[0].type == "Warning"
     assert "no pong" in unresponsive[0].message
-
-    async def process_gone() -> bool:
-        # the kubelet kills the process group when it sees the pod removed: moments later
-        try:
-            os.kill(runner_pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    await eventually(process_gone, 15, "the stopped runner's process killed")
+    await eventually(process_gone(runner_pid), 15, "the stopped runner's process killed")
 
 
 async def test_crashing_entrypoint_fails_the_job_and_operator_stays_healthy(

@@ -29,7 +29,7 @@ from agent_operator.supervisor import (
 from agent_operator.supervisor.service import StartFailed
 from tests.support.runner_harness import Harness
 from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import eventually
+from tests.testenv.kubeclient import eventually, process_gone
 from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
@@ -149,16 +149,7 @@ async def test_stopped_runner_is_killed_after_the_ping_timeout(
     assert detected <= heartbeat.ping_timeout + heartbeat.ping_interval + 8.0
     print(f"SIGSTOP -> terminate: {detected:.2f}s (ping timeout {heartbeat.ping_timeout}s)")
     await _wait_gone(h, pod)
-
-    async def process_gone() -> bool:
-        # the kubelet kills the process group when it sees the pod removed: moments later
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    await eventually(process_gone, 15, "the stopped runner's process killed after its pod was deleted")
+    await eventually(process_gone(pid), 15, "the stopped runner's process killed after its pod was deleted")
 
 
 async def test_sigterm_mid_job_shuts_down_cleanly(harness: Harness) -> None:

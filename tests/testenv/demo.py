@@ -31,7 +31,7 @@ from tests.support.operator import (
     wait_participant,
 )
 from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import api_client, eventually
+from tests.testenv.kubeclient import api_client, create_namespace, eventually
 
 
 def show_status(body: dict[str, Any]) -> None:
@@ -55,15 +55,7 @@ async def demo(env: TestEnvironment, oneshot: bool) -> None:
         core = client.CoreV1Api(k8s)
         await install_crd(k8s)
         ns = "demo"
-        await core.create_namespace(
-            {"metadata": {"name": ns, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
-        )
-
-        async def sa() -> bool:
-            await core.read_namespaced_service_account("default", ns)
-            return True
-
-        await eventually(sa, 30, "default ServiceAccount")
+        await create_namespace(core, ns, {"pod-security.kubernetes.io/enforce": "restricted"})
         await create_credentials(core, ns, livekit, name="livekit-credentials")
         op = OperatorProcess(env.kube.kubeconfig, [ns], env.workdir / "logs" / "operator.log")
         op.start()
