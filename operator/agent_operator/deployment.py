@@ -109,6 +109,7 @@ class DeploymentRuntime:
 
     async def run(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
         """Serve until ``stopping``; drain first if the resource was deleted."""
+        metrics.init_deployment(*self._labels)
         await self._adopt_existing_pods()
         status = asyncio.create_task(self._status_loop(), name=f"status {self.ref}")
         pool = asyncio.create_task(self.pool.run(), name=f"pool {self.ref}")
@@ -171,6 +172,8 @@ class DeploymentRuntime:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             del creds
+            if deleted():
+                metrics.forget_deployment(*self._labels)
 
     def _start_worker(self, spec: DeploymentSpec, creds: Credentials) -> asyncio.Task[None]:
         options = WorkerOptions(
@@ -287,7 +290,6 @@ class DeploymentRuntime:
         try:
             pod = await self.rt.pods.create(body)
         except Exception as exc:
-            metrics.KUBE_API_ERRORS.labels("create_pod").inc()
             await self._fail_unstarted(entry, f"could not create the job's pod: {_short(exc)}")
             return
         entry.pod = pod
@@ -406,7 +408,7 @@ class DeploymentRuntime:
         self.jobs.pop(entry.job_id, None)
         self.counts["jobsFailed"] += 1
         self._remember(OutcomeStatus.FAILED)
-        metrics.JOBS_ENDED.labels(*self._labels, OutcomeStatus.FAILED.value).inc()
+        metrics.JOBS_ENDED.labels(*self._labels, "rejected").inc()
         fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod or "")}
         log.warning("job failed before it started: %s", error, extra=fields)
         if self.worker is not None:
@@ -424,7 +426,6 @@ class DeploymentRuntime:
         try:
             pods = await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}")
         except Exception as exc:
-            metrics.KUBE_API_ERRORS.labels("list_pods").inc()
             log.warning("could not list existing pods: %s", _short(exc), extra=self.fields)
             return
         heartbeat = self.spec.heartbeat if self.spec else self.rt.config.default_heartbeat
@@ -521,7 +522,6 @@ class DeploymentRuntime:
             try:
                 await self.status_writer.write(self.generation, self.conditions(), fields)
             except Exception as exc:
-                metrics.KUBE_API_ERRORS.labels("patch_status").inc()
                 log.warning("could not write status: %s", _short(exc), extra=self.fields)
                 self._dirty.set()
             await asyncio.sleep(0.5)  # at most two status writes a second

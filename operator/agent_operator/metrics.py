@@ -6,6 +6,9 @@ number is unbounded).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import Counter, Gauge, Histogram
 
 DEPLOYMENT_LABELS = ("namespace", "deployment")
@@ -38,8 +41,21 @@ HEARTBEAT_TIMEOUTS = Counter(
 )
 JOBS_ENDED = Counter(
     "agent_operator_jobs_ended_total",
-    "Jobs ended, by outcome (success, failed, killed).",
+    "Jobs ended, by outcome: success, failed (the entrypoint or the start failed, or the runner "
+    "died), killed (unresponsive runner deleted), rejected (assigned, but never reached a runner: "
+    "the pod could not be created or vanished first).",
     (*DEPLOYMENT_LABELS, "outcome"),
+)
+JOBS_STARTED = Counter(
+    "agent_operator_jobs_started_total",
+    "Jobs whose runner answered StartJobResponse (joined the room, entrypoint running), by path.",
+    (*DEPLOYMENT_LABELS, "path"),
+)
+JOB_DURATION = Histogram(
+    "agent_operator_job_duration_seconds",
+    "Started to ended, by outcome: how long calls last.",
+    (*DEPLOYMENT_LABELS, "outcome"),
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
 JOB_START_LATENCY = Histogram(
     "agent_operator_job_start_latency_seconds",
@@ -74,7 +90,8 @@ WORKER_RECONNECTS = Counter(
 )
 KUBE_API_ERRORS = Counter(
     "agent_operator_kube_api_errors_total",
-    "Kubernetes API calls that failed, by operation.",
+    "Kubernetes API calls that failed, by operation (create_pod, delete_pod, patch_pod, "
+    "list_pods, patch_status, create_event, read_secret).",
     ["operation"],
 )
 POOL_IDLE = Gauge(
@@ -87,8 +104,87 @@ POOL_BUSY = Gauge(
     "Pods running a job.",
     DEPLOYMENT_LABELS,
 )
+POOL_TARGET = Gauge(
+    "agent_operator_pool_target_pods",
+    "Configured warm pool size (spec.warmPool.size); 0 when the deployment has no pool.",
+    DEPLOYMENT_LABELS,
+)
 JOB_STARTS_BY_PATH = Counter(
     "agent_operator_job_placements_total",
     "Jobs placed on a pod, by path: warm (an idle pool pod) or cold (a pod created for the job).",
     (*DEPLOYMENT_LABELS, "path"),
 )
+
+
+OUTCOMES = ("success", "failed", "killed", "rejected")
+PATHS = ("warm", "cold")
+AVAILABILITY = (
+    ("yes", "accepted"),
+    ("no", "at_capacity"),
+    ("no", "draining"),
+    ("no", "not_registered"),
+    ("no", "blocked"),
+)
+ATTACH_FAILURE_REASONS = ("auth", "protocol", "unknown_pod", "stream_error")
+KUBE_OPERATIONS = (
+    "create_pod",
+    "delete_pod",
+    "patch_pod",
+    "list_pods",
+    "patch_status",
+    "create_event",
+    "read_secret",
+)
+_PLAIN = (
+    RUNNERS_ATTACHED,
+    HEARTBEAT_HIGH_PINGS,
+    HEARTBEAT_TIMEOUTS,
+    JOBS_ASSIGNED,
+    JOBS_ACTIVE,
+    WORKER_CONNECTED,
+    WORKER_RECONNECTS,
+    POOL_IDLE,
+    POOL_BUSY,
+    POOL_TARGET,
+    HEARTBEAT_RTT,
+)
+_BY_OUTCOME = (JOBS_ENDED, JOB_DURATION)
+_BY_PATH = (JOBS_STARTED, JOB_START_LATENCY, JOB_STARTS_BY_PATH)
+
+for _reason in ATTACH_FAILURE_REASONS:
+    RUNNER_ATTACH_FAILURES.labels(_reason)
+for _operation in KUBE_OPERATIONS:
+    KUBE_API_ERRORS.labels(_operation)
+
+
+def init_deployment(namespace: str, name: str) -> None:
+    """Create a deployment's series at zero, so that ``rate()`` and ``increase()`` see the first
+    failure as an increase (a counter that appears at 1 looks flat to Prometheus)."""
+    for metric in _PLAIN:
+        metric.labels(namespace, name)
+    for metric in _BY_OUTCOME:
+        for outcome in OUTCOMES:
+            metric.labels(namespace, name, outcome)
+    for metric in _BY_PATH:
+        for path in PATHS:
+            metric.labels(namespace, name, path)
+    for answer, reason in AVAILABILITY:
+        AVAILABILITY_ANSWERS.labels(namespace, name, answer, reason)
+
+
+def forget_deployment(namespace: str, name: str) -> None:
+    """Drop a deleted deployment's series (a stale ``worker_connected 0`` would page someone)."""
+    for metric in (*_PLAIN, *_BY_OUTCOME, *_BY_PATH, AVAILABILITY_ANSWERS):
+        metric.remove_by_labels({"namespace": namespace, "deployment": name})
+
+
+@contextmanager
+def kube_call(operation: str, expected: tuple[int, ...] = ()) -> Iterator[None]:
+    """Count a Kubernetes API call that raises, unless its HTTP status is an expected answer
+    (a 404 on delete means the pod is already gone, not an error)."""
+    try:
+        yield
+    except Exception as exc:
+        if getattr(exc, "status", None) not in expected:
+            KUBE_API_ERRORS.labels(operation).inc()
+        raise

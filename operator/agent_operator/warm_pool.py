@@ -81,7 +81,6 @@ class WarmPool:
             try:
                 await self.reconcile()
             except Exception as exc:
-                metrics.KUBE_API_ERRORS.labels("pool").inc()
                 log.warning("pool reconcile failed: %s", exc, extra=self.dep.fields)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -89,6 +88,9 @@ class WarmPool:
 
     async def reconcile(self) -> None:
         dep, spec = self.dep, self.dep.spec
+        metrics.POOL_TARGET.labels(dep.owner.namespace, dep.owner.name).set(
+            spec.warm_pool_size if spec else 0
+        )
         if spec is None or dep.draining:
             desired = 0
         else:

@@ -8,6 +8,7 @@ import logging
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator import metrics
 from agent_operator.kube.podspec import Owner
 from agent_operator.spec import GROUP, KIND, VERSION
 
@@ -43,6 +44,7 @@ class EventRecorder:
             "count": 1,
         }
         try:
-            await self._core.create_namespaced_event(owner.namespace, body)
+            with metrics.kube_call("create_event"):
+                await self._core.create_namespaced_event(owner.namespace, body)
         except ApiException as exc:
             log.warning("could not post event %s: %s", reason, exc.reason, extra={"deployment": owner.name})

@@ -7,6 +7,7 @@ import logging
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator import metrics
 from agent_operator.kube.podspec import (
     ANNOTATION_DISPATCH_ID,
     ANNOTATION_JOB_ID,
@@ -38,7 +39,8 @@ class PodTerminator:
             "preconditions": {"uid": pod.uid},
         }
         try:
-            await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
+            with metrics.kube_call("delete_pod", expected=(404, 409)):
+                await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
         except ApiException as exc:
             if exc.status in (404, 409):  # already gone, or a different pod by now
                 return
@@ -55,7 +57,8 @@ class PodManager:
     async def create(self, pod: dict[str, object]) -> PodIdentity:
         meta = pod["metadata"]
         assert isinstance(meta, dict)
-        created = await self._core.create_namespaced_pod(meta["namespace"], pod)
+        with metrics.kube_call("create_pod"):
+            created = await self._core.create_namespaced_pod(meta["namespace"], pod)
         return PodIdentity(created.metadata.namespace, created.metadata.name, created.metadata.uid)
 
     async def delete(self, pod: PodIdentity, grace_seconds: int | None = None) -> None:
@@ -67,7 +70,8 @@ class PodManager:
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
         try:
-            await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
+            with metrics.kube_call("delete_pod", expected=(404, 409)):
+                await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -83,8 +87,10 @@ class PodManager:
                 "annotations": annotations,
             }
         }
-        await self._core.patch_namespaced_pod(pod.name, pod.namespace, patch)
+        with metrics.kube_call("patch_pod"):
+            await self._core.patch_namespaced_pod(pod.name, pod.namespace, patch)
 
     async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
-        pods = await self._core.list_namespaced_pod(namespace, label_selector=selector)
+        with metrics.kube_call("list_pods"):
+            pods = await self._core.list_namespaced_pod(namespace, label_selector=selector)
         return [self._core.api_client.sanitize_for_serialization(p) for p in pods.items]

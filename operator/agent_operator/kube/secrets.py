@@ -9,6 +9,7 @@ import dataclasses
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator import metrics
 from agent_operator.spec import SecretRef
 
 
@@ -28,7 +29,8 @@ class CredentialsError(Exception):
 
 async def read_credentials(api: client.ApiClient, namespace: str, ref: SecretRef) -> Credentials:
     try:
-        secret = await client.CoreV1Api(api).read_namespaced_secret(ref.name, namespace)
+        with metrics.kube_call("read_secret", expected=(404,)):
+            secret = await client.CoreV1Api(api).read_namespaced_secret(ref.name, namespace)
     except ApiException as exc:
         if exc.status == 404:
             raise CredentialsError(

@@ -10,6 +10,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator import metrics
 from agent_operator.kube.podspec import Owner
 from agent_operator.spec import GROUP, PLURAL, VERSION
 
@@ -56,15 +57,16 @@ class StatusWriter:
         if status == self._last:
             return False
         try:
-            await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                self.owner.namespace,
-                PLURAL,
-                self.owner.name,
-                {"status": status},
-                _content_type="application/merge-patch+json",
-            )
+            with metrics.kube_call("patch_status", expected=(404,)):
+                await self._custom.patch_namespaced_custom_object_status(
+                    GROUP,
+                    VERSION,
+                    self.owner.namespace,
+                    PLURAL,
+                    self.owner.name,
+                    {"status": status},
+                    _content_type="application/merge-patch+json",
+                )
         except ApiException as exc:
             if exc.status == 404:
                 return False

@@ -512,6 +512,7 @@ class Supervisor:
         metrics.JOB_START_LATENCY.labels(
             record.deployment.namespace, record.deployment.name, record.path
         ).observe(record.started_at - record.assigned_at)
+        metrics.JOBS_STARTED.labels(record.deployment.namespace, record.deployment.name, record.path).inc()
         fut = self._started.get(uid)
         if fut is not None and not fut.done():
             fut.set_result(record)
@@ -612,6 +613,10 @@ class Supervisor:
         metrics.JOBS_ENDED.labels(
             record.deployment.namespace, record.deployment.name, outcome.status.value
         ).inc()
+        if record.started_at is not None:
+            metrics.JOB_DURATION.labels(
+                record.deployment.namespace, record.deployment.name, outcome.status.value
+            ).observe(self.clock() - record.started_at)
         level = logging.INFO if outcome.status is OutcomeStatus.SUCCESS else logging.WARNING
         log.log(
             level,
