@@ -32,7 +32,7 @@ def test_kube_call_counts_failures_but_not_expected_answers() -> None:
     with pytest.raises(FakeApiError), metrics.kube_call("delete_pod", expected=(404,)):
         raise FakeApiError(500)
     assert errors("delete_pod") == before + 1
-    with pytest.raises(OSError), metrics.kube_call("delete_pod", expected=(404,)):
+    with pytest.raises(OSError, match="refused"), metrics.kube_call("delete_pod", expected=(404,)):
         raise OSError("connection refused")  # no HTTP status at all: the API server is away
     assert errors("delete_pod") == before + 2
     with metrics.kube_call("delete_pod"):
