@@ -157,6 +157,29 @@ async def run_scenario(
     return rooms
 
 
+async def traffic(lk: api.LiveKitAPI, calls: str, flaky: str, seconds: float) -> list[str]:
+    """A call every 2.5 s lasting 3-12 s (some refused at capacity), and a failing one now and then."""
+    rooms: list[str] = []
+    hangups: set[asyncio.Task[None]] = set()
+
+    async def hang_up(room: str, after: float) -> None:
+        await asyncio.sleep(after)
+        with contextlib.suppress(api.TwirpError):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+        room = f"call-{n}-{uuid.uuid4().hex[:4]}"
+        rooms.append(room)
+        await dispatch(lk, flaky if n % 7 == 0 else calls, room)
+        hangups.add(asyncio.create_task(hang_up(room, 3 + (n * 37 % 10))))
+        await asyncio.sleep(2.5)
+    await asyncio.gather(*hangups)
+    return rooms
+
+
 async def test_dashboard_and_alerts_evaluate_against_a_real_prometheus(
     operator: OperatorProcess,
     deployments: Deployments,
@@ -191,7 +214,15 @@ async def test_dashboard_and_alerts_evaluate_against_a_real_prometheus(
     try:
         rooms = await run_scenario(prom, operator, deployments, k8s, livekit, lk)
         try:
-            await check_prometheus(prom, ns, alerts, started)
+            await check_prometheus(prom, ns, alerts)
+            png = os.environ.get("AGENT_OPERATOR_DASHBOARD_PNG")
+            if png:  # a longer run, for a picture worth looking at
+                from tests.support.dashboard_image import render_dashboard
+
+                calls, flaky = [(await deployments.get(n))["spec"]["agentName"] for n in ("calls", "flaky")]
+                rooms += await traffic(lk, calls, flaky, seconds=150)
+                await asyncio.sleep(5)  # the last scrapes
+                await render_dashboard(prom, ns, started, time.time(), Path(png))
         finally:
             for room in rooms:
                 with contextlib.suppress(api.TwirpError):  # some have ended already
@@ -200,9 +231,7 @@ async def test_dashboard_and_alerts_evaluate_against_a_real_prometheus(
         prom.stop()
 
 
-async def check_prometheus(
-    prom: PrometheusServer, ns: str, alerts: list[dict[str, Any]], started: float
-) -> None:
+async def check_prometheus(prom: PrometheusServer, ns: str, alerts: list[dict[str, Any]]) -> None:
     await eventually(prom.targets_up, 30, "the operator scraped")
     sel = f'namespace="{ns}"'
 
@@ -269,9 +298,3 @@ async def check_prometheus(
 
     active = await eventually(pending_or_firing, 30, "RunnersKilled active in Prometheus")
     assert "AgentOperatorJobFailureRatioHigh" in active
-
-    png = os.environ.get("AGENT_OPERATOR_DASHBOARD_PNG")
-    if png:
-        from tests.support.dashboard_image import render_dashboard
-
-        await render_dashboard(prom, ns, started, time.time(), Path(png))
