@@ -40,6 +40,7 @@ from agent_operator.supervisor import (
     RunnerBinding,
 )
 from agent_operator.supervisor.service import StartFailed
+from agent_operator.tasks import BackgroundTasks
 from agent_operator.warm_pool import WarmPool
 from agent_operator.worker import WorkerConnection, WorkerOptions
 
@@ -86,7 +87,7 @@ class DeploymentRuntime:
         self.status_writer = StatusWriter(rt.api, owner)
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log, "background call", self.fields)
         self._labels = (owner.namespace, owner.name)
         self.pool = WarmPool(self)
 
@@ -168,9 +169,7 @@ class DeploymentRuntime:
             status.cancel()
             pool.cancel()
             await asyncio.gather(status, pool, return_exceptions=True)
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._tasks.close()
             del creds
             if deleted():
                 metrics.forget_deployment(*self._labels)
@@ -531,15 +530,7 @@ class DeploymentRuntime:
         self._spawn(self.rt.events.record(self.owner, reason, message, warning))
 
     def _spawn(self, coro: Any) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception as exc:
-                log.warning("background call failed: %s", _short(exc), extra=self.fields)
-
-        task = asyncio.create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
 
 def _short(exc: BaseException) -> str:

@@ -40,6 +40,7 @@ from agent_operator.supervisor.types import (
     SupervisorListener,
     Terminator,
 )
+from agent_operator.tasks import BackgroundTasks
 
 log = logging.getLogger("agent_operator.supervisor")
 
@@ -83,7 +84,7 @@ class Supervisor:
         self._started: dict[str, asyncio.Future[JobRecord]] = {}
         self._ended: dict[str, asyncio.Event] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = BackgroundTasks(log, "supervisor callback")
 
     # -- server ----------------------------------------------------------------------------
     async def start(
@@ -120,11 +121,11 @@ class Supervisor:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        for task in [*self._timers.values(), *self._tasks]:
+        for task in self._timers.values():
             task.cancel()
-        await asyncio.gather(*self._timers.values(), *self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._timers.values(), return_exceptions=True)
         self._timers.clear()
-        self._tasks.clear()
+        await self._tasks.close()
 
     # -- what the operator tells us ---------------------------------------------------------
     def expect(self, binding: RunnerBinding) -> None:
@@ -662,16 +663,7 @@ class Supervisor:
 
     def _call(self, coro: Awaitable[Any]) -> None:
         """Run a listener/terminator call in the background; log its failure, never raise it."""
-
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("supervisor callback failed")
-
-        task = asyncio.create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro)
 
 
 class _Servicer(pb_grpc.RunnerSupervisorServicer):

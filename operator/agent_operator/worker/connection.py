@@ -24,6 +24,7 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from agent_operator import __version__
+from agent_operator.tasks import BackgroundTasks
 
 log = logging.getLogger("agent_operator.worker")
 
@@ -97,7 +98,7 @@ class WorkerConnection:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self._sleep = sleep
-        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handler_tasks = BackgroundTasks(log, "worker message handler", self.fields)
 
     @property
     def connected(self) -> bool:
@@ -193,15 +194,7 @@ class WorkerConnection:
                 await self._ws.close()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("worker message handler failed", extra=self.fields)
-
-        task = asyncio.create_task(guarded())
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
+        self._handler_tasks.spawn(coro)
 
     async def _status_loop(self) -> None:
         while True:
@@ -237,9 +230,7 @@ class WorkerConnection:
 
     async def close(self) -> None:
         """Wait for in-flight handler calls (use after cancelling ``run``)."""
-        for task in list(self._handler_tasks):
-            task.cancel()
-        await asyncio.gather(*self._handler_tasks, return_exceptions=True)
+        await self._handler_tasks.close()
         await self._cleanup()
 
 
