@@ -4,7 +4,7 @@ PY := $(abspath $(VENV))/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: bench setup binaries proto lint test test-unit test-e2e demo clean
+.PHONY: bench setup binaries manifests proto lint test test-unit test-e2e demo clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,9 +15,16 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed binaries
 
 # Build (or reuse from ~/.cache/livekit-agent-operator) etcd, kube-apiserver,
-# kube-controller-manager, livekit-server and helm from their pinned Go modules.
+# kube-controller-manager, livekit-server and helm from their pinned Go modules, and fetch
+# the Prometheus Operator CRDs the chart test installs (tests/testenv/crds.py).
 binaries: $(VENV)/.installed
 	$(PY) -m tests.testenv.binaries
+
+# manifests/ for `kubectl apply` users: the chart's default render and a copy of its CRD
+# (tests/e2e/test_chart.py fails when they differ)
+manifests: $(VENV)/.installed
+	$(PY) -m tests.testenv.binaries --only helm
+	$(PY) -m tests.support.chart
 
 proto: $(VENV)/.installed
 	$(PY) proto/generate.py

@@ -1,36 +1,52 @@
-"""The Helm chart (first cut): it lints strictly and renders least-privilege RBAC.
+"""The Helm chart: it lints strictly with every option on, renders each optional object only
+when asked, and the real API server accepts everything it renders (server-side apply, with
+the Prometheus Operator's real CRDs); manifests/ is its default render.
 
-Not yet covered here (issue 6): applying the render to the API server, running the operator
-under the chart's ServiceAccount, monitoring objects."""
+Running the operator under the chart's RBAC is tests/e2e/test_chart_rbac.py."""
 
 from __future__ import annotations
 
-import subprocess
+import asyncio
+import uuid
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.testenv import binaries
-from tests.testenv.environment import REPO_ROOT
+from agent_operator.kube.podspec import LABEL_DEPLOYMENT
+from tests.support.apply import Applier, differences
+from tests.support.chart import CHART, VALUES_ALL, expected_manifests, helm, render, sets, value_keys
+from tests.testenv.crds import prometheus_operator_crds
+from tests.testenv.kube import KubeAccess
+from tests.testenv.kubeclient import api_client, eventually
 
 pytestmark = pytest.mark.e2e
 
-CHART = REPO_ROOT / "charts" / "livekit-agent-operator"
+ALL = ["-f", str(VALUES_ALL)]
+VALUES = yaml.safe_load(VALUES_ALL.read_text())
+
+# Optional objects: the values switch and the kind it adds. The PrometheusRule
+# (prometheusRule.enabled) and the dashboard ConfigMap (dashboard.enabled, on by default)
+# are asserted with their templates (issue 6, monitoring): add them here as
+# ("prometheusRule", "PrometheusRule") once their tests do not cover on/off.
+OPTIONAL = [("serviceMonitor", "ServiceMonitor"), ("networkPolicy", "NetworkPolicy")]
 
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(binaries.find("helm")), *args], capture_output=True, text=True, timeout=120)
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["kind"] for d in docs]
 
 
-def render(*sets: str) -> list[dict[str, Any]]:
-    out = helm("template", "t", str(CHART), "-n", "ops", *[a for s in sets for a in ("--set", s)])
-    assert out.returncode == 0, out.stderr
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
 
 
-def test_lint_strict() -> None:
-    out = helm("lint", "--strict", str(CHART))
+@pytest.mark.parametrize("values", [[], ALL], ids=["defaults", "every-option"])
+def test_lint_strict(values: list[str]) -> None:
+    out = helm("lint", "--strict", str(CHART), *values)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "0 chart(s) failed" in out.stdout
 
@@ -41,23 +57,209 @@ def test_schema_refuses_a_typo() -> None:
     assert "typo" in out.stderr
 
 
+def test_values_file_sets_every_key_of_values_yaml() -> None:
+    """chart-values-all.yaml really is every option: it sets each key values.yaml has."""
+
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing = (
+        value_keys(defaults) - value_keys(VALUES) - {"fullnameOverride"}
+    )  # fullnameOverride: per release
+    assert not missing, f"chart-values-all.yaml does not set: {sorted(missing)}"
+
+
 def test_default_render_is_cluster_wide_and_least_privilege() -> None:
-    docs = render()
-    kinds = {d["kind"] for d in docs}
-    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"} <= kinds
+    docs = render("t", "ops")
+    assert {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"} <= set(
+        kinds(docs)
+    )
     rules = [r for d in docs if d["kind"] == "ClusterRole" for r in d["rules"]]
     secrets = [r for r in rules if "secrets" in r.get("resources", [])]
     assert secrets
     assert all(r["verbs"] == ["get"] for r in secrets), "secrets: get only, no list/watch"
     assert not [r for r in rules if "*" in r.get("verbs", []) or "*" in r.get("resources", [])]
-    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    deploy = one(docs, "Deployment")
     env = {
         e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0].get("env", [])
     }
     assert env.get("AGENT_OPERATOR_RUNNER_ADDRESS") == "t-livekit-agent-operator.ops.svc:50051"
+    assert "PodDisruptionBudget" not in kinds(docs), "one replica: a PDB would block node drains"
 
 
 def test_watch_namespaces_render_namespaced_roles() -> None:
-    docs = render("watchNamespaces={a,b}")
+    docs = render("t", "ops", *sets("watchNamespaces={a,b}"))
     roles = [d for d in docs if d["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
+    # cluster-wide: only what is cluster-scoped by nature (TokenReviews)
+    (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert cluster_role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+
+
+@pytest.mark.parametrize(("switch", "kind"), OPTIONAL)
+def test_optional_objects_only_when_enabled(switch: str, kind: str) -> None:
+    assert kind not in kinds(render("t", "ops")), f"{kind} is off by default"
+    assert kinds(render("t", "ops", *sets(f"{switch}.enabled=true"))).count(kind) == 1
+    assert kinds(render("t", "ops", *ALL)).count(kind) == 1
+    assert kind not in kinds(render("t", "ops", *ALL, *sets(f"{switch}.enabled=false")))
+
+
+def test_every_option_reaches_the_render() -> None:
+    docs = render("t", "ops", *ALL)
+    pod = one(docs, "Deployment")["spec"]["template"]
+    spec, container = pod["spec"], pod["spec"]["containers"][0]
+    assert container["image"] == f"{VALUES['image']['repository']}@{VALUES['image']['digest']}"
+    assert container["imagePullPolicy"] == VALUES["image"]["pullPolicy"]
+    assert spec["imagePullSecrets"] == [{"name": n} for n in VALUES["imagePullSecrets"]]
+    assert container["resources"] == VALUES["resources"]
+    for env in VALUES["extraEnv"]:
+        assert env in container["env"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AGENT_OPERATOR_RUNNER_ADDRESS"] == VALUES["runner"]["address"]
+    assert env["AGENT_OPERATOR_RUNNER_BIND"] == f"0.0.0.0:{VALUES['runner']['port']}"
+    assert env["AGENT_OPERATOR_METRICS_BIND"] == f"0.0.0.0:{VALUES['metrics']['port']}"
+    assert env["AGENT_OPERATOR_TOKEN_AUDIENCE"] == VALUES["runner"]["tokenAudience"]
+    assert env["AGENT_OPERATOR_REATTACH_GRACE"] == str(VALUES["runner"]["reattachGrace"])
+    assert env["AGENT_OPERATOR_LOG_LEVEL"] == VALUES["logLevel"]
+    assert container["args"] == ["run", *[f"--namespace={n}" for n in VALUES["watchNamespaces"]]]
+    assert VALUES["podAnnotations"].items() <= pod["metadata"]["annotations"].items()
+    assert VALUES["podLabels"].items() <= pod["metadata"]["labels"].items()
+    for key in (
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "priorityClassName",
+        "terminationGracePeriodSeconds",
+    ):
+        assert spec[key] == VALUES[key], key
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["name"] == spec["serviceAccountName"] == VALUES["serviceAccount"]["name"]
+    assert sa["metadata"]["annotations"] == VALUES["serviceAccount"]["annotations"]
+    service = one(docs, "Service")
+    assert service["metadata"]["annotations"] == VALUES["service"]["annotations"]
+    assert {p["port"] for p in service["spec"]["ports"]} == {
+        VALUES["runner"]["port"],
+        VALUES["metrics"]["port"],
+    }
+    assert one(docs, "Deployment")["metadata"]["name"] == f"t-{VALUES['nameOverride']}"
+
+
+def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
+    docs = render("t", "ops", *ALL)
+    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "ops"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items(), "selects the chart's Service"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["port"] == "http-metrics"
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == VALUES["serviceMonitor"]["interval"]
+    assert endpoint["scrapeTimeout"] == VALUES["serviceMonitor"]["scrapeTimeout"]
+    assert VALUES["serviceMonitor"]["labels"].items() <= monitor["metadata"]["labels"].items()
+    # a Service of another release in the namespace is not selected
+    other = one(render("u", "ops"), "Service")
+    assert not selector.items() <= other["metadata"]["labels"].items()
+
+
+def test_network_policy_admits_runner_pods_and_the_scraper() -> None:
+    docs = render("t", "ops", *ALL)
+    policy, deploy = one(docs, "NetworkPolicy"), one(docs, "Deployment")
+    pod_labels = deploy["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"], "egress (API server, LiveKit) stays open"
+    ports = {
+        p["name"]: p["containerPort"] for p in deploy["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    by_port = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert set(by_port) == set(ports) == {"grpc-runner", "http-metrics"}
+    # runner pods of any namespace, by the label the operator puts on every pod it creates
+    assert by_port["grpc-runner"]["from"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchExpressions": [{"key": LABEL_DEPLOYMENT, "operator": "Exists"}]},
+        }
+    ]
+    assert by_port["http-metrics"]["from"] == VALUES["networkPolicy"]["metricsFrom"]
+    # no metricsFrom peers: the metrics port is open to any source
+    alone = one(render("t", "ops", *sets("networkPolicy.enabled=true")), "NetworkPolicy")
+    metrics_rule = next(r for r in alone["spec"]["ingress"] if r["ports"][0]["port"] == "http-metrics")
+    assert "from" not in metrics_rule
+
+
+def test_manifests_are_the_default_render() -> None:
+    for path, text in expected_manifests().items():
+        assert path.is_file(), f"{path} is missing: run `make manifests`"
+        assert path.read_text() == text, f"{path} is out of date: run `make manifests`"
+
+
+@pytest.fixture(scope="module")
+def monitoring_crds(kube: KubeAccess) -> None:
+    """The Prometheus Operator's real ServiceMonitor and PrometheusRule CRDs, installed with
+    server-side apply. Left installed: other tests of the session may use them too."""
+
+    async def install() -> None:
+        async with await api_client(kube.kubeconfig) as api:
+            applier = Applier(api)
+            ext = client.ApiextensionsV1Api(api)
+            for path in prometheus_operator_crds():
+                (crd,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+                await applier.apply(crd, "")
+
+                async def established(name: str = crd["metadata"]["name"]) -> bool:
+                    got = await ext.read_custom_resource_definition(name)
+                    return any(
+                        c.type == "Established" and c.status == "True" for c in got.status.conditions or []
+                    )
+
+                await eventually(established, 60, f"CRD {crd['metadata']['name']} established")
+
+    asyncio.run(install())
+
+
+@pytest.mark.parametrize("values", ["defaults", "every-option"])
+async def test_the_api_server_accepts_everything_the_chart_renders(
+    values: str, k8s: client.ApiClient, ns: str, monitoring_crds: None
+) -> None:
+    release = f"r{uuid.uuid4().hex[:6]}"  # cluster-scoped names carry the release: no collisions
+    args = [] if values == "defaults" else [*ALL, *sets(f"watchNamespaces={{{ns}}}")]
+    docs = render(release, ns, *args)
+    if values == "every-option":
+        assert {"ServiceMonitor", "NetworkPolicy", "Role", "RoleBinding"} <= set(kinds(docs))
+    applier = Applier(k8s)
+    cluster_scoped = [d for d in docs if await applier.cluster_scoped(d)]
+    assert {d["kind"] for d in cluster_scoped} <= {"ClusterRole", "ClusterRoleBinding"}
+    try:
+        for doc in docs:
+            applied = await applier.apply(doc, ns)
+            assert applied["metadata"]["name"] == doc["metadata"]["name"]
+        for doc in docs:  # read back: stored as rendered, nothing pruned or changed
+            got = await applier.read(doc, ns)
+            assert got["metadata"].get("namespace", "") == doc["metadata"].get("namespace", "")
+            assert not differences(doc, got), (
+                f"{doc['kind']} {doc['metadata']['name']}: {differences(doc, got)}"
+            )
+
+        # no pods start here (no Deployment controller): a dry-run Pod from the template proves
+        # the operator pod passes the namespace's Pod Security Standard `restricted`
+        template = one(docs, "Deployment")["spec"]["template"]
+        pod_spec = {k: v for k, v in template["spec"].items() if k != "priorityClassName"}  # a cluster's own
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "dry-"}, "spec": pod_spec}
+        created = await client.CoreV1Api(k8s).create_namespaced_pod(ns, pod, dry_run="All")
+        assert created.spec.containers[0].security_context.read_only_root_filesystem is True
+    finally:
+        for doc in cluster_scoped:
+            await applier.delete(doc, ns)
+    for doc in cluster_scoped:
+
+        async def gone(doc: dict[str, Any] = doc) -> bool:
+            try:
+                await applier.read(doc, ns)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        await eventually(gone, 30, f"{doc['kind']} {doc['metadata']['name']} deleted")

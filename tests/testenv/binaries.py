@@ -9,6 +9,9 @@ to any of them rebuilds and a warm cache costs a few hashes.
     python -m tests.testenv.binaries            # build or reuse all, print timings
     python -m tests.testenv.binaries --only helm
 
+Without ``--only`` it also fetches (or reuses) the third-party CRDs the tests install
+(``tests/testenv/crds.py``), so everything that needs the network is ready before the tests.
+
 A failing build raises with Go's own error output; there is no fallback.
 """
 
@@ -165,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         paths = ensure_all(args.only)
+        if not args.only:
+            from tests.testenv.crds import prometheus_operator_crds
+
+            prometheus_operator_crds(log=True)
     except BuildError as exc:
         print(f"[binaries] BUILD FAILED: {exc}", file=sys.stderr, flush=True)
         return 1
