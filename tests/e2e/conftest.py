@@ -9,7 +9,7 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
-from tests.support.operator import Deployments, OperatorProcess, install_crd
+from tests.support.operator import Deployments, OperatorProcess, install_crd, release_deployments
 from tests.testenv.environment import TestEnvironment
 from tests.testenv.kube import KubeAccess
 from tests.testenv.kubeclient import api_client
@@ -26,12 +26,17 @@ def crd(kube: KubeAccess) -> None:
 
 
 @pytest.fixture
-async def ns(namespace: str, k8s: client.ApiClient, crd: None) -> str:
-    """The test namespace, enforcing the Pod Security Standard `restricted`."""
+async def ns(namespace: str, k8s: client.ApiClient, crd: None) -> AsyncIterator[str]:
+    """The test namespace, enforcing the Pod Security Standard `restricted`.
+
+    Afterwards (the test's operators are stopped by then) its AgentDeployments lose their
+    finalizer, so deleting the namespace really ends: a later operator serving all namespaces
+    (tests/e2e/test_chart_rbac.py) then finds no other test's deployments."""
     await client.CoreV1Api(k8s).patch_namespace(
         namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
     )
-    return namespace
+    yield namespace
+    await release_deployments(k8s, namespace)
 
 
 @pytest.fixture

@@ -1,78 +1,71 @@
-"""The chart's RBAC is enough and no more: the operator runs under the chart's ServiceAccount
-(a real token from TokenRequest) against the real API server and completes a job, and the
-same identity is refused a Secret it was not granted."""
+"""The chart's RBAC is enough and no more, in both modes: the operator runs under the chart's
+ServiceAccount (a real token from TokenRequest) against the real API server and completes a
+job, and the same identity is refused what it was not granted.
+
+- namespaced (``watchNamespaces``): Roles in the listed namespaces only; a Secret elsewhere
+  is refused.
+- cluster-wide (the default): a ClusterRole; the operator (started without ``--namespace``)
+  serves an AgentDeployment in a namespace other than its own release's.
+
+In both, Secrets are readable by name only, never listed."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from livekit import api
 
+from tests.support.apply import Applier
+from tests.support.chart import render, sets
 from tests.support.operator import (
     AGENTS,
+    GROUP,
+    PLURAL,
+    VERSION,
     Deployments,
     OperatorProcess,
     agent_deployment,
     create_credentials,
     dispatch,
+    release_deployments,
     status_equals,
     wait_participant,
 )
-from tests.testenv import binaries
-from tests.testenv.environment import REPO_ROOT, TestEnvironment
+from tests.testenv.environment import TestEnvironment
 from tests.testenv.kube import KubeAccess, write_token_kubeconfig
-from tests.testenv.kubeclient import api_client
+from tests.testenv.kubeclient import api_client, create_namespace, eventually
 from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 
-CHART = REPO_ROOT / "charts" / "livekit-agent-operator"
+
+async def no_other_deployments(k8s: client.ApiClient, mine: set[str]) -> None:
+    """Wait until no AgentDeployment exists outside ``mine``: an operator serving all namespaces
+    would serve them too. Earlier tests' namespaces are being deleted (the ``ns`` fixture
+    releases their AgentDeployments), which takes a few seconds."""
+    custom = client.CustomObjectsApi(k8s)
+
+    async def none_left() -> bool:
+        listed = await custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return not [i for i in listed["items"] if i["metadata"]["namespace"] not in mine]
+
+    await eventually(none_left, 90, "other tests' AgentDeployments to go before serving all namespaces")
 
 
-def render(namespace: str, release: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [
-            str(binaries.find("helm")),
-            "template",
-            release,
-            str(CHART),
-            "-n",
-            namespace,
-            "--set",
-            f"watchNamespaces={{{namespace}}}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return [d for d in yaml.safe_load_all(out.stdout) if d]
+async def refused(call: Any) -> int:
+    with pytest.raises(ApiException) as exc:
+        await call
+    return int(exc.value.status)
 
 
-async def apply(k8s: client.ApiClient, doc: dict[str, Any], namespace: str) -> None:
-    kind = doc["kind"]
-    core, rbac, apps = client.CoreV1Api(k8s), client.RbacAuthorizationV1Api(k8s), client.AppsV1Api(k8s)
-    ns = doc["metadata"].get("namespace", namespace)
-    creators = {
-        "ServiceAccount": lambda: core.create_namespaced_service_account(ns, doc),
-        "Service": lambda: core.create_namespaced_service(ns, doc),
-        "Role": lambda: rbac.create_namespaced_role(ns, doc),
-        "RoleBinding": lambda: rbac.create_namespaced_role_binding(ns, doc),
-        "ClusterRole": lambda: rbac.create_cluster_role(doc),
-        "ClusterRoleBinding": lambda: rbac.create_cluster_role_binding(doc),
-        "Deployment": lambda: apps.create_namespaced_deployment(ns, doc),
-    }
-    await creators[kind]()
-
-
+@pytest.mark.parametrize("mode", ["namespaced", "cluster-wide"])
 async def test_operator_runs_under_the_charts_rbac_and_no_more(
+    mode: str,
     k8s: client.ApiClient,
     ns: str,
     kube: KubeAccess,
@@ -81,50 +74,81 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
     local_kubelet: TestEnvironment,
     tmp_path: Path,
 ) -> None:
+    core = client.CoreV1Api(k8s)
     release = f"r{uuid.uuid4().hex[:5]}"
-    docs = render(ns, release)
-    for doc in docs:  # everything the chart renders is accepted by the API server
-        await apply(k8s, doc, ns)
-    sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
-    token = await client.CoreV1Api(k8s).create_namespaced_service_account_token(
-        sa,
-        ns,
-        {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    kubeconfig = tmp_path / "operator.kubeconfig"
-    write_token_kubeconfig(kubeconfig, kube.server, kube.ca_cert, sa, token.status.token)
-
-    # no more: that identity may not read a Secret outside the namespace it serves
-    other = f"t-{uuid.uuid4().hex[:8]}"
-    await client.CoreV1Api(k8s).create_namespace({"metadata": {"name": other}})
-    await create_credentials(client.CoreV1Api(k8s), other, livekit, name="elsewhere")
-    async with await api_client(kubeconfig) as as_operator:
-        with pytest.raises(ApiException) as refused:
-            await client.CoreV1Api(as_operator).read_namespaced_secret("elsewhere", other)
-        assert refused.value.status == 403
-        with pytest.raises(ApiException) as refused:
-            await client.CoreV1Api(as_operator).list_namespaced_secret(ns)
-        assert refused.value.status == 403, "secrets: get by name only, never list"
-
-    # enough: the operator under that identity completes a job end to end
-    await create_credentials(client.CoreV1Api(k8s), ns, livekit)
-    op = OperatorProcess(kubeconfig, [ns], local_kubelet.workdir / "logs" / f"operator-rbac-{ns}.log")
-    op.start()
+    watch = [ns] if mode == "namespaced" else []
+    docs = render(release, ns, *sets(f"watchNamespaces={{{ns}}}")) if watch else render(release, ns)
+    kinds = {d["kind"] for d in docs}
+    if watch:
+        assert {"Role", "RoleBinding"} <= kinds
+    else:
+        assert "Role" not in kinds
+    applier = Applier(k8s)
+    cluster_scoped = [d for d in docs if await applier.cluster_scoped(d)]
+    other = f"t-{uuid.uuid4().hex[:8]}"  # a second namespace, not the release's
+    op: OperatorProcess | None = None
     try:
-        deployments = Deployments(k8s, ns)
+        for doc in docs:  # everything the chart renders is accepted by the API server
+            await applier.apply(doc, ns)
+        sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
+        token = await core.create_namespaced_service_account_token(
+            sa,
+            ns,
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600},
+            },
+        )
+        kubeconfig = tmp_path / "operator.kubeconfig"
+        write_token_kubeconfig(kubeconfig, kube.server, kube.ca_cert, sa, token.status.token)
+        await create_namespace(core, other, {"agentoperator.dev/test": "true"})
+        await create_credentials(core, other, livekit, name="elsewhere")
+
+        # no more: Secrets by name only, never listed (here, elsewhere, or across namespaces)
+        async with await api_client(kubeconfig) as as_operator:
+            as_core = client.CoreV1Api(as_operator)
+            assert await refused(as_core.list_namespaced_secret(ns)) == 403, "secrets: never list"
+            assert await refused(as_core.list_namespaced_secret(other)) == 403
+            assert await refused(as_core.list_secret_for_all_namespaces()) == 403
+            assert await refused(as_core.delete_namespaced_secret("elsewhere", other)) == 403
+            if watch:  # namespaced: nothing outside the namespaces it serves
+                assert await refused(as_core.read_namespaced_secret("elsewhere", other)) == 403
+                assert await refused(as_core.list_namespaced_pod(other)) == 403
+            else:  # cluster-wide: an AgentDeployment's Secret in any namespace, by name
+                assert (await as_core.read_namespaced_secret("elsewhere", other)).metadata.name == "elsewhere"
+
+        # enough: the operator under that identity completes a job end to end; cluster-wide,
+        # for an AgentDeployment outside the namespace it is installed in
+        home = ns if watch else other
+        await create_credentials(core, home, livekit)
+        if not watch:
+            await no_other_deployments(k8s, {ns, other})
+        op = OperatorProcess(
+            kubeconfig, watch, local_kubelet.workdir / "logs" / f"operator-rbac-{mode}-{ns}.log"
+        )
+        op.start()
+        deployments = Deployments(k8s, home)
         body = await deployments.create(agent_deployment("rbac", livekit, f"{AGENTS}:beacon_forever"))
         await op.wait_ready()
         await deployments.wait_condition("rbac", "Ready", "True", timeout=90)
         room = f"room-{uuid.uuid4().hex[:6]}"
         await dispatch(lk, body["spec"]["agentName"], room)
         await wait_participant(lk, room, "agent-")
+        (pod,) = await deployments.pods("rbac")
+        assert pod.metadata.namespace == home
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-        await status_equals(deployments, "rbac", "jobsSucceeded", 1)
+        await status_equals(deployments, "rbac", "jobsSucceeded", 1, timeout=90)
         assert op.alive()
         assert "Forbidden" not in op.log_text(), "the operator asked for something RBAC does not grant"
     finally:
-        op.stop()
+        if op is not None:
+            op.stop()
+        for doc in cluster_scoped:
+            await applier.delete(doc, ns)
+        try:
+            await release_deployments(k8s, other)
+            await core.delete_namespace(other)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

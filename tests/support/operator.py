@@ -46,6 +46,36 @@ async def install_crd(api: client.ApiClient) -> None:
     await eventually(established, 30, "AgentDeployment CRD established")
 
 
+async def release_deployments(api: client.ApiClient, namespace: str) -> None:
+    """Drop the operator's finalizer from every AgentDeployment in ``namespace``.
+
+    Test teardown, once no operator serves the namespace any more: without it, deleting the
+    namespace leaves it Terminating for good, its AgentDeployments there for the next operator
+    that watches all namespaces to find."""
+    custom = client.CustomObjectsApi(api)
+
+    async def listing() -> dict[str, Any]:  # retried: 429 while the CRD's storage initializes
+        listed: dict[str, Any] = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        return listed
+
+    for item in (await eventually(listing, 30, f"AgentDeployments of {namespace}"))["items"]:
+        if not item["metadata"].get("finalizers"):
+            continue
+        try:
+            await custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                item["metadata"]["name"],
+                {"metadata": {"finalizers": None}},
+                _content_type="application/merge-patch+json",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
 class OperatorProcess:
     """``agent-operator run`` as a subprocess, its JSON log lines kept in a file."""
 
