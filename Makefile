@@ -4,7 +4,7 @@ PY := $(abspath $(VENV))/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: bench setup binaries manifests proto lint test test-unit test-e2e demo clean
+.PHONY: bench dashboard-image setup binaries manifests proto lint test test-unit test-e2e demo clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -62,3 +62,9 @@ $(LKA_VENV)/.installed:
 bench: setup $(LKA_VENV)/.installed
 	tests/testenv/netns-run $(PY) -m tests.bench.dispatch_latency --lka-python $(abspath $(LKA_VENV))/bin/python
 	$(PY) -m tests.bench.supervisor_capacity --runners 500 1000 2000 4000
+
+# docs/dashboard.png: the chart's dashboard panels drawn with matplotlib from the Prometheus
+# that scraped the operator during the monitoring e2e test (Grafana itself cannot run here)
+dashboard-image: setup
+	$(PY) -m pip install -q matplotlib
+	AGENT_OPERATOR_DASHBOARD_PNG=$(abspath docs/dashboard.png) tests/testenv/netns-run $(PY) -m pytest -m e2e tests/e2e/test_prometheus.py

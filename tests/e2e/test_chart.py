@@ -7,6 +7,7 @@ Running the operator under the chart's RBAC is tests/e2e/test_chart_rbac.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -31,7 +32,11 @@ VALUES = yaml.safe_load(VALUES_ALL.read_text())
 # (prometheusRule.enabled) and the dashboard ConfigMap (dashboard.enabled, on by default)
 # are asserted with their templates (issue 6, monitoring): add them here as
 # ("prometheusRule", "PrometheusRule") once their tests do not cover on/off.
-OPTIONAL = [("serviceMonitor", "ServiceMonitor"), ("networkPolicy", "NetworkPolicy")]
+OPTIONAL = [
+    ("serviceMonitor", "ServiceMonitor"),
+    ("networkPolicy", "NetworkPolicy"),
+    ("prometheusRule", "PrometheusRule"),
+]
 
 
 def kinds(docs: list[dict[str, Any]]) -> list[str]:
@@ -104,6 +109,17 @@ def test_optional_objects_only_when_enabled(switch: str, kind: str) -> None:
     assert kinds(render("t", "ops", *sets(f"{switch}.enabled=true"))).count(kind) == 1
     assert kinds(render("t", "ops", *ALL)).count(kind) == 1
     assert kind not in kinds(render("t", "ops", *ALL, *sets(f"{switch}.enabled=false")))
+
+
+def test_dashboard_configmap_is_on_by_default_and_carries_the_dashboard() -> None:
+    configmaps = [d for d in render("t", "ops") if d["kind"] == "ConfigMap"]
+    assert len(configmaps) == 1
+    (cm,) = configmaps
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", "what the Grafana sidecar selects"
+    board = json.loads(cm["data"]["livekit-agent-operator.json"])
+    assert board["uid"] == "livekit-agent-operator"
+    assert all(t["expr"] for p in board["panels"] for t in p["targets"])
+    assert "ConfigMap" not in kinds(render("t", "ops", *sets("dashboard.enabled=false")))
 
 
 def test_every_option_reaches_the_render() -> None:
