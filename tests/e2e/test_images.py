@@ -56,7 +56,20 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     ctx = build_context(DOCKERFILES[0], tmp_path_factory.mktemp("context"))
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ctx)],
+        # no build isolation: the test network namespace has no package index; the build
+        # backend (setuptools, wheel) is in the dev install
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(ctx),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
