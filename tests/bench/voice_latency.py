@@ -30,19 +30,13 @@ from pathlib import Path
 
 from agent_jobrunner.protocol import pb
 from agent_jobrunner.voice.metrics import STAGES
+from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
 from tests.testenv import binaries
 from tests.testenv.environment import REPO_ROOT
 from tests.testenv.livekit import LocalLiveKit
 from tests.voicekit.caller import Caller
 from tests.voicekit.speech import speak, trailing_silence
-from tests.voicekit.supervisor import (
-    VOICE_AGENT,
-    RunnerProcess,
-    Session,
-    SupervisorServer,
-    shutdown,
-    start_job,
-)
+from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
 QUESTIONS = ("What is the weather in Paris?", "Hello, who are you?", "What is the weather in London?")
 
