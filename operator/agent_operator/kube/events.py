@@ -47,4 +47,17 @@ class EventRecorder:
             with metrics.kube_call("create_event"):
                 await self._core.create_namespaced_event(owner.namespace, body)
         except ApiException as exc:
-            log.warning("could not post event %s: %s", reason, exc.reason, extra={"deployment": owner.name})
+            log.warning(
+                "could not post event %s: %s %s",
+                reason,
+                exc.status,
+                exc.reason,
+                extra={"deployment": f"{owner.namespace}/{owner.name}"},
+            )
+        except (OSError, TimeoutError) as exc:  # the API server away: events are best effort
+            log.warning(
+                "could not post event %s: %s",
+                reason,
+                type(exc).__name__,
+                extra={"deployment": f"{owner.namespace}/{owner.name}"},
+            )
