@@ -37,6 +37,7 @@ class RunnerConfig:
     log_level: int = logging.INFO
     reattach_window_seconds: float = DEFAULT_REATTACH_WINDOW_SECONDS
     tls_ca_path: Path | None = None
+    tls_ca_pem: bytes | None = None  # the CA itself, as the operator puts it in the pod spec
     shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 
     @classmethod
@@ -55,10 +56,20 @@ class RunnerConfig:
                 env, "AGENT_REATTACH_WINDOW_SECONDS", DEFAULT_REATTACH_WINDOW_SECONDS
             ),
             tls_ca_path=Path(tls_ca) if tls_ca else None,
+            tls_ca_pem=_pem(env, "AGENT_OPERATOR_TLS_CA_PEM"),
             shutdown_timeout_seconds=_seconds(
                 env, "AGENT_SHUTDOWN_TIMEOUT_SECONDS", DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
             ),
         )
+
+
+def _pem(env: Mapping[str, str], name: str) -> bytes | None:
+    value = _optional(env, name)
+    if value is None:
+        return None
+    if "-----BEGIN CERTIFICATE-----" not in value:
+        raise ConfigError(name, "must hold PEM certificates (-----BEGIN CERTIFICATE-----)")
+    return (value + "\n").encode()
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:

@@ -254,12 +254,14 @@ class OperatorLink:
     async def _make_channel(self) -> Any:
         address = self._config.operator_address
         ca_path = self._config.tls_ca_path
-        if ca_path is None:
+        ca = self._config.tls_ca_pem
+        if ca is None and ca_path is None:
             return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        try:
-            ca = await asyncio.to_thread(ca_path.read_bytes)
-        except OSError as err:
-            raise AttachError(f"cannot read the operator CA {ca_path}: {err.strerror or err}") from None
+        if ca is None and ca_path is not None:
+            try:
+                ca = await asyncio.to_thread(ca_path.read_bytes)
+            except OSError as err:
+                raise AttachError(f"cannot read the operator CA {ca_path}: {err.strerror or err}") from None
         credentials = grpc.ssl_channel_credentials(root_certificates=ca)
         return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 

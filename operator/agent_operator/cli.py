@@ -9,8 +9,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent_operator import __version__
+
+if TYPE_CHECKING:
+    from agent_operator.runtime import RunnerTLS
 
 log = logging.getLogger("agent_operator")
 
@@ -32,31 +37,40 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="serve AgentDeployments in this namespace (repeatable; default: all namespaces)",
     )
-    run.add_argument(
-        "--runner-bind",
-        default=os.environ.get("AGENT_OPERATOR_RUNNER_BIND", "0.0.0.0:50051"),
-        help="address the runner gRPC server listens on (default %(default)s)",
-    )
-    run.add_argument(
-        "--runner-address",
-        default=os.environ.get("AGENT_OPERATOR_RUNNER_ADDRESS", ""),
-        help="host:port that runner pods dial to reach this operator (e.g. its Service); required",
-    )
-    run.add_argument(
-        "--token-audience",
-        default=os.environ.get("AGENT_OPERATOR_TOKEN_AUDIENCE", "agentoperator.dev/runner"),
-        help="audience of the runner pods' ServiceAccount tokens (default %(default)s)",
-    )
+    # each flag also reads AGENT_OPERATOR_<FLAG> from the environment (what the chart sets)
+    flags: list[tuple[str, str, str]] = [
+        ("--runner-bind", "0.0.0.0:50051", "address the runner gRPC server listens on (default %(default)s)"),
+        (
+            "--runner-address",
+            "",
+            "host:port that runner pods dial to reach this operator (e.g. its Service); required",
+        ),
+        (
+            "--token-audience",
+            "agentoperator.dev/runner",
+            "audience of the runner pods' ServiceAccount tokens (default %(default)s)",
+        ),
+        ("--metrics-bind", "0.0.0.0:8080", "address of /metrics, /healthz and /readyz (default %(default)s)"),
+        (
+            "--runner-tls-cert",
+            "",
+            "PEM certificate of the runner gRPC server (enables TLS; re-read when the file changes)",
+        ),
+        ("--runner-tls-key", "", "PEM private key of --runner-tls-cert"),
+        (
+            "--runner-tls-ca",
+            "",
+            "PEM CA bundle runner pods verify the operator's certificate with (required with TLS)",
+        ),
+    ]
+    for flag, default, help_text in flags:
+        env = "AGENT_OPERATOR_" + flag.removeprefix("--").replace("-", "_").upper()
+        run.add_argument(flag, default=os.environ.get(env, default), help=help_text)
     run.add_argument(
         "--reattach-grace",
         type=float,
         default=float(os.environ.get("AGENT_OPERATOR_REATTACH_GRACE", "15")),
         help="seconds a running job waits for its runner to re-attach (default %(default)s)",
-    )
-    run.add_argument(
-        "--metrics-bind",
-        default=os.environ.get("AGENT_OPERATOR_METRICS_BIND", "0.0.0.0:8080"),
-        help="address of /metrics, /healthz and /readyz (default %(default)s)",
     )
     run.add_argument(
         "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig (default: in-cluster)"
@@ -78,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent_operator.logs import setup_logging
     from agent_operator.runtime import OperatorConfig
 
+    runner_tls = _runner_tls(parser, args)
+
     setup_logging(args.log_level, json_lines=not args.plain_logs)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf's own login reads it from the environment
@@ -87,10 +103,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         token_audience=args.token_audience,
         reattach_grace=args.reattach_grace,
         kubeconfig=args.kubeconfig,
+        runner_tls=runner_tls,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_operator(config, args.namespace, args.metrics_bind))
     return 0
+
+
+def _runner_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> RunnerTLS | None:
+    """The TLS settings, checked now so that a bad file stops the operator with a clear error."""
+    from agent_operator.runtime import RunnerTLS
+    from agent_operator.supervisor.tls import CertificateError, ReloadingServerCertificate
+
+    given = [bool(args.runner_tls_cert), bool(args.runner_tls_key), bool(args.runner_tls_ca)]
+    if not any(given):
+        return None
+    if not all(given):
+        parser.error("--runner-tls-cert, --runner-tls-key and --runner-tls-ca go together")
+    cert, key, ca = Path(args.runner_tls_cert), Path(args.runner_tls_key), Path(args.runner_tls_ca)
+    try:
+        ReloadingServerCertificate(cert, key)
+    except CertificateError as exc:
+        parser.error(f"--runner-tls-cert/--runner-tls-key cannot be used: {exc}")
+    try:
+        ca_pem = ca.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"--runner-tls-ca cannot be read: {exc}")
+    if "-----BEGIN CERTIFICATE-----" not in ca_pem:
+        parser.error(f"--runner-tls-ca {ca} holds no PEM certificate")
+    return RunnerTLS(cert, key, ca_pem)
 
 
 if __name__ == "__main__":

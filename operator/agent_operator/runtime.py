@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from kopf import DaemonStoppingReason
@@ -32,6 +33,7 @@ from agent_operator.supervisor import (
     Supervisor,
     SupervisorSettings,
 )
+from agent_operator.supervisor.tls import ReloadingServerCertificate
 
 log = logging.getLogger("agent_operator.runtime")
 
@@ -60,6 +62,17 @@ class OperatorConfig:
     reattach_grace: float = 15.0
     kubeconfig: str | None = None
     default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
+    runner_tls: RunnerTLS | None = None  # None: plaintext gRPC
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerTLS:
+    """The runner stream's TLS: the operator's certificate and key (re-read when they change),
+    and the CA that runner pods are given to verify it."""
+
+    cert: Path
+    key: Path
+    ca_pem: str
 
 
 class OperatorRuntime:
@@ -69,7 +82,10 @@ class OperatorRuntime:
         self.supervisor: Supervisor = None  # type: ignore[assignment]
         self.pods: PodManager = None  # type: ignore[assignment]
         self.events: EventRecorder = None  # type: ignore[assignment]
-        self.runner_settings = RunnerSettings(config.runner_address, config.token_audience)
+        tls = config.runner_tls
+        self.runner_settings = RunnerSettings(
+            config.runner_address, config.token_audience, tls.ca_pem if tls else ""
+        )
         self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
         self._pod_owner: dict[str, DeploymentRuntime] = {}
         self._grace: dict[str, int] = {}
@@ -94,7 +110,12 @@ class OperatorRuntime:
             ),
             resolver=self.resolve,
         )
-        self.runner_port = await self.supervisor.start(self.config.runner_bind)
+        credentials = None
+        if self.config.runner_tls is not None:
+            tls = self.config.runner_tls
+            certificate = await asyncio.to_thread(ReloadingServerCertificate, tls.cert, tls.key)
+            credentials = certificate.credentials()
+        self.runner_port = await self.supervisor.start(self.config.runner_bind, credentials)
 
     async def stop(self) -> None:
         if self.supervisor is not None:

@@ -80,9 +80,15 @@ class OperatorProcess:
     """``agent-operator run`` as a subprocess, its JSON log lines kept in a file."""
 
     def __init__(
-        self, kubeconfig: Path, namespaces: list[str], log_path: Path, reattach_grace: float = 5
+        self,
+        kubeconfig: Path,
+        namespaces: list[str],
+        log_path: Path,
+        reattach_grace: float = 5,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_args = list(extra_args or [])
         self.namespaces = namespaces
         self.log_path = log_path
         self.runner_port = free_port()
@@ -104,6 +110,7 @@ class OperatorProcess:
             "--log-level=DEBUG",
         ]
         argv += [f"--namespace={ns}" for ns in self.namespaces]
+        argv += self.extra_args
         env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),

@@ -95,3 +95,14 @@ def test_template_overrides_win_and_operator_env_cannot_be_spoofed() -> None:
     assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
     addresses = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "AGENT_OPERATOR_ADDRESS"]
     assert addresses == [{"name": "AGENT_OPERATOR_ADDRESS", "value": "operator.system:50051"}]
+
+
+def test_runner_pods_get_the_operator_ca_only_with_tls() -> None:
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    template = {"containers": [{"name": "agent", "image": "agent:1"}]}
+    plain = build_runner_pod(OWNER, spec(template), RUNNER, "p1", None)
+    assert "AGENT_OPERATOR_TLS_CA_PEM" not in {e["name"] for e in plain["spec"]["containers"][0]["env"]}
+    tls = RunnerSettings(RUNNER.operator_address, RUNNER.token_audience, ca)
+    pod = build_runner_pod(OWNER, spec(template), tls, "p2", None)
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["AGENT_OPERATOR_TLS_CA_PEM"] == ca

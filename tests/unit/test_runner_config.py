@@ -90,6 +90,7 @@ def test_required_variables(missing: str) -> None:
         ("AGENT_REATTACH_WINDOW_SECONDS", "-5"),
         ("AGENT_REATTACH_WINDOW_SECONDS", "inf"),
         ("AGENT_SHUTDOWN_TIMEOUT_SECONDS", "nan"),
+        ("AGENT_OPERATOR_TLS_CA_PEM", "/etc/ca.pem"),
     ],
 )
 def test_invalid_values_name_the_variable(variable: str, value: str) -> None:
@@ -122,3 +123,10 @@ def test_cli_version() -> None:
     )
     assert out.returncode == 0
     assert out.stdout.startswith("agent-jobrunner ")
+
+
+def test_the_operator_ca_can_come_inline() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    config = RunnerConfig.from_env({**BASE, "AGENT_OPERATOR_TLS_CA_PEM": pem})
+    assert config.tls_ca_pem == pem.encode()
+    assert RunnerConfig.from_env(BASE).tls_ca_pem is None

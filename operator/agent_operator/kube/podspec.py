@@ -41,6 +41,7 @@ class RunnerSettings:
 
     operator_address: str  # host:port the runner dials
     token_audience: str
+    tls_ca_pem: str = ""  # the CA that signed the operator's certificate; "": plaintext gRPC
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,7 @@ def build_runner_pod(
         {"name": "AGENT_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
         {"name": "AGENT_RUNNER_TOKEN_PATH", "value": f"{TOKEN_DIR}/token"},
         {"name": "AGENT_ENTRYPOINT", "value": spec.entrypoint},
+        *([{"name": "AGENT_OPERATOR_TLS_CA_PEM", "value": runner.tls_ca_pem}] if runner.tls_ca_pem else []),
         *env,
     ]
     if "TMPDIR" not in user_env:
