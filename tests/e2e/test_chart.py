@@ -162,6 +162,26 @@ def test_every_option_reaches_the_render() -> None:
     assert one(docs, "Deployment")["metadata"]["name"] == f"t-{VALUES['nameOverride']}"
 
 
+def test_runner_tls_mounts_the_secret_and_points_the_operator_at_it() -> None:
+    plain = one(render("t", "ops"), "Deployment")["spec"]["template"]["spec"]
+    assert not [e for e in plain["containers"][0]["env"] if "TLS" in e["name"]]
+    spec = one(render("t", "ops", *ALL), "Deployment")["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (volume,) = [v for v in spec["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == VALUES["runner"]["tls"]["secretName"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert "subPath" not in mount, "subPath mounts are never updated: renewals would not arrive"
+    assert mount["readOnly"] is True
+    for variable, key in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")):
+        assert env[f"AGENT_OPERATOR_RUNNER_TLS_{variable}"] == f"{mount['mountPath']}/{key}"
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"], "key readable"
+
+    out = helm("template", "t", str(CHART), *sets("runner.tls.enabled=true"))
+    assert out.returncode != 0
+    assert "runner.tls.secretName is required" in out.stderr
+
+
 def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
     docs = render("t", "ops", *ALL)
     monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
