@@ -33,6 +33,14 @@ from tests.support.operator import (
 from tests.testenv.environment import TestEnvironment
 from tests.testenv.kubeclient import api_client, create_namespace, eventually
 
+METRICS_SHOWN = (
+    "agent_operator_jobs_",
+    "agent_operator_job_start_latency_seconds_sum",
+    "agent_operator_job_placements_total",
+    "agent_operator_worker_connected",
+    "agent_operator_pool_",
+)
+
 
 def show_status(body: dict[str, Any]) -> None:
     status = body.get("status") or {}
@@ -115,6 +123,15 @@ async def demo(env: TestEnvironment, oneshot: bool) -> None:
                 await deployments.events("voice-demo"), key=lambda e: e.metadata.creation_timestamp
             ):
                 print(f"  {event.type:<8} {event.reason:<18} {event.message}")
+            print(f"\nMetrics (http://127.0.0.1:{op.metrics_port}/metrics), this deployment's job lines:")
+            for line in (await op.metrics()).splitlines():
+                if (
+                    line.startswith(METRICS_SHOWN)
+                    and 'deployment="voice-demo"' in line
+                    and "_created{" not in line
+                    and not line.endswith(" 0.0")
+                ):
+                    print(f"  {line}")
             if not oneshot:
                 print(f"\nKUBECONFIG={env.kube.kubeconfig}")
                 print(
