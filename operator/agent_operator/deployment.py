@@ -19,6 +19,7 @@ from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics
+from agent_operator.kube.pods import transient
 from agent_operator.kube.podspec import (
     LABEL_DEPLOYMENT,
     LABEL_JOB_ID,
@@ -51,6 +52,7 @@ log = logging.getLogger("agent_operator.deployment")
 
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
 SECRET_RECHECK_SECONDS = 10.0
+API_RETRY_SECONDS = 2.0  # while the API server is unreachable
 ATTRIBUTE_AGENT_NAME = "lk.agent.name"
 
 
@@ -121,6 +123,7 @@ class DeploymentRuntime:
             while not stopping.is_set():
                 self._changed.clear()
                 spec = self.spec
+                recheck = SECRET_RECHECK_SECONDS
                 if spec is not None and self.blocked_reason != "InvalidSpec":
                     try:
                         new_creds = await read_credentials(
@@ -129,6 +132,17 @@ class DeploymentRuntime:
                     except CredentialsError as exc:
                         self._block(exc.reason, str(exc))
                         new_creds = None
+                    except Exception as exc:
+                        if not transient(exc):
+                            raise
+                        # the API server is away: what we have keeps working (the worker and
+                        # running calls need no API call); look again soon
+                        log.warning(
+                            "could not re-read the LiveKit credentials, keeping the current ones: %s",
+                            _short(exc),
+                            extra=self.fields,
+                        )
+                        new_creds, recheck = creds, API_RETRY_SECONDS
                     else:
                         if self.blocked_reason not in ("", "InvalidSpec"):
                             log.info("credentials usable again", extra=self.fields)
@@ -155,9 +169,7 @@ class DeploymentRuntime:
                     asyncio.ensure_future(stopping.wait()),
                     asyncio.ensure_future(self._changed.wait()),
                 }
-                _, pending = await asyncio.wait(
-                    waiters, timeout=SECRET_RECHECK_SECONDS, return_when=asyncio.FIRST_COMPLETED
-                )
+                _, pending = await asyncio.wait(waiters, timeout=recheck, return_when=asyncio.FIRST_COMPLETED)
                 for fut in pending:
                     fut.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -171,7 +183,7 @@ class DeploymentRuntime:
             await asyncio.gather(status, pool, return_exceptions=True)
             await self._tasks.close()
             del creds
-            if deleted():
+            if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
 
     def _start_worker(self, spec: DeploymentSpec, creds: Credentials) -> asyncio.Task[None]:
@@ -287,7 +299,8 @@ class DeploymentRuntime:
         name = decisions.pod_name(self.owner.name, job.id, secrets.token_hex(2))
         body = build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info)
         try:
-            pod = await self.rt.pods.create(body)
+            # a job may start as late as its start timeout: ride out an API server blip
+            pod = await self.rt.pods.create(body, retry_for=spec.heartbeat.start_timeout)
         except Exception as exc:
             await self._fail_unstarted(entry, f"could not create the job's pod: {_short(exc)}")
             return

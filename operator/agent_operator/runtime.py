@@ -143,7 +143,10 @@ class OperatorRuntime:
         flag = asyncio.create_task(watch_flag())
         try:
             await dep.run(
-                stopping, deleted=lambda: bool(stopped.reason & DaemonStoppingReason.RESOURCE_DELETED)
+                stopping,
+                deleted=lambda: bool(
+                    stopped.reason is not None and stopped.reason & DaemonStoppingReason.RESOURCE_DELETED
+                ),
             )
         finally:
             flag.cancel()

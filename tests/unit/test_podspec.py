@@ -106,3 +106,19 @@ def test_runner_pods_get_the_operator_ca_only_with_tls() -> None:
     pod = build_runner_pod(OWNER, spec(template), tls, "p2", None)
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["AGENT_OPERATOR_TLS_CA_PEM"] == ca
+
+
+def test_only_transient_api_failures_are_retried() -> None:
+    import aiohttp
+    from kubernetes_asyncio.client.exceptions import ApiException
+
+    from agent_operator.kube.pods import transient
+
+    assert transient(ConnectionRefusedError())
+    assert transient(TimeoutError())
+    assert transient(aiohttp.ServerDisconnectedError())
+    for status in (429, 500, 502, 503, 504):
+        assert transient(ApiException(status=status))
+    for status in (400, 403, 404, 409, 422):
+        assert not transient(ApiException(status=status)), "the answer will not change"
+    assert not transient(ValueError("bad body"))

@@ -1,9 +1,13 @@
-"""Pod deletion: how the operator stops a runner."""
+"""Runner pods: creating them (riding out a brief API server outage), listing, labelling and
+deleting them, and how the operator stops an unresponsive runner."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
+import aiohttp
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -19,6 +23,15 @@ from agent_operator.kube.podspec import (
 from agent_operator.supervisor.types import PodIdentity
 
 log = logging.getLogger("agent_operator.kube.pods")
+RETRY_FIRST_DELAY, RETRY_MAX_DELAY = 0.25, 2.0
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
+
+
+def transient(exc: BaseException) -> bool:
+    """A failure worth retrying: the API server unreachable, restarting or overloaded."""
+    if isinstance(exc, ApiException):
+        return exc.status in TRANSIENT_STATUSES
+    return isinstance(exc, OSError | TimeoutError | aiohttp.ClientConnectionError)
 
 
 class PodTerminator:
@@ -54,12 +67,41 @@ class PodManager:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    async def create(self, pod: dict[str, object]) -> PodIdentity:
+    async def create(self, pod: dict[str, object], retry_for: float = 0.0) -> PodIdentity:
+        """Create the pod; transient failures (the API server unreachable, restarting,
+        overloaded) are retried with backoff for up to ``retry_for`` seconds."""
         meta = pod["metadata"]
         assert isinstance(meta, dict)
-        with metrics.kube_call("create_pod"):
-            created = await self._core.create_namespaced_pod(meta["namespace"], pod)
-        return PodIdentity(created.metadata.namespace, created.metadata.name, created.metadata.uid)
+        namespace, name = meta["namespace"], meta["name"]
+        deadline = time.monotonic() + retry_for
+        delay, attempt = RETRY_FIRST_DELAY, 0
+        while True:
+            attempt += 1
+            try:
+                with metrics.kube_call("create_pod"):
+                    created = await self._core.create_namespaced_pod(namespace, pod)
+                return PodIdentity(created.metadata.namespace, created.metadata.name, created.metadata.uid)
+            except ApiException as exc:
+                if exc.status == 409 and attempt > 1:
+                    # an earlier attempt reached the server and only its answer was lost: the
+                    # name carries a random suffix, so a pod of that name is the one we made
+                    existing = await self._core.read_namespaced_pod(name, namespace)
+                    return PodIdentity(namespace, name, existing.metadata.uid)
+                if not transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                error: BaseException = exc
+            except Exception as exc:
+                if not transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                error = exc
+            log.warning(
+                "creating pod failed (%s), retrying in %.2fs",
+                type(error).__name__,
+                delay,
+                extra={"pod": f"{namespace}/{name}"},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_DELAY)
 
     async def delete(self, pod: PodIdentity, grace_seconds: int | None = None) -> None:
         body: dict[str, object] = {
