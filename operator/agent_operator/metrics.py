@@ -15,7 +15,8 @@ DEPLOYMENT_LABELS = ("namespace", "deployment")
 
 RUNNER_ATTACH_FAILURES = Counter(
     "agent_operator_runner_attach_failures_total",
-    "Runner attach attempts refused, by reason (auth, protocol, unknown_pod, stream_error).",
+    "Runner attach attempts refused, by reason: auth (credential refused), auth_unavailable "
+    "(TokenReview unreachable or throttled; the runner retries), protocol, unknown_pod, stream_error.",
     ["reason"],
 )
 RUNNERS_ATTACHED = Gauge(
@@ -125,7 +126,7 @@ AVAILABILITY = (
     ("no", "not_registered"),
     ("no", "blocked"),
 )
-ATTACH_FAILURE_REASONS = ("auth", "protocol", "unknown_pod", "stream_error")
+ATTACH_FAILURE_REASONS = ("auth", "auth_unavailable", "protocol", "unknown_pod", "stream_error")
 KUBE_OPERATIONS = (
     "create_pod",
     "delete_pod",

@@ -62,6 +62,19 @@ def rtt_buckets(metrics_port: int) -> dict[float, float]:
     return buckets
 
 
+def attach_refusals(metrics_port: int) -> dict[str, int]:
+    """Refused attaches so far, by reason (from the supervisor's own metric)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    out: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "agent_operator_runner_attach_failures":
+            for sample in family.samples:
+                if sample.name.endswith("_total") and sample.value:
+                    out[sample.labels["reason"]] = int(sample.value)
+    return out
+
+
 def quantile(before: dict[float, float], after: dict[float, float], q: float) -> tuple[float, int]:
     """Quantile of the observations between two cumulative bucket snapshots."""
     bounds = sorted(after)
@@ -192,6 +205,7 @@ def measure(env: TestEnvironment, pods: list[dict[str, str]], window: float, wor
             "expected_pongs": int(len(pods) * (w1 - w0) / 2.5),
             "window_s": round(w1 - w0, 1),
             "attach": attached,
+            "attach_refusals_by_reason": attach_refusals(metrics_port),
         }
     finally:
         for proc in (sim, host):

@@ -27,6 +27,7 @@ from tests.support.supervision import (
     parked_pod,
     pod_token,
 )
+from tests.testenv.procs import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -349,3 +350,31 @@ async def test_slow_pong_warns_and_silence_deletes_the_pod(
         await listener.wait_for("detached")
     finally:
         await runner.close()
+
+
+async def test_tokenreview_unreachable_is_unavailable_not_a_refusal(
+    k8s: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """A valid runner during an API server outage: told to come back (UNAVAILABLE), and not
+    counted as an authentication failure (that metric means forged or foreign tokens)."""
+    pod = await parked_pod(core, namespace)
+    token = await pod_token(core, pod)
+    config = client.Configuration()
+    config.host = f"http://127.0.0.1:{free_port()}"  # the API server, gone: connection refused
+    async with client.ApiClient(config) as away:
+        sup = Supervisor(TokenReviewAuthenticator(away), ObservedTerminator(k8s), RecordingListener())
+        port = await sup.start("127.0.0.1:0")
+        sup.expect(binding_for(pod))
+        auth_before, unavailable_before = failures("auth"), failures("auth_unavailable")
+        runner = ScriptedRunner(port)
+        try:
+            assert await runner.hello(pod, token) is grpc.aio.EOF
+            code, details = await runner.status()
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert "try again" in details
+            assert token not in details
+            assert failures("auth_unavailable") == unavailable_before + 1
+            assert failures("auth") == auth_before
+        finally:
+            await runner.close()
+            await sup.stop()

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from agent_operator.supervisor.types import AuthError, PodIdentity
+from agent_operator.kube.pods import transient
+from agent_operator.supervisor.types import AuthError, AuthUnavailable, PodIdentity
 
 log = logging.getLogger("agent_operator.kube.tokenreview")
 
@@ -65,9 +66,14 @@ class TokenReviewAuthenticator:
         }
         try:
             review = await self._auth.create_token_review(body)
-        except ApiException as exc:
-            detail = f"{exc.status} {exc.reason}"
-            raise AuthError(f"could not verify the credential: TokenReview failed ({detail})") from exc
+        except Exception as exc:
+            if transient(exc):  # unreachable, restarting, throttled: not the runner's fault
+                what = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
+                raise AuthUnavailable(f"TokenReview unavailable ({what}); try again") from exc
+            if isinstance(exc, ApiException):
+                detail = f"{exc.status} {exc.reason}"
+                raise AuthError(f"could not verify the credential: TokenReview failed ({detail})") from exc
+            raise
         status = review.status
         if not status or not status.authenticated:
             why = (status and status.error) or "not valid"

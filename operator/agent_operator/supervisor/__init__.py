@@ -9,6 +9,7 @@ from agent_operator.supervisor.service import Supervisor, SupervisorSettings
 from agent_operator.supervisor.types import (
     Authenticator,
     AuthError,
+    AuthUnavailable,
     DeploymentRef,
     JobOutcome,
     JobRecord,
@@ -21,6 +22,7 @@ from agent_operator.supervisor.types import (
 
 __all__ = [
     "AuthError",
+    "AuthUnavailable",
     "Authenticator",
     "DeploymentRef",
     "HeartbeatMonitor",

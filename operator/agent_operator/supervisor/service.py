@@ -29,6 +29,7 @@ from agent_operator.supervisor.session import RunnerSession, SessionClosed
 from agent_operator.supervisor.types import (
     Authenticator,
     AuthError,
+    AuthUnavailable,
     JobOutcome,
     JobRecord,
     JobState,
@@ -272,6 +273,11 @@ class Supervisor:
             proven = await self.authenticator.authenticate(hello.credential)
         except AuthError as exc:
             await self._refuse(context, "auth", grpc.StatusCode.UNAUTHENTICATED, str(exc), peer, claimed)
+            return
+        except AuthUnavailable as exc:
+            await self._refuse(
+                context, "auth_unavailable", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed
+            )
             return
         if proven != claimed:
             await self._refuse(

@@ -41,6 +41,11 @@ class AuthError(Exception):
     """A runner's credential was refused; the message says why (never the credential)."""
 
 
+class AuthUnavailable(Exception):
+    """The credential could not be checked right now (the authority unreachable or
+    overloaded): not a refusal, the runner should try again."""
+
+
 class Authenticator(Protocol):
     async def authenticate(self, credential: str) -> PodIdentity:
         """The pod the credential was issued to; raises AuthError when it proves nothing."""
