@@ -49,11 +49,14 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def rtt_buckets(metrics_port: int) -> dict[float, float]:
+def families(metrics_port: int) -> list[Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+        return list(text_string_to_metric_families(resp.read().decode()))
+
+
+def rtt_buckets(metrics_port: int) -> dict[float, float]:
     buckets: dict[float, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families(metrics_port):
         if family.name == "agent_operator_heartbeat_rtt_seconds":
             for sample in family.samples:
                 if sample.name.endswith("_bucket"):
@@ -64,10 +67,8 @@ def rtt_buckets(metrics_port: int) -> dict[float, float]:
 
 def attach_refusals(metrics_port: int) -> dict[str, int]:
     """Refused attaches so far, by reason (from the supervisor's own metric)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
     out: dict[str, int] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families(metrics_port):
         if family.name == "agent_operator_runner_attach_failures":
             for sample in family.samples:
                 if sample.name.endswith("_total") and sample.value:
