@@ -19,6 +19,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.deployment import DeploymentRuntime
+from agent_operator.kube import timeouts
 from agent_operator.kube.events import EventRecorder
 from agent_operator.kube.pods import PodManager, PodTerminator
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT, Owner, RunnerSettings
@@ -174,8 +175,10 @@ class OperatorRuntime:
         owner = self._pod_owner.get(pod.uid)
         if owner is None:
             try:
-                found = await client.CoreV1Api(self.api).read_namespaced_pod(pod.name, pod.namespace)
-            except ApiException:
+                found = await client.CoreV1Api(self.api).read_namespaced_pod(
+                    pod.name, pod.namespace, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                )
+            except (ApiException, OSError, TimeoutError):
                 return None
             if found.metadata.uid != pod.uid:
                 return None

@@ -9,6 +9,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator import metrics
+from agent_operator.kube import timeouts
 from agent_operator.kube.podspec import Owner
 from agent_operator.spec import GROUP, KIND, VERSION
 
@@ -45,7 +46,9 @@ class EventRecorder:
         }
         try:
             with metrics.kube_call("create_event"):
-                await self._core.create_namespaced_event(owner.namespace, body)
+                await self._core.create_namespaced_event(
+                    owner.namespace, body, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                )
         except ApiException as exc:
             log.warning(
                 "could not post event %s: %s %s",

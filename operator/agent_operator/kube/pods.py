@@ -12,6 +12,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator import metrics
+from agent_operator.kube import timeouts
 from agent_operator.kube.podspec import (
     ANNOTATION_DISPATCH_ID,
     ANNOTATION_JOB_ID,
@@ -53,7 +54,9 @@ class PodTerminator:
         }
         try:
             with metrics.kube_call("delete_pod", expected=(404, 409)):
-                await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
+                await self._core.delete_namespaced_pod(
+                    pod.name, pod.namespace, body=body, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                )
         except ApiException as exc:
             if exc.status in (404, 409):  # already gone, or a different pod by now
                 return
@@ -79,13 +82,17 @@ class PodManager:
             attempt += 1
             try:
                 with metrics.kube_call("create_pod"):
-                    created = await self._core.create_namespaced_pod(namespace, pod)
+                    created = await self._core.create_namespaced_pod(
+                        namespace, pod, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                    )
                 return PodIdentity(created.metadata.namespace, created.metadata.name, created.metadata.uid)
             except ApiException as exc:
                 if exc.status == 409 and attempt > 1:
                     # an earlier attempt reached the server and only its answer was lost: the
                     # name carries a random suffix, so a pod of that name is the one we made
-                    existing = await self._core.read_namespaced_pod(name, namespace)
+                    existing = await self._core.read_namespaced_pod(
+                        name, namespace, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                    )
                     return PodIdentity(namespace, name, existing.metadata.uid)
                 if not transient(exc) or time.monotonic() + delay > deadline:
                     raise
@@ -113,7 +120,9 @@ class PodManager:
             body["gracePeriodSeconds"] = grace_seconds
         try:
             with metrics.kube_call("delete_pod", expected=(404, 409)):
-                await self._core.delete_namespaced_pod(pod.name, pod.namespace, body=body)
+                await self._core.delete_namespaced_pod(
+                    pod.name, pod.namespace, body=body, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                )
         except ApiException as exc:
             if exc.status not in (404, 409):
                 raise
@@ -130,9 +139,13 @@ class PodManager:
             }
         }
         with metrics.kube_call("patch_pod"):
-            await self._core.patch_namespaced_pod(pod.name, pod.namespace, patch)
+            await self._core.patch_namespaced_pod(
+                pod.name, pod.namespace, patch, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+            )
 
     async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
         with metrics.kube_call("list_pods"):
-            pods = await self._core.list_namespaced_pod(namespace, label_selector=selector)
+            pods = await self._core.list_namespaced_pod(
+                namespace, label_selector=selector, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+            )
         return [self._core.api_client.sanitize_for_serialization(p) for p in pods.items]

@@ -10,6 +10,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator import metrics
+from agent_operator.kube import timeouts
 from agent_operator.spec import SecretRef
 
 
@@ -30,7 +31,9 @@ class CredentialsError(Exception):
 async def read_credentials(api: client.ApiClient, namespace: str, ref: SecretRef) -> Credentials:
     try:
         with metrics.kube_call("read_secret", expected=(404,)):
-            secret = await client.CoreV1Api(api).read_namespaced_secret(ref.name, namespace)
+            secret = await client.CoreV1Api(api).read_namespaced_secret(
+                ref.name, namespace, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+            )
     except ApiException as exc:
         if exc.status == 404:
             raise CredentialsError(

@@ -11,6 +11,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator import metrics
+from agent_operator.kube import timeouts
 from agent_operator.kube.podspec import Owner
 from agent_operator.spec import GROUP, PLURAL, VERSION
 
@@ -66,6 +67,7 @@ class StatusWriter:
                     self.owner.name,
                     {"status": status},
                     _content_type="application/merge-patch+json",
+                    _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS,
                 )
         except ApiException as exc:
             if exc.status == 404:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator.kube import timeouts
 from agent_operator.kube.pods import transient
 from agent_operator.supervisor.types import AuthError, AuthUnavailable, PodIdentity
 
@@ -65,7 +66,9 @@ class TokenReviewAuthenticator:
             "spec": {"token": credential, "audiences": [self.audience]},
         }
         try:
-            review = await self._auth.create_token_review(body)
+            review = await self._auth.create_token_review(
+                body, _request_timeout=timeouts.TOKENREVIEW_TIMEOUT_SECONDS
+            )
         except Exception as exc:
             if transient(exc):  # unreachable, restarting, throttled: not the runner's fault
                 what = f"{exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
