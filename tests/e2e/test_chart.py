@@ -28,10 +28,8 @@ pytestmark = pytest.mark.e2e
 ALL = ["-f", str(VALUES_ALL)]
 VALUES = yaml.safe_load(VALUES_ALL.read_text())
 
-# Optional objects: the values switch and the kind it adds. The PrometheusRule
-# (prometheusRule.enabled) and the dashboard ConfigMap (dashboard.enabled, on by default)
-# are asserted with their templates (issue 6, monitoring): add them here as
-# ("prometheusRule", "PrometheusRule") once their tests do not cover on/off.
+# Optional objects, off by default: the values switch and the kind it adds. The dashboard
+# ConfigMap is on by default: test_dashboard_configmap_is_on_by_default_and_carries_the_dashboard.
 OPTIONAL = [
     ("serviceMonitor", "ServiceMonitor"),
     ("networkPolicy", "NetworkPolicy"),
