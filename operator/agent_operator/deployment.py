@@ -300,7 +300,7 @@ class DeploymentRuntime:
         body = build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info)
         try:
             # a job may start as late as its start timeout: ride out an API server blip
-            pod = await self.rt.pods.create(body, retry_for=spec.heartbeat.start_timeout)
+            pod = await self.rt.pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
         except Exception as exc:
             await self._fail_unstarted(entry, f"could not create the job's pod: {_short(exc)}")
             return

@@ -6,6 +6,7 @@ picks up where it was."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -77,6 +78,17 @@ async def test_call_survives_an_api_server_outage_and_the_operator_carries_on(
     assert status.get("jobsFailed", 0) == 0
     assert status["workerId"] == worker_id, "the deployment's runtime and worker never restarted"
     assert "Daemon 'serve' failed" not in operator.log_text()
+    retries = [
+        json.loads(line)
+        for line in operator.log_text().splitlines()
+        if line.startswith("{") and "creating pod failed" in line
+    ]
+    assert retries, "the pod of the call dispatched during the outage was retried"
+    for line in retries:  # job lines carry the job's fields
+        assert line["room"] == second
+        assert line["job_id"].startswith("AJ_")
+        assert line["pod"].startswith(f"{deployments.namespace}/outage-")
+        assert line["deployment"] == f"{deployments.namespace}/outage"
 
     async def pods_removed() -> bool:
         return not await deployments.pods("outage")

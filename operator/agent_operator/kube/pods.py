@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -70,9 +71,12 @@ class PodManager:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
-    async def create(self, pod: dict[str, object], retry_for: float = 0.0) -> PodIdentity:
+    async def create(
+        self, pod: dict[str, object], retry_for: float = 0.0, log_fields: Mapping[str, str] | None = None
+    ) -> PodIdentity:
         """Create the pod; transient failures (the API server unreachable, restarting,
-        overloaded) are retried with backoff for up to ``retry_for`` seconds."""
+        overloaded) are retried with backoff for up to ``retry_for`` seconds. ``log_fields``
+        (the job's and deployment's) go on the retry log lines."""
         meta = pod["metadata"]
         assert isinstance(meta, dict)
         namespace, name = meta["namespace"], meta["name"]
@@ -105,7 +109,7 @@ class PodManager:
                 "creating pod failed (%s), retrying in %.2fs",
                 type(error).__name__,
                 delay,
-                extra={"pod": f"{namespace}/{name}"},
+                extra={**(log_fields or {}), "pod": f"{namespace}/{name}"},
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_DELAY)
