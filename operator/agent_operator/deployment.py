@@ -53,6 +53,7 @@ log = logging.getLogger("agent_operator.deployment")
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
 SECRET_RECHECK_SECONDS = 10.0
 API_RETRY_SECONDS = 2.0  # while the API server is unreachable
+STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL = 0.5, 8.0
 ATTRIBUTE_AGENT_NAME = "lk.agent.name"
 
 
@@ -518,6 +519,7 @@ class DeploymentRuntime:
         return [reg, ready, degraded]
 
     async def _status_loop(self) -> None:
+        pause = STATUS_MIN_INTERVAL
         while True:
             await self._dirty.wait()
             self._dirty.clear()
@@ -533,10 +535,13 @@ class DeploymentRuntime:
             metrics.POOL_BUSY.labels(*self._labels).set(busy)
             try:
                 await self.status_writer.write(self.generation, self.conditions(), fields)
+                pause = STATUS_MIN_INTERVAL  # at most two status writes a second
             except Exception as exc:
-                log.warning("could not write status: %s", _short(exc), extra=self.fields)
+                if pause in (STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL):  # not twice a second
+                    log.warning("could not write status: %s", _short(exc), extra=self.fields)
                 self._dirty.set()
-            await asyncio.sleep(0.5)  # at most two status writes a second
+                pause = min(pause * 2, STATUS_MAX_RETRY_INTERVAL)
+            await asyncio.sleep(pause)
 
     # -- helpers ------------------------------------------------------------------------------
     def _event(self, reason: str, message: str, warning: bool = False) -> None:

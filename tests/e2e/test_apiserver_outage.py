@@ -84,6 +84,8 @@ async def test_call_survives_an_api_server_outage_and_the_operator_carries_on(
         if line.startswith("{") and "creating pod failed" in line
     ]
     assert retries, "the pod of the call dispatched during the outage was retried"
+    status_warnings = operator.log_text().count("could not write status")
+    assert status_warnings <= 6, f"{status_warnings} status warnings: backing off, not twice a second"
     for line in retries:  # job lines carry the job's fields
         assert line["room"] == second
         assert line["job_id"].startswith("AJ_")
