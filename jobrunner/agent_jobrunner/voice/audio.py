@@ -8,6 +8,7 @@ SDK's ``AudioResampler``) and :class:`Framer` cuts any stream into frames of a f
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -116,6 +117,29 @@ class Resampler:
 
     def _collect(self, frames: list[rtc.AudioFrame]) -> Pcm:
         return Pcm.concat([Pcm.from_frame(f) for f in frames], self.output_rate)
+
+
+async def resample_stream(
+    first: bytes, read: Callable[[], Awaitable[bytes]], rate: int, output_rate: int
+) -> AsyncIterator[Pcm]:
+    """16-bit PCM bytes, ``first`` then ``read()`` until it returns nothing (a process's stdout,
+    an HTTP body), resampled to ``output_rate`` chunk by chunk as they arrive."""
+    resampler = Resampler(rate, output_rate)
+    leftover = first
+    while True:
+        usable = len(leftover) - len(leftover) % 2  # whole samples only; the odd byte waits
+        if usable:
+            out = resampler.push(Pcm(samples_of(leftover[:usable]), rate))
+            if len(out):
+                yield out
+        leftover = leftover[usable:]
+        chunk = await read()
+        if not chunk:
+            break
+        leftover += chunk
+    tail = resampler.flush()
+    if len(tail):
+        yield tail
 
 
 class Framer:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import shutil
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from agent_jobrunner.voice import wav
-from agent_jobrunner.voice.audio import Pcm, Resampler, samples_of
+from agent_jobrunner.voice.audio import Pcm, resample_stream
 from agent_jobrunner.voice.interfaces import ProviderError
 
 ESPEAK_SAMPLE_RATE = 22_050
@@ -93,18 +94,8 @@ class EspeakTTS:
             header = wav.parse_header(head)
         if header.channels != 1:
             raise ProviderError(f"espeak-ng wrote {header.channels} channels; expected mono")
-        resampler = Resampler(header.sample_rate, self.sample_rate)
-        leftover = head[header.data_offset :]
-        while True:
-            usable = len(leftover) - len(leftover) % 2
-            out = resampler.push(Pcm(samples_of(leftover[:usable]), header.sample_rate)) if usable else None
-            if out is not None and len(out):
-                yield out
-            leftover = leftover[usable:]
-            chunk = await stdout.read(READ_BYTES)
-            if not chunk:
-                break
-            leftover += chunk
-        tail = resampler.flush()
-        if len(tail):
-            yield tail
+        read = functools.partial(stdout.read, READ_BYTES)
+        async for pcm in resample_stream(
+            head[header.data_offset :], read, header.sample_rate, self.sample_rate
+        ):
+            yield pcm

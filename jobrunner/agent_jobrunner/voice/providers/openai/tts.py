@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Literal
 
 import aiohttp
 
 from agent_jobrunner.voice import wav
-from agent_jobrunner.voice.audio import Pcm, Resampler, samples_of
+from agent_jobrunner.voice.audio import Pcm, resample_stream
 from agent_jobrunner.voice.interfaces import ProviderError
 from agent_jobrunner.voice.providers.openai.http import APIConnectionError, OpenAIClient, raise_for_status
 
@@ -76,22 +77,10 @@ class OpenAITTS:
             if header.channels != 1:
                 raise ProviderError(f"the speech response has {header.channels} channels; expected mono")
             rate, head = header.sample_rate, head[header.data_offset :]
-        resampler = Resampler(rate, self.sample_rate)
-        leftover = head
-        while True:
-            usable = len(leftover) - len(leftover) % 2
-            if usable:
-                out = resampler.push(Pcm(samples_of(leftover[:usable]), rate))
-                if len(out):
-                    yield out
-            leftover = leftover[usable:]
-            chunk = await body.read(READ_BYTES)
-            if not chunk:
-                break
-            leftover += chunk
-        tail = resampler.flush()
-        if len(tail):
-            yield tail
+        async for pcm in resample_stream(
+            head, functools.partial(body.read, READ_BYTES), rate, self.sample_rate
+        ):
+            yield pcm
 
     async def aclose(self) -> None:
         await self.client.aclose()
