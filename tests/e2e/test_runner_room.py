@@ -20,7 +20,6 @@ import grpc
 import pytest
 from livekit import api, rtc
 from livekit.protocol import agent as lk_agent
-from livekit.protocol import models
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb
 from tests.support.scripted_supervisor import (
@@ -30,6 +29,7 @@ from tests.support.scripted_supervisor import (
     Session,
     SupervisorServer,
     room_token,
+    start_request,
 )
 from tests.testenv.livekit import LiveKitAccess
 from tests.testenv.pki import LocalCA
@@ -113,29 +113,6 @@ async def wait_presence(
         if loop.time() > deadline:
             raise AssertionError(f"{identity} {'never joined' if present else 'never left'} room {room}")
         await asyncio.sleep(0.2)
-
-
-def start_request(
-    livekit: LiveKitAccess, room: str, auto_subscribe: pb.AutoSubscribe.ValueType = pb.AUTO_SUBSCRIBE_ALL
-) -> tuple[pb.StartJobRequest, lk_agent.Job]:
-    job = lk_agent.Job(
-        id=f"AJ_{uuid.uuid4().hex[:10]}",
-        type=lk_agent.JT_ROOM,
-        room=models.Room(name=room),
-        agent_name="test-agent",
-    )
-    identity = f"agent-{job.id}"
-    request = pb.StartJobRequest(
-        job=job.SerializeToString(),
-        url=livekit.url,
-        token=room_token(livekit, room, identity, agent=True),
-        participant_identity=identity,
-        participant_name="Test Agent",
-        participant_metadata='{"purpose": "test"}',
-        participant_attributes={"role": "agent", "tier": "test"},
-        auto_subscribe=auto_subscribe,
-    )
-    return request, job
 
 
 def start(session: Session, request: pb.StartJobRequest) -> None:

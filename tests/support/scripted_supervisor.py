@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 from livekit import api
+from livekit.protocol import agent as lk_agent
+from livekit.protocol import models
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, now_us, pb, pb_grpc
 from tests.testenv.environment import REPO_ROOT
@@ -289,3 +291,33 @@ def room_token(livekit: LiveKitAccess, room: str, identity: str, agent: bool = F
         .with_grants(grants)
         .to_jwt()
     )
+
+
+def start_request(
+    livekit: LiveKitAccess,
+    room: str,
+    auto_subscribe: pb.AutoSubscribe.ValueType = pb.AUTO_SUBSCRIBE_ALL,
+    agent_name: str = "test-agent",
+    participant_name: str = "Test Agent",
+    metadata: str = '{"purpose": "test"}',
+    attributes: dict[str, str] | None = None,
+) -> tuple[pb.StartJobRequest, lk_agent.Job]:
+    """A job for ``room`` as the operator would hand it over, with a real room token."""
+    job = lk_agent.Job(
+        id=f"AJ_{uuid.uuid4().hex[:10]}",
+        type=lk_agent.JT_ROOM,
+        room=models.Room(name=room),
+        agent_name=agent_name,
+    )
+    identity = f"agent-{job.id}"
+    request = pb.StartJobRequest(
+        job=job.SerializeToString(),
+        url=livekit.url,
+        token=room_token(livekit, room, identity, agent=True),
+        participant_identity=identity,
+        participant_name=participant_name,
+        participant_metadata=metadata,
+        participant_attributes={"role": "agent", "tier": "test"} if attributes is None else attributes,
+        auto_subscribe=auto_subscribe,
+    )
+    return request, job
