@@ -122,7 +122,7 @@ def _runner_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Ru
         parser.error("--runner-tls-cert, --runner-tls-key and --runner-tls-ca go together")
     cert, key, ca = Path(args.runner_tls_cert), Path(args.runner_tls_key), Path(args.runner_tls_ca)
     try:
-        ReloadingServerCertificate(cert, key)
+        certificate = ReloadingServerCertificate(cert, key)  # before the event loop runs
     except CertificateError as exc:
         parser.error(f"--runner-tls-cert/--runner-tls-key cannot be used: {exc}")
     try:
@@ -131,7 +131,7 @@ def _runner_tls(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Ru
         parser.error(f"--runner-tls-ca cannot be read: {exc}")
     if "-----BEGIN CERTIFICATE-----" not in ca_pem:
         parser.error(f"--runner-tls-ca {ca} holds no PEM certificate")
-    return RunnerTLS(cert, key, ca_pem)
+    return RunnerTLS(certificate, ca_pem)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from kopf import DaemonStoppingReason
@@ -68,11 +67,10 @@ class OperatorConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunnerTLS:
-    """The runner stream's TLS: the operator's certificate and key (re-read when they change),
-    and the CA that runner pods are given to verify it."""
+    """The runner stream's TLS: the operator's certificate and key (loaded once at start, then
+    re-read when they change), and the CA that runner pods are given to verify it."""
 
-    cert: Path
-    key: Path
+    certificate: ReloadingServerCertificate
     ca_pem: str
 
 
@@ -111,11 +109,8 @@ class OperatorRuntime:
             ),
             resolver=self.resolve,
         )
-        credentials = None
-        if self.config.runner_tls is not None:
-            tls = self.config.runner_tls
-            certificate = await asyncio.to_thread(ReloadingServerCertificate, tls.cert, tls.key)
-            credentials = certificate.credentials()
+        tls = self.config.runner_tls
+        credentials = tls.certificate.credentials() if tls is not None else None
         self.runner_port = await self.supervisor.start(self.config.runner_bind, credentials)
 
     async def stop(self) -> None:
