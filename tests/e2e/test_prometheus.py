@@ -29,6 +29,7 @@ from kubernetes_asyncio import client
 from livekit import api
 
 from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
+from agent_operator.worker.connection import STATUS_INTERVAL
 from tests.support.monitoring import (
     alert_rules,
     alert_signal,
@@ -94,6 +95,36 @@ def has_data(prom: PrometheusServer, expr: str) -> Callable[[], Awaitable[bool]]
     return check
 
 
+async def refuse_at_capacity(
+    prom: PrometheusServer, lk: api.LiveKitAPI, deployments: Deployments, name: str, agent: str
+) -> list[str]:
+    """Calls in a burst to a deployment that takes one at a time: one is answered at_capacity.
+
+    LiveKit offers a job only to a worker it believes available, and the operator tells it
+    "full" in its next status update (every 2.5 s). So a refusal at capacity is what a burst
+    meets, quicker than that update. If an update lands inside the burst, LiveKit offers the
+    rest to nobody; then the call is ended and the burst tried again. Returns the rooms.
+    """
+    expr = (
+        f'agent_operator_availability_answers_total{{namespace="{deployments.namespace}", '
+        f'deployment="{name}", reason="at_capacity"}} >= 1'
+    )
+    rooms: list[str] = []
+    for attempt in range(4):
+        burst = [f"burst-{attempt}-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
+        rooms += burst
+        await asyncio.gather(*(dispatch(lk, agent, room) for room in burst))
+        with contextlib.suppress(TimeoutError):
+            await eventually(has_data(prom, expr), 15, f"Prometheus has {expr}")
+            return rooms
+        for room in burst:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        await status_equals(deployments, name, "activeJobs", 0, timeout=60)
+        await asyncio.sleep(STATUS_INTERVAL + 1)  # LiveKit has heard the worker is available again
+    raise AssertionError(f"no burst of calls to {name} was answered at_capacity")
+
+
 async def run_scenario(
     prom: PrometheusServer,
     operator: OperatorProcess,
@@ -122,26 +153,28 @@ async def run_scenario(
         "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]}
     }
     refused = await deployments.create(refused_body)
+    busy = await deployments.create(
+        agent_deployment("busy", livekit, f"{AGENTS}:beacon_forever", maxConcurrentJobs=1)
+    )
     await operator.wait_ready()
-    for name in ("calls", "flaky", "refused"):
+    for name in ("calls", "flaky", "refused", "busy"):
         await deployments.wait_condition(name, "Ready", "True", timeout=90)
     await status_equals(deployments, "calls", "idlePods", 1, timeout=90)
     # as in production, Prometheus has seen each deployment before its first job ends (a
     # counter first seen at 1 has no increase)
-    for name in ("calls", "flaky", "refused"):
+    for name in ("calls", "flaky", "refused", "busy"):
         expr = (
             f'agent_operator_jobs_ended_total{{namespace="{ns}", deployment="{name}", outcome="failed"}} == 0'
         )
         await eventually(has_data(prom, expr), 60, f"Prometheus has scraped {name}")
 
-    rooms = [f"{kind}-{uuid.uuid4().hex[:6]}" for kind in ("warm", "cold", "full", "fail", "reject")]
-    warm, cold, full, fail, reject = rooms
+    rooms = [f"{kind}-{uuid.uuid4().hex[:6]}" for kind in ("warm", "cold", "fail", "reject")]
+    warm, cold, fail, reject = rooms
     # two at once: one takes the idle pool pod, the other a new pod (the pool ran dry)
     await asyncio.gather(
         dispatch(lk, calls["spec"]["agentName"], warm), dispatch(lk, calls["spec"]["agentName"], cold)
     )
     await asyncio.gather(wait_participant(lk, warm, "agent-"), wait_participant(lk, cold, "agent-"))
-    await dispatch(lk, calls["spec"]["agentName"], full)  # maxConcurrentJobs reached: refused
     await dispatch(lk, flaky["spec"]["agentName"], fail)
     await dispatch(lk, refused["spec"]["agentName"], reject)
     await forge_attach(operator.runner_port, ns)
@@ -154,6 +187,7 @@ async def run_scenario(
     await status_equals(deployments, "calls", "jobsSucceeded", 1, timeout=60)
     await status_equals(deployments, "flaky", "jobsFailed", 1, timeout=60)
     await status_equals(deployments, "refused", "jobsFailed", 1, timeout=60)
+    rooms += await refuse_at_capacity(prom, lk, deployments, "busy", busy["spec"]["agentName"])
     return rooms
 
 
@@ -241,7 +275,7 @@ async def check_prometheus(prom: PrometheusServer, ns: str, alerts: list[dict[st
         f'agent_operator_jobs_ended_total{{{sel}, deployment="calls", outcome="success"}} >= 1',
         f'agent_operator_jobs_ended_total{{{sel}, deployment="flaky", outcome="failed"}} >= 1',
         f'agent_operator_jobs_ended_total{{{sel}, deployment="refused", outcome="rejected"}} >= 1',
-        f'agent_operator_availability_answers_total{{{sel}, deployment="calls", reason="at_capacity"}} >= 1',
+        f'agent_operator_availability_answers_total{{{sel}, deployment="busy", reason="at_capacity"}} >= 1',
         f'agent_operator_jobs_started_total{{{sel}, deployment="calls", path="warm"}} >= 1',
         f'agent_operator_jobs_started_total{{{sel}, deployment="calls", path="cold"}} >= 1',
         f'agent_operator_job_duration_seconds_count{{{sel}, deployment="calls", outcome="success"}} >= 1',
@@ -288,7 +322,7 @@ async def check_prometheus(prom: PrometheusServer, ns: str, alerts: list[dict[st
     assert firing_for("AgentOperatorJobFailureRatioHigh") >= {"calls", "flaky", "refused"}
     assert firing_for("AgentOperatorRunnersKilled") == {"calls"}
     assert firing_for("AgentOperatorWarmPoolExhausted") == {"calls"}
-    assert "calls" in firing_for("AgentOperatorRefusingJobs")
+    assert "busy" in firing_for("AgentOperatorRefusingJobs")
     assert not results["AgentOperatorWorkerDisconnected"]
     assert not results["AgentOperatorDown"]
 
