@@ -1,55 +1,205 @@
-"""The operator process: kopf with our handlers, plus /metrics, /healthz and /readyz."""
+"""The operator process: kopf with our handlers, plus /metrics, /healthz and /readyz.
+
+With leader election, the process first stands by until it holds the Lease, and on SIGTERM
+it hands over to the next operator before kopf stops (``leadership``). Without it (one
+process, e.g. the local demo), SIGTERM stops kopf at once.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+from typing import Any
 
 import kopf
 from aiohttp import web
+from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from agent_operator.runtime import OperatorConfig
+from agent_operator import metrics
+from agent_operator.kube.lease import LeaderLease, LeaseLost
+from agent_operator.leadership import ElectionConfig, announce_serving, expected_deployments, hand_over
+from agent_operator.runtime import OperatorConfig, OperatorRuntime, kube_client
+from agent_operator.tasks import BackgroundTasks
 
 log = logging.getLogger("agent_operator")
 
 
-def health_app(ready: asyncio.Event) -> web.Application:
-    async def metrics(_: web.Request) -> web.Response:
+class Probes:
+    """What /readyz answers: a standby is ready (a rollout may go on and stop the old leader)."""
+
+    def __init__(self) -> None:
+        self.standby = False
+        self.serving = asyncio.Event()  # kopf's ready flag
+
+    def ready(self) -> str | None:
+        if self.serving.is_set():
+            return "ready"
+        return "standby" if self.standby else None
+
+
+def health_app(probes: Probes) -> web.Application:
+    async def metrics_page(_: web.Request) -> web.Response:
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")  # the event loop answers: the process is alive
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready.is_set():
-            return web.Response(text="ready")
+        state = probes.ready()
+        if state is not None:
+            return web.Response(text=state)
         return web.Response(status=503, text="starting")
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
 
 
-async def run_operator(config: OperatorConfig, namespaces: list[str], metrics_bind: str) -> None:
+async def run_operator(
+    config: OperatorConfig,
+    namespaces: list[str],
+    metrics_bind: str,
+    election: ElectionConfig | None = None,
+) -> int:
+    """Run until stopped; the exit code (1 when leadership was lost to another operator)."""
     import agent_operator.handlers  # noqa: F401 - registers the kopf handlers
 
-    ready = asyncio.Event()
+    probes = Probes()
     host, _, port = metrics_bind.rpartition(":")
-    runner = web.AppRunner(health_app(ready), access_log=None)
+    runner = web.AppRunner(health_app(probes), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or "0.0.0.0", int(port))
     await site.start()
     log.info("metrics and probes on %s", metrics_bind)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    lease: LeaderLease | None = None
+    lease_api = None
     try:
-        await kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            standalone=True,  # one active replica; see README (no peering, no leader election yet)
-            memo=kopf.Memo(config=config),
-            ready_flag=ready,
+        if election is not None:
+            lease_api = await kube_client(config.kubeconfig)
+            lease = LeaderLease(
+                lease_api, election.namespace, election.name, election.identity, election.lease_duration
+            )
+            probes.standby = True
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            if not await _first(lease.acquire(), stop):
+                log.info("stopped while standing by", extra=lease.fields)
+                return 0
+            probes.standby = False
+            metrics.LEADER.set(1)
+        else:
+            metrics.LEADER.set(1)
+        return await _serve(config, namespaces, probes, stop, lease, election)
+    except ApiException as exc:
+        if lease is None or exc.status not in (401, 403, 404):
+            raise
+        log.error(  # RBAC without leases, or a namespace that does not exist
+            "cannot use the leader Lease %s/%s: %s %s", lease.namespace, lease.name, exc.status, exc.reason
         )
+        return 1
     finally:
+        metrics.LEADER.set(0)
+        if lease_api is not None:
+            await lease_api.close()
         await runner.cleanup()
+
+
+async def _first(work: Any, stop: asyncio.Event) -> bool:
+    """Await ``work`` unless ``stop`` is set first; True if the work finished."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    for fut in (task, stopper):
+        fut.cancel()
+    await asyncio.gather(task, stopper, return_exceptions=True)
+    if task.cancelled():
+        return False
+    task.result()  # a failure of the work is raised here
+    return True
+
+
+async def _serve(
+    config: OperatorConfig,
+    namespaces: list[str],
+    probes: Probes,
+    stop: asyncio.Event,
+    lease: LeaderLease | None,
+    election: ElectionConfig | None,
+) -> int:
+    loop = asyncio.get_running_loop()
+    memo = kopf.Memo(config=config)
+    stop_flag = asyncio.Event()
+    outcome = {"code": 0}
+    side = BackgroundTasks(log, "leadership task")
+    existing = set(asyncio.all_tasks())
+    tasks = await kopf.spawn_tasks(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=True,  # leadership is ours (the Lease), not kopf's peering
+        memo=memo,
+        ready_flag=probes.serving,
+        stop_flag=stop_flag,
+    )
+
+    async def leave() -> None:
+        runtime: OperatorRuntime | None = getattr(memo, "runtime", None)
+        if lease is not None and election is not None and runtime is not None and lease.held:
+            log.info("handing over to the next operator", extra=lease.fields)
+            how = await hand_over(lease, runtime.handover, election)
+            log.info("handover done: %s", how, extra=lease.fields)
+        stop_flag.set()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():  # a second signal: stop now
+            log.info("%s again: stopping without waiting", sig.name)
+            stop_flag.set()
+            return
+        stop.set()
+        log.info("%s received: stopping", sig.name)
+        side.spawn(leave())
+
+    # kopf installed its own handlers in spawn_tasks; ours hand over before kopf stops
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    if stop.is_set():  # a signal came while kopf was starting
+        side.spawn(leave())
+
+    if lease is not None and election is not None:
+
+        async def keep() -> None:
+            try:
+                await lease.keep()
+            except LeaseLost as exc:
+                if stop.is_set():  # we released it: the handover
+                    return
+                log.error("lost leadership: %s; stopping", exc, extra=lease.fields)
+                outcome["code"] = 1
+                stop_flag.set()
+
+        async def announce() -> None:
+            await probes.serving.wait()
+            runtime: OperatorRuntime = memo.runtime
+            try:
+                expected = await expected_deployments(runtime.api, namespaces)
+            except Exception as exc:
+                log.warning("could not list AgentDeployments: %s", exc, extra=lease.fields)
+                expected = set()
+            await announce_serving(lease, expected, runtime.serving, election.handover_timeout)
+
+        side.spawn(keep())
+        side.spawn(announce())
+    try:
+        await kopf.run_tasks(tasks, ignored=existing)
+    finally:
+        await side.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+    return outcome["code"]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         ("--runner-tls-key", "", "PEM private key of --runner-tls-cert"),
         (
+            "--leader-election-namespace",
+            "",
+            "namespace of the leader Lease (enables leader election and handover on SIGTERM;"
+            " the operator's own namespace)",
+        ),
+        ("--leader-election-lease", "livekit-agent-operator", "leader Lease name (default %(default)s)"),
+        (
+            "--identity",
+            os.environ.get("POD_NAME", "") or socket.gethostname(),
+            "this process in the leader Lease (default: $POD_NAME, else the host name)",
+        ),
+        (
             "--runner-tls-ca",
             "",
             "PEM CA bundle runner pods verify the operator's certificate with (required with TLS)",
@@ -73,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a running job waits for its runner to re-attach (default %(default)s)",
     )
     run.add_argument(
+        "--handover-timeout",
+        type=float,
+        default=float(os.environ.get("AGENT_OPERATOR_HANDOVER_TIMEOUT", "10")),
+        help="on SIGTERM, seconds to wait for the next operator to serve (default %(default)s)",
+    )
+    run.add_argument(
         "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig (default: in-cluster)"
     )
     run.add_argument("--log-level", default=os.environ.get("AGENT_OPERATOR_LOG_LEVEL", "INFO"))
@@ -86,9 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.handover_timeout < 0:
+        parser.error("--handover-timeout must not be negative")
+    if args.leader_election_namespace and not args.identity:
+        parser.error("--identity (or POD_NAME) is required with leader election")
     if not args.runner_address:
         parser.error("--runner-address (or AGENT_OPERATOR_RUNNER_ADDRESS) is required: runner pods dial it")
     from agent_operator.app import run_operator
+    from agent_operator.leadership import ElectionConfig
     from agent_operator.logs import setup_logging
     from agent_operator.runtime import OperatorConfig
 
@@ -105,8 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         kubeconfig=args.kubeconfig,
         runner_tls=runner_tls,
     )
+    election = None
+    if args.leader_election_namespace:
+        election = ElectionConfig(
+            namespace=args.leader_election_namespace,
+            name=args.leader_election_lease,
+            identity=args.identity,
+            handover_timeout=args.handover_timeout,
+        )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_operator(config, args.namespace, args.metrics_bind))
+        return asyncio.run(run_operator(config, args.namespace, args.metrics_bind, election))
     return 0
 
 

@@ -8,6 +8,7 @@ record of running jobs: on start it re-adopts the pods it finds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agent_operator.deployment")
 
+HANDOVER_HOLD_SECONDS = 2.0  # LiveKit's job request times out after 3 s (psrpc's default)
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
 SECRET_RECHECK_SECONDS = 10.0
 API_RETRY_SECONDS = 2.0  # while the API server is unreachable
@@ -231,10 +233,13 @@ class DeploymentRuntime:
         )
 
     # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
-    def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse:
+    def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse | None:
         job = request.job
         if job.id in self.jobs:  # the server offers a job we already run (after a reconnect)
             return agent.AvailabilityResponse(job_id=job.id, available=False)
+        if self.rt.handover.active and self.worker is not None:
+            self._spawn(self._pass_on(self.worker, job))
+            return None  # answered by _pass_on
         verdict = decisions.availability(self.capacity())
         metrics.AVAILABILITY_ANSWERS.labels(
             *self._labels, "yes" if verdict.accept else "no", verdict.reason
@@ -264,6 +269,20 @@ class DeploymentRuntime:
             participant_metadata=self.spec.participant_metadata,
             participant_attributes=attributes,
         )
+
+    async def _pass_on(self, worker: WorkerConnection, job: agent.Job) -> None:
+        """An offer during a handover: hold it until the next operator serves, then decline it.
+
+        LiveKit then offers the job to its next available worker, which by then is the new
+        operator's. The hold is bounded: LiveKit gives up on a job request after 3 s.
+        """
+        fields = {**self.fields, "job_id": job.id, "room": job.room.name}
+        held = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.rt.handover.successor_ready.wait(), HANDOVER_HOLD_SECONDS)
+        metrics.AVAILABILITY_ANSWERS.labels(*self._labels, "no", "handover").inc()
+        log.info("passed the job on to the next operator (held %.2fs)", time.monotonic() - held, extra=fields)
+        await worker.answer(agent.AvailabilityResponse(job_id=job.id, available=False))
 
     async def assignment(self, assignment: agent.JobAssignment) -> None:
         job = assignment.job

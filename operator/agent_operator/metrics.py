@@ -79,6 +79,10 @@ AVAILABILITY_ANSWERS = Counter(
     "Answers to LiveKit availability requests (answer yes/no, by reason).",
     (*DEPLOYMENT_LABELS, "answer", "reason"),
 )
+LEADER = Gauge(
+    "agent_operator_leader",
+    "1 while this operator process serves (holds the leader Lease); 0 while it stands by.",
+)
 WORKER_CONNECTED = Gauge(
     "agent_operator_worker_connected",
     "1 while the deployment's worker is registered with LiveKit.",
@@ -125,6 +129,7 @@ AVAILABILITY = (
     ("no", "draining"),
     ("no", "not_registered"),
     ("no", "blocked"),
+    ("no", "handover"),
 )
 ATTACH_FAILURE_REASONS = ("auth", "auth_unavailable", "protocol", "unknown_pod", "stream_error")
 KUBE_OPERATIONS = (

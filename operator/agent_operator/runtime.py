@@ -74,9 +74,35 @@ class RunnerTLS:
     ca_pem: str
 
 
+async def kube_client(kubeconfig: str | None) -> client.ApiClient:
+    """An API client from the kubeconfig (flag or $KUBECONFIG), else the in-cluster account."""
+    cfg = client.Configuration()
+    kubeconfig = kubeconfig or os.environ.get("KUBECONFIG")
+    if kubeconfig and os.path.exists(kubeconfig):  # noqa: ASYNC240 - once, at start
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        config.load_incluster_config(client_configuration=cfg)
+    return client.ApiClient(cfg)
+
+
+class Handover:
+    """The leaving leader's side of a handover (see ``leadership``).
+
+    While ``active``, deployments hold LiveKit's job offers instead of taking them, and the
+    warm pools stand still; ``successor_ready`` is set once the next operator serves (or
+    there is none), and the held offers are then declined, which makes LiveKit offer them to
+    the next worker.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.successor_ready = asyncio.Event()
+
+
 class OperatorRuntime:
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
+        self.handover = Handover()
         self.api: client.ApiClient = None  # set by start()
         self.supervisor: Supervisor = None  # type: ignore[assignment]
         self.pods: PodManager = None  # type: ignore[assignment]
@@ -91,13 +117,7 @@ class OperatorRuntime:
         self.runner_port = 0
 
     async def start(self) -> None:
-        cfg = client.Configuration()
-        kubeconfig = self.config.kubeconfig or os.environ.get("KUBECONFIG")
-        if kubeconfig and os.path.exists(kubeconfig):  # noqa: ASYNC240 - once, at start
-            await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        else:
-            config.load_incluster_config(client_configuration=cfg)
-        self.api = client.ApiClient(cfg)
+        self.api = await kube_client(self.config.kubeconfig)
         self.pods = PodManager(self.api)
         self.events = EventRecorder(self.api)
         self.supervisor = Supervisor(
@@ -150,6 +170,11 @@ class OperatorRuntime:
             if self.deployments.get(key) is dep:
                 del self.deployments[key]
 
+    def serving(self, namespace: str, name: str) -> bool:
+        """This deployment's worker is registered, or it cannot be (a reason is in its status)."""
+        dep = self.deployments.get((namespace, name))
+        return dep is not None and (bool(dep.worker_id) or bool(dep.blocked))
+
     def deployment_changed(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
         dep = self.deployments.get((meta.get("namespace", ""), meta.get("name", "")))
@@ -168,6 +193,8 @@ class OperatorRuntime:
     async def resolve(self, pod: PodIdentity) -> RunnerBinding | None:
         """A runner the supervisor was not told about: ours if its pod says so."""
         owner = self._pod_owner.get(pod.uid)
+        if owner is None and self.handover.active:
+            return None  # the next operator's pod (in a cluster, a leaving pod gets no new runners)
         if owner is None:
             try:
                 found = await client.CoreV1Api(self.api).read_namespaced_pod(

@@ -88,6 +88,8 @@ class WarmPool:
 
     async def reconcile(self) -> None:
         dep, spec = self.dep, self.dep.spec
+        if dep.rt.handover.active:  # the next operator adopts the pool as it is
+            return
         metrics.POOL_TARGET.labels(dep.owner.namespace, dep.owner.name).set(
             spec.warm_pool_size if spec else 0
         )

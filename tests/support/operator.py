@@ -86,12 +86,14 @@ class OperatorProcess:
         log_path: Path,
         reattach_grace: float = 5,
         extra_args: list[str] | None = None,
+        runner_port: int | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.extra_args = list(extra_args or [])
         self.namespaces = namespaces
         self.log_path = log_path
-        self.runner_port = free_port()
+        # two operators may share one (gRPC sets SO_REUSEPORT), like two pods behind a Service
+        self.runner_port = runner_port or free_port()
         self.metrics_port = free_port()
         self.reattach_grace = reattach_grace
         self.proc: subprocess.Popen[bytes] | None = None

@@ -54,8 +54,9 @@ class WorkerOptions:
 
 
 class WorkerHandler(Protocol):
-    def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse:
-        """Decide at once (no I/O); the answer goes straight back to the server."""
+    def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse | None:
+        """Decide at once (no I/O); the answer goes straight back to the server. None: the
+        handler answers later, with ``WorkerConnection.answer``."""
         ...
 
     async def assignment(self, assignment: agent.JobAssignment) -> None: ...
@@ -183,7 +184,8 @@ class WorkerConnection:
         kind = msg.WhichOneof("message")
         if kind == "availability":
             response = self.handler.availability(msg.availability)
-            await self._send(agent.WorkerMessage(availability=response))
+            if response is not None:
+                await self._send(agent.WorkerMessage(availability=response))
         elif kind == "assignment":
             self._spawn(self.handler.assignment(msg.assignment))
         elif kind == "termination":
@@ -204,6 +206,11 @@ class WorkerConnection:
     async def send_status(self) -> None:
         with contextlib.suppress(ConnectionError):
             await self._send(agent.WorkerMessage(update_worker=self.handler.status()))
+
+    async def answer(self, response: agent.AvailabilityResponse) -> None:
+        """A late answer to an availability request (the server waits up to 10 s)."""
+        with contextlib.suppress(ConnectionError):
+            await self._send(agent.WorkerMessage(availability=response))
 
     async def update_job(self, job_id: str, status: agent.JobStatus, error: str = "") -> bool:
         """Tell the server how a job ended (or that it runs); False if not connected."""

@@ -1,0 +1,168 @@
+"""A deploy with leader election drops no dispatch: the next operator stands by, the old one
+hands over on SIGTERM.
+
+As a RollingUpdate does it: the new operator starts while the old one serves, and stands by
+(ready, no LiveKit worker, no runner port). Then the old one gets SIGTERM while calls keep
+being dispatched, several a second. Every call gets an agent, the running call keeps its
+agent, and all end as successes. Without the handover (the rollout test, Recreate), calls
+dispatched between the old operator's SIGTERM and the new one's registration get no agent.
+
+Both operators share one runner port (gRPC sets SO_REUSEPORT), as two pods share a Service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+from kubernetes_asyncio import client
+from livekit import api
+
+from tests.support.operator import (
+    Deployments,
+    OperatorProcess,
+    dispatch,
+    ready_deployment,
+    status_equals,
+    wait_participant,
+)
+from tests.testenv.environment import TestEnvironment
+from tests.testenv.kube import KubeAccess
+from tests.testenv.kubeclient import eventually
+from tests.testenv.livekit import LiveKitAccess
+
+pytestmark = pytest.mark.e2e
+
+CADENCE = 0.4  # a dispatch every 0.4 s through the deploy
+
+
+async def readyz(op: OperatorProcess) -> str:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{op.metrics_port}/readyz") as r,
+    ):
+        return f"{r.status} {await r.text()}"
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+async def test_a_deploy_hands_over_without_dropping_a_dispatch(
+    kube: KubeAccess,
+    ns: str,
+    local_kubelet: TestEnvironment,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    logs: Path = local_kubelet.workdir / "logs"
+    election = [f"--leader-election-namespace={ns}", "--handover-timeout=15"]
+    old = OperatorProcess(
+        kube.kubeconfig, [ns], logs / f"operator-{ns}-old.log", extra_args=[*election, "--identity=old"]
+    )
+    new = OperatorProcess(
+        kube.kubeconfig,
+        [ns],
+        logs / f"operator-{ns}-new.log",
+        extra_args=[*election, "--identity=new"],
+        runner_port=old.runner_port,
+    )
+    rooms: list[str] = []
+    old.start()
+    try:
+        body = await ready_deployment(
+            deployments, old, k8s, livekit, "handover", "beacon_forever", maxConcurrentJobs=40
+        )
+        agent_name = body["spec"]["agentName"]
+        old_worker = (await deployments.get("handover"))["status"]["workerId"]
+        first = f"running-{uuid.uuid4().hex[:6]}"
+        rooms.append(first)
+        await dispatch(lk, agent_name, first)
+        agent = await wait_participant(lk, first, "agent-")
+
+        # the new operator stands by: ready (so a rollout goes on), but serving nothing
+        new.start()
+        await new.wait_ready()
+        assert await readyz(new) == "200 standby"
+        assert metric(await new.metrics(), "agent_operator_leader") == 0
+        assert metric(await old.metrics(), "agent_operator_leader") == 1
+        await asyncio.sleep(2)
+        assert (await deployments.get("handover"))["status"]["workerId"] == old_worker
+        assert "took the leader Lease" not in new.log_text()
+
+        # the deploy: SIGTERM to the old operator while calls keep coming
+        calls: list[tuple[str, float]] = []
+
+        async def caller() -> None:
+            while True:
+                room = f"call-{len(calls)}-{uuid.uuid4().hex[:4]}"
+                rooms.append(room)
+                calls.append((room, time.monotonic()))
+                await dispatch(lk, agent_name, room)
+                await asyncio.sleep(CADENCE)
+
+        calling = asyncio.create_task(caller())
+        try:
+            await asyncio.sleep(1.0)
+            assert old.proc is not None
+            sigterm = time.monotonic()
+            old.proc.send_signal(signal.SIGTERM)
+            await eventually(lambda: _exited(old), 40, "the old operator exited")
+            exited = time.monotonic()
+            await asyncio.sleep(2.0)
+        finally:
+            calling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await calling
+        assert old.proc.returncode == 0, old.tail()
+        during = [room for room, at in calls if sigterm <= at <= exited]
+        print(
+            f"old operator: SIGTERM -> exit {exited - sigterm:.2f}s; {len(calls)} calls dispatched, "
+            f"{len(during)} between SIGTERM and exit"
+        )
+        assert during, "no call was dispatched during the handover"
+
+        # every call got an agent: none was dispatched into a gap
+        results = await asyncio.gather(
+            *(wait_participant(lk, room, "agent-", timeout=60) for room, _ in calls), return_exceptions=True
+        )
+        missing = [room for (room, _), r in zip(calls, results, strict=True) if isinstance(r, BaseException)]
+        assert not missing, f"calls without an agent: {missing}\n--- old:\n{old.tail(80)}"
+        still = await wait_participant(lk, first, "agent-", timeout=10)
+        assert still.sid == agent.sid, "the running call kept its agent"
+
+        status = (await deployments.get("handover"))["status"]
+        assert status["workerId"] not in ("", old_worker), "the new operator's worker serves"
+        assert await readyz(new) == "200 ready"
+        assert metric(await new.metrics(), "agent_operator_leader") == 1
+        handover = [line for line in old.log_text().splitlines() if "handover done" in line]
+        assert handover, old.tail(80)
+        assert "new serves after" in handover[-1], old.tail(80)
+        passed = old.log_text().count("passed the job on to the next operator")
+        print(f"{handover[-1]}\noffers the old operator held and passed on: {passed}")
+
+        for room in rooms:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        await status_equals(deployments, "handover", "jobsSucceeded", len(rooms), timeout=120)
+        assert (await deployments.get("handover"))["status"].get("jobsFailed", 0) == 0
+    finally:
+        for room in rooms:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        old.stop()
+        new.stop()
+
+
+async def _exited(op: OperatorProcess) -> bool:
+    return not op.alive()
