@@ -90,15 +90,54 @@ def test_default_render_is_cluster_wide_and_least_privilege() -> None:
 
 def test_watch_namespaces_render_namespaced_roles() -> None:
     docs = render("t", "ops", *sets("watchNamespaces={a,b}"))
-    roles = [d for d in docs if d["kind"] == "Role"]
+    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
-    bindings = [d for d in docs if d["kind"] == "RoleBinding"]
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and not d["metadata"]["name"].endswith("-leader")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
     # cluster-wide: only what is cluster-scoped by nature (TokenReviews)
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     assert cluster_role["rules"] == [
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
     ]
+
+
+def test_leader_election_rolls_over_with_a_lease_of_its_own() -> None:
+    docs = render("t", "ops")
+    deploy = one(docs, "Deployment")
+    assert deploy["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }, "the new operator starts before the old one stops"
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE"]["value"] == "ops"
+    assert env["AGENT_OPERATOR_LEADER_ELECTION_LEASE"]["value"] == "t-livekit-agent-operator"
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    assert role["metadata"] == {
+        **role["metadata"],
+        "name": "t-livekit-agent-operator-leader",
+        "namespace": "ops",
+    }
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["t-livekit-agent-operator"],
+            "verbs": ["get", "list", "watch", "update", "patch"],
+        },
+    ]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+    off = render("t", "ops", *sets("leaderElection.enabled=false"))
+    assert one(off, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}, "never two operators at once"
+    assert "Role" not in kinds(off)
+    off_env = {e["name"] for e in one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE" not in off_env
 
 
 @pytest.mark.parametrize(("switch", "kind"), OPTIONAL)
@@ -137,6 +176,7 @@ def test_every_option_reaches_the_render() -> None:
     assert env["AGENT_OPERATOR_TOKEN_AUDIENCE"] == VALUES["runner"]["tokenAudience"]
     assert env["AGENT_OPERATOR_REATTACH_GRACE"] == str(VALUES["runner"]["reattachGrace"])
     assert env["AGENT_OPERATOR_LOG_LEVEL"] == VALUES["logLevel"]
+    assert env["AGENT_OPERATOR_HANDOVER_TIMEOUT"] == str(VALUES["leaderElection"]["handoverTimeout"])
     assert container["args"] == ["run", *[f"--namespace={n}" for n in VALUES["watchNamespaces"]]]
     assert VALUES["podAnnotations"].items() <= pod["metadata"]["annotations"].items()
     assert VALUES["podLabels"].items() <= pod["metadata"]["labels"].items()

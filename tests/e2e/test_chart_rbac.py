@@ -78,11 +78,14 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
     release = f"r{uuid.uuid4().hex[:5]}"
     watch = [ns] if mode == "namespaced" else []
     docs = render(release, ns, *sets(f"watchNamespaces={{{ns}}}")) if watch else render(release, ns)
-    kinds = {d["kind"] for d in docs}
-    if watch:
-        assert {"Role", "RoleBinding"} <= kinds
-    else:
-        assert "Role" not in kinds
+    roles = {d["metadata"]["name"] for d in docs if d["kind"] == "Role"}
+    leader_role = f"{release}-livekit-agent-operator-leader"
+    assert roles == ({f"{release}-livekit-agent-operator", leader_role} if watch else {leader_role})
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    lease = env["AGENT_OPERATOR_LEADER_ELECTION_LEASE"]
+    assert env["AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE"] == ns
     applier = Applier(k8s)
     cluster_scoped = [d for d in docs if await applier.cluster_scoped(d)]
     other = f"t-{uuid.uuid4().hex[:8]}"  # a second namespace, not the release's
@@ -117,6 +120,12 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
                 assert await refused(as_core.list_namespaced_pod(other)) == 403
             else:  # cluster-wide: an AgentDeployment's Secret in any namespace, by name
                 assert (await as_core.read_namespaced_secret("elsewhere", other)).metadata.name == "elsewhere"
+            # Leases: its own, by name, in its own namespace
+            leases = client.CoordinationV1Api(as_operator)
+            assert (
+                await refused(leases.read_namespaced_lease("kube-controller-manager", "kube-system")) == 403
+            )
+            assert await refused(leases.list_namespaced_lease(ns)) == 403, "leases: only its own by name"
 
         # enough: the operator under that identity completes a job end to end; cluster-wide,
         # for an AgentDeployment outside the namespace it is installed in
@@ -125,7 +134,15 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
         if not watch:
             await no_other_deployments(k8s, {ns, other})
         op = OperatorProcess(
-            kubeconfig, watch, local_kubelet.workdir / "logs" / f"operator-rbac-{mode}-{ns}.log"
+            kubeconfig,
+            watch,
+            local_kubelet.workdir / "logs" / f"operator-rbac-{mode}-{ns}.log",
+            # leader election as the chart configures it
+            extra_args=[
+                f"--leader-election-namespace={ns}",
+                f"--leader-election-lease={lease}",
+                "--identity=op",
+            ],
         )
         op.start()
         deployments = Deployments(k8s, home)
@@ -139,7 +156,14 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
         assert pod.metadata.namespace == home
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
         await status_equals(deployments, "rbac", "jobsSucceeded", 1, timeout=90)
+        held = await client.CoordinationV1Api(k8s).read_namespaced_lease(lease, ns)
+        assert held.spec.holder_identity == "op"
         assert op.alive()
+        op.stop()  # a handover with no successor: the Lease released, then a clean exit
+        assert op.proc is not None
+        assert op.proc.returncode == 0, op.tail()
+        released = await client.CoordinationV1Api(k8s).read_namespaced_lease(lease, ns)
+        assert not released.spec.holder_identity
         assert "Forbidden" not in op.log_text(), "the operator asked for something RBAC does not grant"
     finally:
         if op is not None:
