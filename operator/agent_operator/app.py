@@ -138,6 +138,31 @@ async def _serve(
     stop_flag = asyncio.Event()
     outcome = {"code": 0}
     side = BackgroundTasks(log, "leadership task")
+    if lease is not None and election is not None:
+
+        async def keep() -> None:
+            try:
+                await lease.keep()
+            except LeaseLost as exc:
+                if stop.is_set():  # we released it: the handover
+                    return
+                log.error("lost leadership: %s; stopping", exc, extra=lease.fields)
+                outcome["code"] = 1
+                stop_flag.set()
+
+        async def announce() -> None:
+            await probes.serving.wait()
+            runtime: OperatorRuntime = memo.runtime
+            try:
+                expected = await expected_deployments(runtime.api, namespaces)
+            except Exception as exc:
+                log.warning("could not list AgentDeployments: %s", exc, extra=lease.fields)
+                expected = set()
+            await announce_serving(lease, expected, runtime.serving, election.handover_timeout)
+
+        side.spawn(keep())
+        side.spawn(announce())
+    # kopf waits up to 5 s at exit for tasks started after this; ours are cancelled by us
     existing = set(asyncio.all_tasks())
     tasks = await kopf.spawn_tasks(
         clusterwide=not namespaces,
@@ -171,30 +196,6 @@ async def _serve(
     if stop.is_set():  # a signal came while kopf was starting
         side.spawn(leave())
 
-    if lease is not None and election is not None:
-
-        async def keep() -> None:
-            try:
-                await lease.keep()
-            except LeaseLost as exc:
-                if stop.is_set():  # we released it: the handover
-                    return
-                log.error("lost leadership: %s; stopping", exc, extra=lease.fields)
-                outcome["code"] = 1
-                stop_flag.set()
-
-        async def announce() -> None:
-            await probes.serving.wait()
-            runtime: OperatorRuntime = memo.runtime
-            try:
-                expected = await expected_deployments(runtime.api, namespaces)
-            except Exception as exc:
-                log.warning("could not list AgentDeployments: %s", exc, extra=lease.fields)
-                expected = set()
-            await announce_serving(lease, expected, runtime.serving, election.handover_timeout)
-
-        side.spawn(keep())
-        side.spawn(announce())
     try:
         await kopf.run_tasks(tasks, ignored=existing)
     finally:

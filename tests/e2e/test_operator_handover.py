@@ -3,7 +3,7 @@ hands over on SIGTERM.
 
 As a RollingUpdate does it: the new operator starts while the old one serves, and stands by
 (ready, no LiveKit worker, no runner port). Then the old one gets SIGTERM while calls keep
-being dispatched, several a second. Every call gets an agent, the running call keeps its
+being dispatched, four a second. Every call gets an agent, the running call keeps its
 agent, and all end as successes. Without the handover (the rollout test, Recreate), calls
 dispatched between the old operator's SIGTERM and the new one's registration get no agent.
 
@@ -39,7 +39,11 @@ from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 
-CADENCE = 0.4  # a dispatch every 0.4 s through the deploy
+CADENCE = 0.25  # a dispatch every 0.25 s through the deploy (it lasts about a second)
+# Calls before the SIGTERM go to idle pool pods. A job on the cold path whose runner had not
+# attached when the old operator got SIGTERM is lost (its start request dies with the old
+# operator; README, Restarts and deploys): that is not what this test is about.
+POOL = 12
 
 
 async def readyz(op: OperatorProcess) -> str:
@@ -82,7 +86,14 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
     old.start()
     try:
         body = await ready_deployment(
-            deployments, old, k8s, livekit, "handover", "beacon_forever", maxConcurrentJobs=40
+            deployments,
+            old,
+            k8s,
+            livekit,
+            "handover",
+            "beacon_forever",
+            maxConcurrentJobs=40,
+            warmPool={"size": POOL},
         )
         agent_name = body["spec"]["agentName"]
         old_worker = (await deployments.get("handover"))["status"]["workerId"]
@@ -90,6 +101,7 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         rooms.append(first)
         await dispatch(lk, agent_name, first)
         agent = await wait_participant(lk, first, "agent-")
+        await status_equals(deployments, "handover", "idlePods", POOL, timeout=120)
 
         # the new operator stands by: ready (so a rollout goes on), but serving nothing
         new.start()
@@ -104,27 +116,29 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         # the deploy: SIGTERM to the old operator while calls keep coming
         calls: list[tuple[str, float]] = []
 
+        enough = asyncio.Event()
+
         async def caller() -> None:
-            while True:
+            while not enough.is_set():
                 room = f"call-{len(calls)}-{uuid.uuid4().hex[:4]}"
                 rooms.append(room)
-                calls.append((room, time.monotonic()))
+                at = time.monotonic()
                 await dispatch(lk, agent_name, room)
+                calls.append((room, at))
                 await asyncio.sleep(CADENCE)
 
         calling = asyncio.create_task(caller())
         try:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             assert old.proc is not None
             sigterm = time.monotonic()
             old.proc.send_signal(signal.SIGTERM)
             await eventually(lambda: _exited(old), 40, "the old operator exited")
             exited = time.monotonic()
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(1.0)
         finally:
-            calling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await calling
+            enough.set()
+            await calling  # a dispatch is not cut in half
         assert old.proc.returncode == 0, old.tail()
         during = [room for room, at in calls if sigterm <= at <= exited]
         print(
@@ -149,6 +163,8 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         handover = [line for line in old.log_text().splitlines() if "handover done" in line]
         assert handover, old.tail(80)
         assert "new serves after" in handover[-1], old.tail(80)
+        for op in (old, new):
+            assert '"level": "ERROR"' not in op.log_text(), op.tail(80)
         passed = old.log_text().count("passed the job on to the next operator")
         print(f"{handover[-1]}\noffers the old operator held and passed on: {passed}")
 

@@ -2,10 +2,11 @@
 stops it (SIGTERM), the call keeps going without it, the next operator adopts it, and calls
 dispatched once it is up are answered; every call ends as a success.
 
-What a restart cannot save (measured, not asserted: it is livekit-server's behaviour): a
-dispatch created while no worker of the agent name is registered is tried once and dropped
-by livekit-server v1.13.5. The window is SIGTERM of the old operator to registration by the
-new one; the test prints it.
+This is the operator without leader election (Recreate). What such a restart cannot save
+(measured, not asserted: it is livekit-server's behaviour): a dispatch created while no
+worker of the agent name is registered is tried once and dropped by livekit-server v1.13.5.
+The window is SIGTERM of the old operator to registration by the new one; the test prints
+it. With leader election the window is closed: test_operator_handover.py.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def test_rollout_keeps_the_running_call_and_serves_calls_after_it(
     agent = await wait_participant(lk, first, "agent-")
 
     stopped_at = time.monotonic()
-    operator.stop()  # SIGTERM, as the chart's Recreate rollout does
+    operator.stop()  # SIGTERM, as a Recreate rollout does
     assert not operator.alive()
     still = await wait_participant(lk, first, "agent-", timeout=10)
     assert still.sid == agent.sid, "the call went on without the operator"

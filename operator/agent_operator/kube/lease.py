@@ -171,7 +171,7 @@ class LeaderLease:
             log.debug("lease watch ended: %s", exc, extra=self.fields)
             await asyncio.sleep(timeout)
         finally:
-            w.stop()
+            await w.close()  # the watch owns an ApiClient (and its HTTP session) of its own
 
     # -- holder -------------------------------------------------------------------------------
     async def keep(self) -> None:
