@@ -182,3 +182,36 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
 
 async def _exited(op: OperatorProcess) -> bool:
     return not op.alive()
+
+
+async def test_a_standby_stopped_leaves_the_leader_alone(
+    kube: KubeAccess, ns: str, local_kubelet: TestEnvironment, k8s: client.ApiClient
+) -> None:
+    """A rollout that is rolled back (or scaled down) stops the standby: it exits at once,
+    and the leader keeps the Lease."""
+    logs: Path = local_kubelet.workdir / "logs"
+    election = [f"--leader-election-namespace={ns}"]
+    leader = OperatorProcess(
+        kube.kubeconfig, [ns], logs / f"operator-{ns}-a.log", extra_args=[*election, "--identity=a"]
+    )
+    standby = OperatorProcess(
+        kube.kubeconfig, [ns], logs / f"operator-{ns}-b.log", extra_args=[*election, "--identity=b"]
+    )
+    leader.start()
+    try:
+        await leader.wait_ready()
+        standby.start()
+        await standby.wait_ready()
+        assert await readyz(standby) == "200 standby"
+        assert standby.proc is not None
+        standby.proc.send_signal(signal.SIGTERM)
+        await eventually(lambda: _exited(standby), 20, "the standby exited")
+        assert standby.proc.returncode == 0, standby.tail()
+        assert "stopped while standing by" in standby.log_text()
+        lease = await client.CoordinationV1Api(k8s).read_namespaced_lease("livekit-agent-operator", ns)
+        assert lease.spec.holder_identity == "a"
+        assert leader.alive()
+        assert await readyz(leader) == "200 ready"
+    finally:
+        standby.stop()
+        leader.stop()
