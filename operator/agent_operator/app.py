@@ -89,21 +89,20 @@ async def run_operator(
             probes.standby = True
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-            if not await _first(lease.acquire(), stop):
+            try:
+                acquired = await _first(lease.acquire(), stop)
+            except ApiException as exc:
+                if exc.status not in (401, 403, 404):
+                    raise
+                # RBAC without leases, or a namespace that does not exist
+                log.error("cannot use the leader Lease: %s %s", exc.status, exc.reason, extra=lease.fields)
+                return 1
+            if not acquired:
                 log.info("stopped while standing by", extra=lease.fields)
                 return 0
             probes.standby = False
-            metrics.LEADER.set(1)
-        else:
-            metrics.LEADER.set(1)
+        metrics.LEADER.set(1)
         return await _serve(config, namespaces, probes, stop, lease, election)
-    except ApiException as exc:
-        if lease is None or exc.status not in (401, 403, 404):
-            raise
-        log.error(  # RBAC without leases, or a namespace that does not exist
-            "cannot use the leader Lease %s/%s: %s %s", lease.namespace, lease.name, exc.status, exc.reason
-        )
-        return 1
     finally:
         metrics.LEADER.set(0)
         if lease_api is not None:
@@ -136,18 +135,19 @@ async def _serve(
     loop = asyncio.get_running_loop()
     memo = kopf.Memo(config=config)
     stop_flag = asyncio.Event()
-    outcome = {"code": 0}
+    exit_code = 0
     side = BackgroundTasks(log, "leadership task")
     if lease is not None and election is not None:
 
         async def keep() -> None:
+            nonlocal exit_code
             try:
                 await lease.keep()
             except LeaseLost as exc:
                 if stop.is_set():  # we released it: the handover
                     return
                 log.error("lost leadership: %s; stopping", exc, extra=lease.fields)
-                outcome["code"] = 1
+                exit_code = 1
                 stop_flag.set()
 
         async def announce() -> None:
@@ -203,4 +203,4 @@ async def _serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
-    return outcome["code"]
+    return exit_code

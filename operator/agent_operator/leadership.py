@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from kubernetes_asyncio import client
 
@@ -68,7 +69,7 @@ async def hand_over(lease: LeaderLease, handover: Handover, election: ElectionCo
 async def expected_deployments(api: client.ApiClient, namespaces: list[str]) -> set[tuple[str, str]]:
     """The AgentDeployments this operator is to serve (not being deleted)."""
     custom = client.CustomObjectsApi(api)
-    items: list[dict[str, object]] = []
+    items: list[dict[str, Any]] = []
     if namespaces:
         for ns in namespaces:
             found = await custom.list_namespaced_custom_object(
@@ -80,13 +81,8 @@ async def expected_deployments(api: client.ApiClient, namespaces: list[str]) -> 
             GROUP, VERSION, PLURAL, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
         )
         items += found.get("items", [])
-    keys: set[tuple[str, str]] = set()
-    for item in items:
-        meta = item.get("metadata") or {}
-        assert isinstance(meta, dict)
-        if not meta.get("deletionTimestamp"):
-            keys.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
-    return keys
+    metas = [item.get("metadata") or {} for item in items]
+    return {(m.get("namespace", ""), m.get("name", "")) for m in metas if not m.get("deletionTimestamp")}
 
 
 async def announce_serving(

@@ -19,7 +19,6 @@ import time
 import uuid
 from pathlib import Path
 
-import aiohttp
 import pytest
 from kubernetes_asyncio import client
 from livekit import api
@@ -34,7 +33,6 @@ from tests.support.operator import (
 )
 from tests.testenv.environment import TestEnvironment
 from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import eventually
 from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
@@ -44,14 +42,6 @@ CADENCE = 0.25  # a dispatch every 0.25 s through the deploy (it lasts about a s
 # attached when the old operator got SIGTERM is lost (its start request dies with the old
 # operator; README, Restarts and deploys): that is not what this test is about.
 POOL = 12
-
-
-async def readyz(op: OperatorProcess) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{op.metrics_port}/readyz") as r,
-    ):
-        return f"{r.status} {await r.text()}"
 
 
 def metric(text: str, name: str) -> float:
@@ -106,7 +96,7 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         # the new operator stands by: ready (so a rollout goes on), but serving nothing
         new.start()
         await new.wait_ready()
-        assert await readyz(new) == "200 standby"
+        assert await new.readyz() == "200 standby"
         assert metric(await new.metrics(), "agent_operator_leader") == 0
         assert metric(await old.metrics(), "agent_operator_leader") == 1
         await asyncio.sleep(2)
@@ -133,13 +123,13 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
             assert old.proc is not None
             sigterm = time.monotonic()
             old.proc.send_signal(signal.SIGTERM)
-            await eventually(lambda: _exited(old), 40, "the old operator exited")
+            code = await old.wait_exited(40)
             exited = time.monotonic()
             await asyncio.sleep(1.0)
         finally:
             enough.set()
             await calling  # a dispatch is not cut in half
-        assert old.proc.returncode == 0, old.tail()
+        assert code == 0, old.tail()
         during = [room for room, at in calls if sigterm <= at <= exited]
         print(
             f"old operator: SIGTERM -> exit {exited - sigterm:.2f}s; {len(calls)} calls dispatched, "
@@ -158,7 +148,7 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
 
         status = (await deployments.get("handover"))["status"]
         assert status["workerId"] not in ("", old_worker), "the new operator's worker serves"
-        assert await readyz(new) == "200 ready"
+        assert await new.readyz() == "200 ready"
         assert metric(await new.metrics(), "agent_operator_leader") == 1
         handover = [line for line in old.log_text().splitlines() if "handover done" in line]
         assert handover, old.tail(80)
@@ -180,10 +170,6 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         new.stop()
 
 
-async def _exited(op: OperatorProcess) -> bool:
-    return not op.alive()
-
-
 async def test_a_standby_stopped_leaves_the_leader_alone(
     kube: KubeAccess, ns: str, local_kubelet: TestEnvironment, k8s: client.ApiClient
 ) -> None:
@@ -202,16 +188,15 @@ async def test_a_standby_stopped_leaves_the_leader_alone(
         await leader.wait_ready()
         standby.start()
         await standby.wait_ready()
-        assert await readyz(standby) == "200 standby"
+        assert await standby.readyz() == "200 standby"
         assert standby.proc is not None
         standby.proc.send_signal(signal.SIGTERM)
-        await eventually(lambda: _exited(standby), 20, "the standby exited")
-        assert standby.proc.returncode == 0, standby.tail()
+        assert await standby.wait_exited(20) == 0, standby.tail()
         assert "stopped while standing by" in standby.log_text()
         lease = await client.CoordinationV1Api(k8s).read_namespaced_lease("livekit-agent-operator", ns)
         assert lease.spec.holder_identity == "a"
         assert leader.alive()
-        assert await readyz(leader) == "200 ready"
+        assert await leader.readyz() == "200 ready"
     finally:
         standby.stop()
         leader.stop()

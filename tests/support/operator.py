@@ -121,19 +121,33 @@ class OperatorProcess:
         self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
         log.close()
 
-    async def wait_ready(self, timeout: float = 60) -> None:
+    async def readyz(self) -> str:
+        """What /readyz answers, as "<status> <text>" (e.g. "200 standby")."""
         import aiohttp
 
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{self.metrics_port}/readyz") as r,
+        ):
+            return f"{r.status} {await r.text()}"
+
+    async def wait_ready(self, timeout: float = 60) -> None:
         async def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(f"http://127.0.0.1:{self.metrics_port}/readyz") as r,
-            ):
-                return r.status == 200
+            return (await self.readyz()).startswith("200 ")
 
         await eventually(ready, timeout, "operator /readyz")
+
+    async def wait_exited(self, timeout: float) -> int:
+        """Its exit code, once it has exited (after a signal sent without waiting)."""
+
+        async def exited() -> bool:
+            return not self.alive()
+
+        await eventually(exited, timeout, "the operator exited")
+        assert self.proc is not None
+        return int(self.proc.returncode)
 
     async def metrics(self) -> str:
         import aiohttp

@@ -126,14 +126,9 @@ class LeaderLease:
                     {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec},
                     _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS,
                 )
-        except ApiException as exc:
-            if exc.status == 409:  # another candidate was quicker
-                return False
-            if not transient(exc):
-                raise
-            log.warning("could not take the leader Lease: %s", exc, extra=self.fields)
-            return False
         except Exception as exc:
+            if isinstance(exc, ApiException) and exc.status == 409:  # another candidate was quicker
+                return False
             if not transient(exc):
                 raise
             log.warning("could not take the leader Lease: %s", exc, extra=self.fields)
