@@ -19,12 +19,15 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agent_operator import metrics
+from agent_operator.kube.leader_label import LeaderPodLabel
 from agent_operator.kube.lease import LeaderLease, LeaseLost
 from agent_operator.leadership import ElectionConfig, announce_serving, expected_deployments, hand_over
 from agent_operator.runtime import OperatorConfig, OperatorRuntime, kube_client
 from agent_operator.tasks import BackgroundTasks
 
 log = logging.getLogger("agent_operator")
+
+LABEL_SETTLE_SECONDS = 2.0  # at exit: how long to try to take the leader label off this pod
 
 
 class Probes:
@@ -80,12 +83,18 @@ async def run_operator(
     stop = asyncio.Event()
     lease: LeaderLease | None = None
     lease_api = None
+    label: LeaderPodLabel | None = None
+    label_task: asyncio.Task[None] | None = None
     try:
         if election is not None:
             lease_api = await kube_client(config.kubeconfig)
             lease = LeaderLease(
                 lease_api, election.namespace, election.name, election.identity, election.lease_duration
             )
+            if election.label_pod:
+                label = LeaderPodLabel(lease_api, election.namespace, election.label_pod)
+                label_task = asyncio.create_task(label.run())
+                label.want(False)  # a container restarted in place keeps its pod's labels
             probes.standby = True
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -101,10 +110,18 @@ async def run_operator(
                 log.info("stopped while standing by", extra=lease.fields)
                 return 0
             probes.standby = False
+            if label is not None:
+                label.want(True)  # the runner Service now sends runner pods here
         metrics.LEADER.set(1)
-        return await _serve(config, namespaces, probes, stop, lease, election)
+        return await _serve(config, namespaces, probes, stop, lease, election, label)
     finally:
         metrics.LEADER.set(0)
+        if label is not None and label_task is not None:
+            label.want(False)
+            if not await label.settled(LABEL_SETTLE_SECONDS):
+                log.warning("stopping with this operator's pod still labelled the leader")
+            label_task.cancel()
+            await asyncio.gather(label_task, return_exceptions=True)
         if lease_api is not None:
             await lease_api.close()
         await runner.cleanup()
@@ -131,6 +148,7 @@ async def _serve(
     stop: asyncio.Event,
     lease: LeaderLease | None,
     election: ElectionConfig | None,
+    label: LeaderPodLabel | None,
 ) -> int:
     loop = asyncio.get_running_loop()
     memo = kopf.Memo(config=config)
@@ -177,6 +195,8 @@ async def _serve(
         runtime: OperatorRuntime | None = getattr(memo, "runtime", None)
         if lease is not None and election is not None and runtime is not None and lease.held:
             log.info("handing over to the next operator", extra=lease.fields)
+            if label is not None:
+                label.want(False)  # new runner connections go to the next leader
             how = await hand_over(lease, runtime.handover, election)
             log.info("handover done: %s", how, extra=lease.fields)
         stop_flag.set()

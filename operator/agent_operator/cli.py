@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
             "this process in the leader Lease (default: $POD_NAME, else the host name)",
         ),
         (
+            "--leader-label-pod",
+            "",
+            "this operator's pod, in the Lease's namespace: labelled agentoperator.dev/leader=true"
+            " while it leads and false otherwise, so that a Service can select the leader",
+        ),
+        (
             "--runner-tls-ca",
             "",
             "PEM CA bundle runner pods verify the operator's certificate with (required with TLS)",
@@ -109,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--handover-timeout must not be negative")
     if args.leader_election_namespace and not args.identity:
         parser.error("--identity (or POD_NAME) is required with leader election")
+    if args.leader_label_pod and not args.leader_election_namespace:
+        parser.error("--leader-label-pod needs leader election (--leader-election-namespace)")
     if not args.runner_address:
         parser.error("--runner-address (or AGENT_OPERATOR_RUNNER_ADDRESS) is required: runner pods dial it")
     from agent_operator.app import run_operator
@@ -136,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.leader_election_lease,
             identity=args.identity,
             handover_timeout=args.handover_timeout,
+            label_pod=args.leader_label_pod,
         )
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_operator(config, args.namespace, args.metrics_bind, election))

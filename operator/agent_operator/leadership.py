@@ -38,6 +38,7 @@ class ElectionConfig:
     lease_duration: float = 15.0
     handover_timeout: float = 10.0  # how long a leaving leader waits for the next one to serve
     claim_timeout: float = 3.0  # no candidate took the released Lease by then: there is none
+    label_pod: str = ""  # this operator's pod (in ``namespace``), labelled while it leads
 
 
 async def hand_over(lease: LeaderLease, handover: Handover, election: ElectionConfig) -> str:

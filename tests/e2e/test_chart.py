@@ -47,6 +47,18 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def services(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(runner Service, metrics Service)."""
+    found = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    deploy = one(docs, "Deployment")["metadata"]["name"]
+    assert set(found) == {deploy, f"{deploy}-metrics"}
+    return found[deploy], found[f"{deploy}-metrics"]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
+
+
 @pytest.mark.parametrize("values", [[], ALL], ids=["defaults", "every-option"])
 def test_lint_strict(values: list[str]) -> None:
     out = helm("lint", "--strict", str(CHART), *values)
@@ -129,7 +141,9 @@ def test_leader_election_rolls_over_with_a_lease_of_its_own() -> None:
             "resourceNames": ["t-livekit-agent-operator"],
             "verbs": ["get", "list", "watch", "update", "patch"],
         },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},  # its own pod's leader label
     ]
+    assert env["AGENT_OPERATOR_LEADER_LABEL_POD"]["value"] == "$(POD_NAME)"
     (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
@@ -138,6 +152,41 @@ def test_leader_election_rolls_over_with_a_lease_of_its_own() -> None:
     assert "Role" not in kinds(off)
     off_env = {e["name"] for e in one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE" not in off_env
+    assert "AGENT_OPERATOR_LEADER_LABEL_POD" not in off_env
+    runner, _ = services(off)
+    assert "agentoperator.dev/leader" not in runner["spec"]["selector"], "no one would set the label"
+
+
+def test_runner_service_selects_the_leader_and_metrics_every_replica() -> None:
+    docs = render("t", "ops", *sets("replicaCount=2"))
+    pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    runner, metrics = services(docs)
+    assert [p["name"] for p in runner["spec"]["ports"]] == ["grpc-runner"]
+    assert [p["name"] for p in metrics["spec"]["ports"]] == ["http-metrics"]
+    # the label is not in the pod template: the operator sets it on its own pod
+    assert "agentoperator.dev/leader" not in pod_labels
+    assert not selects(runner["spec"]["selector"], pod_labels), "a standby is not selected"
+    assert selects(runner["spec"]["selector"], {**pod_labels, "agentoperator.dev/leader": "true"})
+    assert not selects(runner["spec"]["selector"], {**pod_labels, "agentoperator.dev/leader": "false"})
+    assert selects(metrics["spec"]["selector"], pod_labels), "every replica is scraped"
+
+
+def test_more_than_one_replica_gets_a_disruption_budget_and_needs_leader_election() -> None:
+    docs = render("t", "ops", *sets("replicaCount=2"))
+    deploy = one(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": deploy["spec"]["selector"]["matchLabels"]},
+    }, "a drain evicts one replica at a time"
+    assert selects(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["template"]["metadata"]["labels"])
+    for replicas in ("0", "1"):
+        assert "PodDisruptionBudget" not in kinds(render("t", "ops", *sets(f"replicaCount={replicas}")))
+
+    out = helm("template", "t", str(CHART), *sets("replicaCount=2", "leaderElection.enabled=false"))
+    assert out.returncode != 0
+    assert "replicaCount > 1 needs leaderElection.enabled=true" in out.stderr
 
 
 @pytest.mark.parametrize(("switch", "kind"), OPTIONAL)
@@ -191,12 +240,16 @@ def test_every_option_reaches_the_render() -> None:
     sa = one(docs, "ServiceAccount")
     assert sa["metadata"]["name"] == spec["serviceAccountName"] == VALUES["serviceAccount"]["name"]
     assert sa["metadata"]["annotations"] == VALUES["serviceAccount"]["annotations"]
-    service = one(docs, "Service")
-    assert service["metadata"]["annotations"] == VALUES["service"]["annotations"]
-    assert {p["port"] for p in service["spec"]["ports"]} == {
-        VALUES["runner"]["port"],
-        VALUES["metrics"]["port"],
-    }
+    runner, metrics = services(docs)
+    assert (
+        runner["metadata"]["annotations"]
+        == metrics["metadata"]["annotations"]
+        == VALUES["service"]["annotations"]
+    )
+    assert runner["spec"]["type"] == VALUES["service"]["type"]
+    assert [p["port"] for p in runner["spec"]["ports"]] == [VALUES["runner"]["port"]]
+    assert [p["port"] for p in metrics["spec"]["ports"]] == [VALUES["metrics"]["port"]]
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
     assert one(docs, "Deployment")["metadata"]["name"] == f"t-{VALUES['nameOverride']}"
 
 
@@ -222,11 +275,17 @@ def test_runner_tls_mounts_the_secret_and_points_the_operator_at_it() -> None:
 
 def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
     docs = render("t", "ops", *ALL)
-    monitor, service = one(docs, "ServiceMonitor"), one(docs, "Service")
+    monitor = one(docs, "ServiceMonitor")
+    runner, service = services(docs)
     assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "ops"
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ops"]}
     selector = monitor["spec"]["selector"]["matchLabels"]
-    assert selector.items() <= service["metadata"]["labels"].items(), "selects the chart's Service"
+    assert selects(selector, service["metadata"]["labels"]), "selects the metrics Service"
+    assert not selects(selector, runner["metadata"]["labels"]), "not the runner Service (the leader only)"
+    # the job label of the series is the Service's name; the AgentOperatorDown alert names it
+    rules = one(docs, "PrometheusRule")["spec"]["groups"][0]["rules"]
+    down = next(r for r in rules if r.get("alert") == "AgentOperatorDown")
+    assert f'job="{service["metadata"]["name"]}"' in down["expr"]
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["port"] == "http-metrics"
@@ -235,8 +294,8 @@ def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
     assert endpoint["scrapeTimeout"] == VALUES["serviceMonitor"]["scrapeTimeout"]
     assert VALUES["serviceMonitor"]["labels"].items() <= monitor["metadata"]["labels"].items()
     # a Service of another release in the namespace is not selected
-    other = one(render("u", "ops"), "Service")
-    assert not selector.items() <= other["metadata"]["labels"].items()
+    for other in services(render("u", "ops")):
+        assert not selects(selector, other["metadata"]["labels"])
 
 
 def test_network_policy_admits_runner_pods_and_the_scraper() -> None:

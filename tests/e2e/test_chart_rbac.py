@@ -11,6 +11,7 @@ In both, Secrets are readable by name only, never listed."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
+from tests.support.operator_pods import leader_label, operator_pods
 from tests.testenv.environment import TestEnvironment
 from tests.testenv.kube import KubeAccess, write_token_kubeconfig
 from tests.testenv.kubeclient import api_client, create_namespace, eventually
@@ -86,10 +88,12 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
     env = {e["name"]: e.get("value") for e in container["env"]}
     lease = env["AGENT_OPERATOR_LEADER_ELECTION_LEASE"]
     assert env["AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE"] == ns
+    assert env["AGENT_OPERATOR_LEADER_LABEL_POD"] == "$(POD_NAME)"
     applier = Applier(k8s)
     cluster_scoped = [d for d in docs if await applier.cluster_scoped(d)]
     other = f"t-{uuid.uuid4().hex[:8]}"  # a second namespace, not the release's
     op: OperatorProcess | None = None
+    stack = contextlib.AsyncExitStack()
     try:
         for doc in docs:  # everything the chart renders is accepted by the API server
             await applier.apply(doc, ns)
@@ -104,6 +108,8 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
             },
         )
         kubeconfig = tmp_path / "operator.kubeconfig"
+        # the operator's own pod (never run: bound to no node of ours), for its leader label
+        await stack.enter_async_context(operator_pods(core, ns, ["op"], deployment["spec"]["template"]))
         write_token_kubeconfig(kubeconfig, kube.server, kube.ca_cert, sa, token.status.token)
         await create_namespace(core, other, {"agentoperator.dev/test": "true"})
         await create_credentials(core, other, livekit, name="elsewhere")
@@ -142,6 +148,7 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
                 f"--leader-election-namespace={ns}",
                 f"--leader-election-lease={lease}",
                 "--identity=op",
+                "--leader-label-pod=op",
             ],
         )
         op.start()
@@ -158,16 +165,19 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
         await status_equals(deployments, "rbac", "jobsSucceeded", 1, timeout=90)
         held = await client.CoordinationV1Api(k8s).read_namespaced_lease(lease, ns)
         assert held.spec.holder_identity == "op"
+        assert await leader_label(core, ns, "op") == "true", "the runner Service selects the leader's pod"
         assert op.alive()
         op.stop()  # a handover with no successor: the Lease released, then a clean exit
         assert op.proc is not None
         assert op.proc.returncode == 0, op.tail()
         released = await client.CoordinationV1Api(k8s).read_namespaced_lease(lease, ns)
         assert not released.spec.holder_identity
+        assert await leader_label(core, ns, "op") == "false"
         assert "Forbidden" not in op.log_text(), "the operator asked for something RBAC does not grant"
     finally:
         if op is not None:
             op.stop()
+        await stack.aclose()
         for doc in cluster_scoped:
             await applier.delete(doc, ns)
         try:

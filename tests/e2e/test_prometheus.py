@@ -57,7 +57,8 @@ from tests.testenv.prometheus import PrometheusServer, ScrapeTarget, binary
 pytestmark = pytest.mark.e2e
 
 RELEASE = "t"
-FULLNAME = f"{RELEASE}-livekit-agent-operator"  # the job label the ServiceMonitor gives
+# the job label the ServiceMonitor gives: the name of the metrics Service (test_chart.py)
+METRICS_JOB = f"{RELEASE}-livekit-agent-operator-metrics"
 
 
 async def forge_attach(port: int, namespace: str) -> None:
@@ -240,7 +241,7 @@ async def test_dashboard_and_alerts_evaluate_against_a_real_prometheus(
 
     prom = PrometheusServer(
         local_kubelet.workdir / "logs" / f"prometheus-{ns}",
-        [ScrapeTarget(FULLNAME, f"127.0.0.1:{operator.metrics_port}", {"namespace": ns})],
+        [ScrapeTarget(METRICS_JOB, f"127.0.0.1:{operator.metrics_port}", {"namespace": ns})],
         [rule_path],
     )
     await asyncio.to_thread(prom.start)
