@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
-from agent_operator import decisions, metrics
+from agent_operator import decisions, metrics, resume
 from agent_operator.kube.pods import transient
 from agent_operator.kube.podspec import (
+    ANNOTATION_ROOM,
+    ANNOTATION_START,
     LABEL_DEPLOYMENT,
     LABEL_JOB_ID,
     LABEL_STATE,
@@ -67,6 +69,10 @@ class ActiveJob:
     started: bool = False
     adopted: bool = False
     assigned_at: float = dataclasses.field(default_factory=time.monotonic)
+    # adopted after a restart: the start request its pod keeps (token-less), for a runner
+    # that attaches without the job (the previous operator stopped before sending it)
+    start_request: pb.StartJobRequest | None = None
+    resuming: bool = False
 
 
 class DeploymentRuntime:
@@ -90,6 +96,8 @@ class DeploymentRuntime:
         self.counts = {"jobsStarted": 0, "jobsSucceeded": 0, "jobsFailed": 0}
         self.recent: list[OutcomeStatus] = []
         self.status_writer = StatusWriter(rt.api, owner)
+        self.credentials: Credentials | None = None  # the worker's; they also sign resumed jobs' tokens
+        self._credentials_ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
@@ -164,6 +172,8 @@ class DeploymentRuntime:
                     if new_creds is not None and worker is None:
                         worker = self._start_worker(spec, new_creds)
                         key, creds = new_key, new_creds
+                        self.credentials = new_creds
+                        self._credentials_ready.set()
                 elif worker is not None:
                     await self._stop_worker(worker)
                     worker, key = None, None
@@ -186,6 +196,7 @@ class DeploymentRuntime:
             await asyncio.gather(status, pool, return_exceptions=True)
             await self._tasks.close()
             del creds
+            self.credentials = None
             if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
 
@@ -297,7 +308,12 @@ class DeploymentRuntime:
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
         request = self._start_request(assignment, spec)
-        info = JobInfo(job.id, job.room.name, job.dispatch_id)
+        kept = resume.encode(request)
+        if not kept:
+            log.warning(
+                "job too big to keep on its pod: an operator restart before it starts loses it", extra=fields
+            )
+        info = JobInfo(job.id, job.room.name, job.dispatch_id, kept)
         warm = self.pool.take(spec.template_hash())
         if warm is not None:
             # warm path: the runner is attached and idle; no API call before it gets the job
@@ -460,28 +476,85 @@ class DeploymentRuntime:
         except Exception as exc:
             log.warning("could not list existing pods: %s", _short(exc), extra=self.fields)
             return
-        heartbeat = self.spec.heartbeat if self.spec else self.rt.config.default_heartbeat
         for pod in pods:
-            meta: dict[str, Any] = pod["metadata"]  # type: ignore[assignment]
-            status: dict[str, Any] = pod.get("status") or {}  # type: ignore[assignment]
-            identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
-            if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-                self._spawn(self.rt.pods.delete(identity))
-                continue
-            labels = meta.get("labels") or {}
-            job_id = labels.get(LABEL_JOB_ID, "")
-            self.rt.track_pod(identity, self)
-            self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat))
-            if not job_id and labels.get(LABEL_STATE) == "idle":
-                self.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
-            elif job_id:
-                room = (meta.get("annotations") or {}).get("agentoperator.dev/room", "")
-                self.jobs.setdefault(job_id, ActiveJob(job_id, room, identity, started=True, adopted=True))
-                self._spawn(self._expect_reattach(job_id, identity, heartbeat.start_timeout + 30))
+            self.adopt(pod)
         if pods:
             log.info(
                 "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=self.fields
             )
+
+    def adopt(self, pod: dict[str, Any], jobs_only: bool = False) -> None:
+        """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
+        created after this one listed them)."""
+        meta: dict[str, Any] = pod["metadata"]
+        status: dict[str, Any] = pod.get("status") or {}
+        identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
+        labels = meta.get("labels") or {}
+        job_id = labels.get(LABEL_JOB_ID, "")
+        if jobs_only and not job_id:
+            return
+        if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+            self._spawn(self.rt.pods.delete(identity))
+            return
+        heartbeat = self.spec.heartbeat if self.spec else self.rt.config.default_heartbeat
+        self.rt.track_pod(identity, self)
+        self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat))
+        if not job_id and labels.get(LABEL_STATE) == "idle":
+            self.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
+        elif job_id and job_id not in self.jobs:
+            annotations = meta.get("annotations") or {}
+            entry = ActiveJob(
+                job_id,
+                annotations.get(ANNOTATION_ROOM, ""),
+                identity,
+                started=True,
+                adopted=True,
+                start_request=resume.decode(annotations.get(ANNOTATION_START, "")),
+            )
+            self.jobs[job_id] = entry
+            self._dirty.set()
+            self._spawn(self._expect_reattach(job_id, identity, heartbeat.start_timeout + 30))
+            if self.rt.supervisor.attached(identity.uid):  # attached before we got here
+                self.runner_attached(identity, idle=self.rt.supervisor.job(identity.uid) is None)
+
+    def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
+        """A runner attached; one without a job whose pod has one gets it now."""
+        if not idle:
+            return
+        entry = next((j for j in self.jobs.values() if j.pod == pod), None)
+        if entry is not None and entry.start_request is not None and not entry.resuming:
+            entry.resuming = True
+            self._spawn(self._resume(entry, entry.start_request))
+
+    async def _resume(self, entry: ActiveJob, kept: pb.StartJobRequest) -> None:
+        """Send a job's start request, rebuilt from its pod, to a runner that never got it."""
+        assert entry.pod is not None
+        fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod)}
+        if self.rt.supervisor.job(entry.pod.uid) is not None:
+            return  # its runner has it after all
+        spec = self.spec
+        within = spec.heartbeat.start_timeout if spec else 30.0
+        with contextlib.suppress(TimeoutError):  # read at start, right after the pods are listed
+            await asyncio.wait_for(self._credentials_ready.wait(), within)
+        credentials = self.credentials
+        if spec is None or credentials is None:
+            await self._fail_unstarted(
+                entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
+            )
+            return
+        token = resume.agent_token(
+            kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
+        )
+        try:
+            await self.rt.supervisor.assign(entry.pod.uid, resume.with_token(kept, token))
+        except StartFailed as exc:
+            await self._fail_unstarted(entry, str(exc))
+            return
+        entry.started = False
+        log.info("resumed the job: its runner had not got it from the previous operator", extra=fields)
+        self._event(
+            "JobResumed", f"job {entry.job_id}: pod {entry.pod.name} had not got its job; sent it again"
+        )
 
     async def _expect_reattach(self, job_id: str, pod: PodIdentity, within: float) -> None:
         await asyncio.sleep(within)

@@ -208,6 +208,9 @@ class OperatorRuntime:
             owner = self.deployments.get((pod.namespace, deployment or ""))
             if owner is None:
                 return None
+            # a job pod created after this operator listed its pods (by the one before it,
+            # during a handover): its job is taken up like those found at start
+            owner.adopt(self.api.sanitize_for_serialization(found), jobs_only=True)
             self._pod_owner[pod.uid] = owner
         heartbeat = owner.spec.heartbeat if owner.spec else self.config.default_heartbeat
         return RunnerBinding(pod, owner.ref, heartbeat)
@@ -241,6 +244,7 @@ class OperatorRuntime:
         owner = self._pod_owner.get(binding.pod.uid)
         if owner is not None:
             owner.pool.attached(binding.pod.uid)
+            owner.runner_attached(binding.pod, idle)
             owner.mark_dirty()
 
     async def runner_detached(self, binding: RunnerBinding) -> None:

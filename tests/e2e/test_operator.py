@@ -15,7 +15,16 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from livekit import api
+from livekit.protocol import agent
 
+from agent_operator import resume
+from agent_operator.kube.podspec import (
+    ANNOTATION_DISPATCH_ID,
+    ANNOTATION_JOB_ID,
+    ANNOTATION_ROOM,
+    ANNOTATION_START,
+    LABEL_JOB_ID,
+)
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -213,6 +222,113 @@ async def test_operator_killed_mid_job_readopts_the_pod(
     again = await wait_participant(lk, room, "agent-", timeout=10)
     assert again.sid == agent.sid, "the agent never left the call"
     assert (await deployments.get("steady"))["status"]["activeJobs"] == 1
+
+
+async def slow_job(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+    name: str,
+) -> tuple[dict[str, Any], str, Any]:
+    """A deployment whose runners attach 8 s after their pod starts, and one job of it on the
+    cold path: (the AgentDeployment, the job's room, its pod)."""
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
+    body = await deployments.create(
+        agent_deployment(name, livekit, "tests.agents.slow_import:beacon_forever")
+    )
+    await operator.wait_ready()
+    await deployments.wait_condition(name, "Ready", "True", timeout=60)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, body["spec"]["agentName"], room)
+    return body, room, await job_pod(deployments, name)
+
+
+async def test_operator_killed_before_the_runner_attached_resumes_the_job(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """A cold-path job whose runner had not attached when the operator died: the next operator
+    sends it the job, rebuilt from the pod (the token minted anew), and the call gets its agent."""
+    # the runner imports for 8 s before it attaches: the operator is killed meanwhile
+    body, room, pod = await slow_job(operator, deployments, k8s, livekit, lk, "late")
+    operator.kill()
+    assert "runner attached" not in operator.log_text(), "too late: the runner attached first"
+
+    # what the pod keeps: the start request, and no token
+    annotations = pod.metadata.annotations
+    kept = resume.decode(annotations[ANNOTATION_START])
+    assert kept is not None
+    assert kept.token == "", "no room token on the pod"
+    assert agent.Job.FromString(kept.job).id == pod.metadata.labels[LABEL_JOB_ID]
+    assert agent.Job.FromString(kept.job).room.name == room
+    assert not [v for v in annotations.values() if "eyJ" in v], "nothing JWT-like in the annotations"
+
+    operator.start()
+    joined = await wait_participant(lk, room, "agent-", timeout=90)
+    assert joined.kind == 4, "joined as an agent participant"  # ParticipantInfo.Kind.AGENT
+    assert joined.attributes.get("lk.agent.name") == body["spec"]["agentName"]
+
+    async def resumed() -> bool:
+        return any(e.reason == "JobResumed" for e in await deployments.events("late"))
+
+    await eventually(resumed, 30, "JobResumed event")
+    assert [p.metadata.uid for p in await deployments.pods("late")] == [pod.metadata.uid], "no second pod"
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    await status_equals(deployments, "late", "jobsSucceeded", 1, timeout=90)
+    assert (await deployments.get("late"))["status"].get("jobsFailed", 0) == 0
+
+
+async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_attaches(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """During a handover the leaving operator may still create a job's pod after the new one
+    listed its pods: the new operator meets that pod only when its runner attaches (idle).
+    Here such a pod is made from a real job pod, for another job and room."""
+    _, first, model = await slow_job(operator, deployments, k8s, livekit, lk, "late2")
+
+    kept = resume.decode(model.metadata.annotations[ANNOTATION_START])
+    assert kept is not None
+    job = agent.Job.FromString(kept.job)
+    job.id = f"AJ_{uuid.uuid4().hex[:12]}"
+    job.room.name = room = f"room-{uuid.uuid4().hex[:6]}"
+    kept.job = job.SerializeToString()
+    kept.participant_identity = f"agent-{job.id}"
+    pod = deployments.core.api_client.sanitize_for_serialization(model)
+    meta = pod["metadata"]
+    name = f"late2-{job.id.lower().replace('_', '-')}"
+    meta["name"] = name
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        meta.pop(key, None)
+    meta["labels"][LABEL_JOB_ID] = job.id
+    meta["annotations"].update(
+        {ANNOTATION_START: resume.encode(kept), ANNOTATION_ROOM: room, ANNOTATION_JOB_ID: job.id}
+    )
+    meta["annotations"].pop(ANNOTATION_DISPATCH_ID, None)
+    pod.pop("status", None)
+    pod["spec"].pop("nodeName", None)
+    await deployments.core.create_namespaced_pod(deployments.namespace, pod)
+
+    joined = await wait_participant(lk, room, "agent-", timeout=90)
+    assert joined.identity == f"agent-{job.id}"
+    assert "resumed the job" in operator.log_text()
+    await wait_participant(lk, first, "agent-", timeout=60)  # the model's own job goes on
+    for r in (first, room):
+        await lk.room.delete_room(api.DeleteRoomRequest(room=r))
+    await status_equals(deployments, "late2", "jobsSucceeded", 2, timeout=90)
+
+    async def gone() -> bool:
+        return not await deployments.pods("late2")
+
+    await eventually(gone, 60, "both job pods removed")
 
 
 async def test_livekit_restart_reregisters(

@@ -14,14 +14,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator import metrics
 from agent_operator.kube import timeouts
-from agent_operator.kube.podspec import (
-    ANNOTATION_DISPATCH_ID,
-    ANNOTATION_JOB_ID,
-    ANNOTATION_ROOM,
-    LABEL_JOB_ID,
-    LABEL_STATE,
-    JobInfo,
-)
+from agent_operator.kube.podspec import LABEL_JOB_ID, LABEL_STATE, JobInfo, job_annotations
 from agent_operator.supervisor.types import PodIdentity
 
 log = logging.getLogger("agent_operator.kube.pods")
@@ -133,13 +126,10 @@ class PodManager:
 
     async def mark_busy(self, pod: PodIdentity, job: JobInfo) -> None:
         """Label a pool pod with the job it took (the record that survives a restart)."""
-        annotations = {ANNOTATION_ROOM: job.room, ANNOTATION_JOB_ID: job.job_id}
-        if job.dispatch_id:
-            annotations[ANNOTATION_DISPATCH_ID] = job.dispatch_id
         patch = {
             "metadata": {
                 "labels": {LABEL_STATE: "busy", LABEL_JOB_ID: job.job_id},
-                "annotations": annotations,
+                "annotations": job_annotations(job),
             }
         }
         with metrics.kube_call("patch_pod"):

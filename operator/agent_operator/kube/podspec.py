@@ -20,6 +20,8 @@ LABEL_TEMPLATE = f"{GROUP}/template-hash"
 ANNOTATION_ROOM = f"{GROUP}/room"
 ANNOTATION_JOB_ID = f"{GROUP}/job-id"
 ANNOTATION_DISPATCH_ID = f"{GROUP}/dispatch-id"
+# the job's start request without its token (agent_operator.resume): the next operator sends it
+ANNOTATION_START = f"{GROUP}/start-request"
 
 TOKEN_DIR = "/var/run/secrets/agentoperator.dev/runner"  # noqa: S105 - a path, not a secret
 TOKEN_VOLUME = "agentoperator-runner-token"  # noqa: S105 - a volume name
@@ -49,6 +51,16 @@ class JobInfo:
     job_id: str
     room: str
     dispatch_id: str
+    start_request: str = ""  # encoded by agent_operator.resume; "" when too big to keep
+
+
+def job_annotations(job: JobInfo) -> dict[str, str]:
+    annotations = {ANNOTATION_ROOM: job.room, ANNOTATION_JOB_ID: job.job_id}
+    if job.dispatch_id:
+        annotations[ANNOTATION_DISPATCH_ID] = job.dispatch_id
+    if job.start_request:
+        annotations[ANNOTATION_START] = job.start_request
+    return annotations
 
 
 def build_runner_pod(
@@ -77,9 +89,7 @@ def build_runner_pod(
     annotations = dict(meta.get("annotations") or {})
     if job is not None:
         labels[LABEL_JOB_ID] = job.job_id
-        annotations.update({ANNOTATION_ROOM: job.room, ANNOTATION_JOB_ID: job.job_id})
-        if job.dispatch_id:
-            annotations[ANNOTATION_DISPATCH_ID] = job.dispatch_id
+        annotations.update(job_annotations(job))
 
     pod_spec["restartPolicy"] = "Never"  # one job, one pod: never run a job twice
     pod_spec.setdefault("automountServiceAccountToken", False)
