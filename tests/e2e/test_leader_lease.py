@@ -7,13 +7,16 @@ saw the record change), as in client-go.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
 
 from agent_operator.kube.lease import SERVING_ANNOTATION, LeaderLease, LeaseLost
-from tests.testenv.kubeclient import eventually
+from tests.testenv.kube import KubeAccess, write_token_kubeconfig
+from tests.testenv.kubeclient import api_client, eventually
 from tests.testenv.procs import free_port
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +68,41 @@ async def test_a_renewing_holder_is_never_displaced(k8s: client.ApiClient, names
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(b.acquire(), 5)
         assert (await read(k8s, namespace)).spec.holder_identity == "a"
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def test_a_refused_renewal_is_retried_not_given_up(
+    k8s: client.ApiClient, namespace: str, kube: KubeAccess, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API server answers the holder's renewals with 401 for a while (credentials that
+    stopped working): the holder keeps trying, logs it once, and renews again afterwards."""
+    a = lease(k8s, namespace, "a")
+    assert await a.try_acquire()
+    bad = tmp_path / "bad.kubeconfig"
+    write_token_kubeconfig(bad, kube.server, kube.ca_cert, "nobody", "not-a-token")
+    keeper = asyncio.create_task(a.keep())
+    try:
+        reachable = a._api
+        async with await api_client(bad) as refused:
+            with caplog.at_level(logging.INFO, logger="agent_operator.lease"):
+                a._api = client.CoordinationV1Api(refused)
+                before = (await read(k8s, namespace)).spec.renew_time
+                await asyncio.sleep(2.0)  # about 6 renewals, all refused
+                assert not keeper.done(), "the keeper gave up"
+                assert (await read(k8s, namespace)).spec.renew_time == before
+                a._api = reachable
+
+                async def renewed() -> bool:
+                    return bool((await read(k8s, namespace)).spec.renew_time != before)
+
+                await eventually(renewed, 10, "a renewal after the refusals")
+        refusals = [r for r in caplog.records if "refused to renew" in r.getMessage()]
+        assert len(refusals) == 1, "logged once, not every 0.3 s"
+        assert "401" in refusals[0].getMessage()
+        assert any("renewing the leader Lease again" in r.getMessage() for r in caplog.records)
+        assert a.held
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)

@@ -34,6 +34,12 @@ class LeaseLost(Exception):
     """Another process holds the Lease this one was renewing."""
 
 
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _now_micro() -> str:
     """A MicroTime as the API server parses it (always six fractional digits)."""
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -172,9 +178,12 @@ class LeaderLease:
     async def keep(self) -> None:
         """Renew until cancelled. Raises LeaseLost once another process holds the Lease.
 
-        A renewal that fails for a transient reason is retried; the leader keeps serving
+        A renewal that fails is retried, whatever the reason: the leader keeps serving
         meanwhile (its calls need no API call), and only steps down when it sees a new holder.
+        Giving up on an error the API server answered (RBAC revoked, say) would leave a leader
+        that serves without renewing, and a standby that may take over: two leaders.
         """
+        failing = ""
         while True:
             await asyncio.sleep(self.renew_every)
             try:
@@ -183,9 +192,16 @@ class LeaderLease:
                 self.held = False
                 raise
             except Exception as exc:
-                if not transient(exc):
-                    raise
-                log.warning("could not renew the leader Lease: %s", exc, extra=self.fields)
+                why = _short(exc)
+                if transient(exc):
+                    log.warning("could not renew the leader Lease: %s", why, extra=self.fields)
+                elif why != failing:  # the same refusal every 5 s is logged once
+                    log.error("the API server refused to renew the leader Lease: %s", why, extra=self.fields)
+                failing = why
+                continue
+            if failing:
+                log.info("renewing the leader Lease again", extra=self.fields)
+                failing = ""
 
     async def renew(self) -> None:
         body = await self._read()
