@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from agent_operator import metrics
 from agent_operator.kube.leader_label import LeaderPodLabel
 from agent_operator.kube.lease import LeaderLease, LeaseLost
+from agent_operator.kube.pods import brief
 from agent_operator.leadership import ElectionConfig, announce_serving, expected_deployments, hand_over
 from agent_operator.runtime import OperatorConfig, OperatorRuntime, kube_client
 from agent_operator.tasks import BackgroundTasks
@@ -174,7 +175,7 @@ async def _serve(
             try:
                 expected = await expected_deployments(runtime.api, namespaces)
             except Exception as exc:
-                log.warning("could not list AgentDeployments: %s", exc, extra=lease.fields)
+                log.warning("could not list AgentDeployments: %s", brief(exc), extra=lease.fields)
                 expected = set()
             await announce_serving(lease, expected, runtime.serving, election.handover_timeout)
 

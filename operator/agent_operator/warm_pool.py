@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from agent_operator import decisions, metrics
+from agent_operator.kube.pods import brief
 from agent_operator.kube.podspec import build_runner_pod
 from agent_operator.pool import PoolPod, desired_idle, pick_idle, plan_pool
 from agent_operator.supervisor import PodIdentity, RunnerBinding
@@ -77,11 +78,19 @@ class WarmPool:
 
     # -- reconcile ---------------------------------------------------------------------------
     async def run(self) -> None:
+        failing = ""  # the same failure every tick (the API server away) is logged once
         while True:
             try:
                 await self.reconcile()
             except Exception as exc:
-                log.warning("pool reconcile failed: %s", exc, extra=self.dep.fields)
+                why = brief(exc)
+                if why != failing:
+                    log.warning("pool reconcile failed: %s", why, extra=self.dep.fields)
+                failing = why
+            else:
+                if failing:
+                    log.info("pool reconcile works again", extra=self.dep.fields)
+                failing = ""
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)

@@ -23,7 +23,7 @@ from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.kube import timeouts
-from agent_operator.kube.pods import transient
+from agent_operator.kube.pods import brief, transient
 
 log = logging.getLogger("agent_operator.lease")
 
@@ -32,12 +32,6 @@ SERVING_ANNOTATION = "agentoperator.dev/serving"
 
 class LeaseLost(Exception):
     """Another process holds the Lease this one was renewing."""
-
-
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        return f"{exc.status} {exc.reason}"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _now_micro() -> str:
@@ -192,7 +186,7 @@ class LeaderLease:
                 self.held = False
                 raise
             except Exception as exc:
-                why = _short(exc)
+                why = brief(exc)
                 if transient(exc):
                     log.warning("could not renew the leader Lease: %s", why, extra=self.fields)
                 elif why != failing:  # the same refusal every 5 s is logged once

@@ -22,6 +22,14 @@ RETRY_FIRST_DELAY, RETRY_MAX_DELAY = 0.25, 2.0
 TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 
 
+def brief(exc: BaseException) -> str:
+    """One line about a failed call, the same for the same failure (an ApiException's text
+    carries its response headers, with a request id and a date)."""
+    if isinstance(exc, ApiException):
+        return f"{exc.status} {exc.reason}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
 def transient(exc: BaseException) -> bool:
     """A failure worth retrying: the API server unreachable, restarting or overloaded."""
     if isinstance(exc, ApiException):
