@@ -546,7 +546,7 @@ class DeploymentRuntime:
             kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
         )
         try:
-            await self.rt.supervisor.assign(entry.pod.uid, resume.with_token(kept, token))
+            await self.rt.supervisor.assign(entry.pod.uid, resume.with_token(kept, token), path="resumed")
         except StartFailed as exc:
             await self._fail_unstarted(entry, str(exc))
             return

@@ -49,7 +49,8 @@ JOBS_ENDED = Counter(
 )
 JOBS_STARTED = Counter(
     "agent_operator_jobs_started_total",
-    "Jobs whose runner answered StartJobResponse (joined the room, entrypoint running), by path.",
+    "Jobs whose runner answered StartJobResponse (joined the room, entrypoint running), by path: "
+    "warm, cold, or resumed (the start request sent again by the next operator after a restart).",
     (*DEPLOYMENT_LABELS, "path"),
 )
 JOB_DURATION = Histogram(

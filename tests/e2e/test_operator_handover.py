@@ -27,6 +27,7 @@ from tests.support.operator import (
     Deployments,
     OperatorProcess,
     dispatch,
+    metric_value,
     ready_deployment,
     status_equals,
     wait_participant,
@@ -38,13 +39,6 @@ from tests.testenv.livekit import LiveKitAccess
 pytestmark = pytest.mark.e2e
 
 CADENCE = 0.25  # a dispatch every 0.25 s through the deploy (it lasts about a second)
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name} not in the metrics")
 
 
 # warm: calls go to idle pool pods, whose runners get the job on the stream at once. cold: a
@@ -98,8 +92,8 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         new.start()
         await new.wait_ready()
         assert await new.readyz() == "200 standby"
-        assert metric(await new.metrics(), "agent_operator_leader") == 0
-        assert metric(await old.metrics(), "agent_operator_leader") == 1
+        assert metric_value(await new.metrics(), "agent_operator_leader") == 0
+        assert metric_value(await old.metrics(), "agent_operator_leader") == 1
         await asyncio.sleep(2)
         assert (await deployments.get("handover"))["status"]["workerId"] == old_worker
         assert "took the leader Lease" not in new.log_text()
@@ -150,7 +144,7 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
         status = (await deployments.get("handover"))["status"]
         assert status["workerId"] not in ("", old_worker), "the new operator's worker serves"
         assert await new.readyz() == "200 ready"
-        assert metric(await new.metrics(), "agent_operator_leader") == 1
+        assert metric_value(await new.metrics(), "agent_operator_leader") == 1
         handover = [line for line in old.log_text().splitlines() if "handover done" in line]
         assert handover, old.tail(80)
         assert "new serves after" in handover[-1], old.tail(80)

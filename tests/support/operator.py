@@ -15,6 +15,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from livekit import api
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.testenv.environment import REPO_ROOT
 from tests.testenv.kubeclient import eventually
@@ -335,6 +336,15 @@ async def ready_deployment(
     await operator.wait_ready()
     await deployments.wait_condition(name, "Ready", "True", timeout=60)
     return body
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The value of the first sample of ``name`` with these labels in a /metrics page."""
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    raise AssertionError(f"{name}{labels or ''} not in the metrics")
 
 
 async def job_pod(deployments: Deployments, name: str, timeout: float = 60) -> Any:

@@ -162,8 +162,11 @@ class Supervisor:
             if not s.closed and s.idle and s.pod_uid not in self._jobs
         ]
 
-    async def assign(self, pod_uid: str, request: pb.StartJobRequest) -> JobRecord:
-        """Give the pod its job; StartJobRequest goes out as soon as its runner is attached."""
+    async def assign(self, pod_uid: str, request: pb.StartJobRequest, path: str = "") -> JobRecord:
+        """Give the pod its job; StartJobRequest goes out as soon as its runner is attached.
+
+        ``path`` labels the start in the metrics; by default "warm" when the runner is attached
+        and idle, else "cold"."""
         binding = self._bindings.get(pod_uid)
         if binding is None:
             raise StartFailed(f"pod {pod_uid} is not expected by this supervisor")
@@ -172,7 +175,7 @@ class Supervisor:
         job = lk_agent.Job()
         job.ParseFromString(request.job)
         session = self._sessions.get(pod_uid)
-        path = "warm" if session is not None and not session.closed and session.idle else "cold"
+        path = path or ("warm" if session is not None and not session.closed and session.idle else "cold")
         record = JobRecord(
             job_id=job.id, room=job.room.name, binding=binding, assigned_at=self.clock(), path=path
         )

@@ -89,7 +89,7 @@ class JobRecord:
     started_at: float | None = None
     outcome: JobOutcome | None = None
     adopted: bool = False  # learned from a re-attaching runner, not assigned by us
-    path: str = "cold"  # "warm" when the runner was attached and idle at assignment
+    path: str = "cold"  # "warm" when the runner was attached and idle at assignment; "resumed"
 
     @property
     def pod(self) -> PodIdentity:
