@@ -32,16 +32,21 @@ LABEL_SETTLE_SECONDS = 2.0  # at exit: how long to try to take the leader label 
 
 
 class Probes:
-    """What /readyz answers: a standby is ready (a rollout may go on and stop the old leader)."""
+    """What /readyz answers: a standby is ready (a rollout may go on and stop the old leader),
+    once its pod no longer carries the leader label (a container restarted in place keeps
+    it): a Ready pod with it would be sent runners it refuses."""
 
     def __init__(self) -> None:
         self.standby = False
         self.serving = asyncio.Event()  # kopf's ready flag
+        self.label: LeaderPodLabel | None = None
 
     def ready(self) -> str | None:
         if self.serving.is_set():
             return "ready"
-        return "standby" if self.standby else None
+        if not self.standby or (self.label is not None and self.label.written is not False):
+            return None
+        return "standby"
 
 
 def health_app(probes: Probes) -> web.Application:
@@ -96,6 +101,7 @@ async def run_operator(
                 label = LeaderPodLabel(lease_api, election.namespace, election.label_pod)
                 label_task = asyncio.create_task(label.run())
                 label.want(False)  # a container restarted in place keeps its pod's labels
+                probes.label = label
             probes.standby = True
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -161,7 +167,7 @@ async def _serve(
         async def keep() -> None:
             nonlocal exit_code
             try:
-                await lease.keep()
+                await lease.keep(election.renew_deadline)
             except LeaseLost as exc:
                 if stop.is_set():  # we released it: the handover
                     return

@@ -98,6 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, seconds to wait for the next operator to serve (default %(default)s)",
     )
     run.add_argument(
+        "--renew-deadline",
+        type=float,
+        default=float(os.environ.get("AGENT_OPERATOR_RENEW_DEADLINE", "0")),
+        help="with standby replicas: stop leading after this many seconds without renewing the"
+        " Lease, before a standby takes over (under 15); 0 (default): never, keep serving",
+    )
+    run.add_argument(
         "--kubeconfig", default=os.environ.get("KUBECONFIG"), help="kubeconfig (default: in-cluster)"
     )
     run.add_argument("--log-level", default=os.environ.get("AGENT_OPERATOR_LOG_LEVEL", "INFO"))
@@ -120,9 +127,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.runner_address:
         parser.error("--runner-address (or AGENT_OPERATOR_RUNNER_ADDRESS) is required: runner pods dial it")
     from agent_operator.app import run_operator
-    from agent_operator.leadership import ElectionConfig
+    from agent_operator.leadership import LEASE_SECONDS, ElectionConfig
     from agent_operator.logs import setup_logging
     from agent_operator.runtime import OperatorConfig
+
+    if not 0 <= args.renew_deadline < LEASE_SECONDS:
+        parser.error(f"--renew-deadline must be at least 0 and under the Lease's {LEASE_SECONDS:.0f}s")
 
     runner_tls = _runner_tls(parser, args)
 
@@ -145,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             identity=args.identity,
             handover_timeout=args.handover_timeout,
             label_pod=args.leader_label_pod,
+            renew_deadline=args.renew_deadline,
         )
     with contextlib.suppress(KeyboardInterrupt):
         return asyncio.run(run_operator(config, args.namespace, args.metrics_bind, election))

@@ -27,6 +27,7 @@ from agent_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("agent_operator.leadership")
 
+LEASE_SECONDS = 15.0  # a standby takes over after this long without a renewal seen
 POLL_SECONDS = 0.1  # while handing over: how often the leaving leader looks at the Lease
 
 
@@ -35,10 +36,12 @@ class ElectionConfig:
     namespace: str  # of the Lease: the operator's own namespace
     name: str = "livekit-agent-operator"
     identity: str = ""  # this process; the pod name in a cluster
-    lease_duration: float = 15.0
+    lease_duration: float = LEASE_SECONDS
     handover_timeout: float = 10.0  # how long a leaving leader waits for the next one to serve
     claim_timeout: float = 3.0  # no candidate took the released Lease by then: there is none
     label_pod: str = ""  # this operator's pod (in ``namespace``), labelled while it leads
+    # step down after this long without a renewal (0: never); set when standbys run
+    renew_deadline: float = 0.0
 
 
 async def hand_over(lease: LeaderLease, handover: Handover, election: ElectionConfig) -> str:

@@ -175,6 +175,10 @@ def test_more_than_one_replica_gets_a_disruption_budget_and_needs_leader_electio
     docs = render("t", "ops", *sets("replicaCount=2"))
     deploy = one(docs, "Deployment")
     assert deploy["spec"]["replicas"] == 2
+    env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AGENT_OPERATOR_RENEW_DEADLINE"] == "10", "a cut-off leader stops before a standby leads"
+    single = one(render("t", "ops"), "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "AGENT_OPERATOR_RENEW_DEADLINE" not in {e["name"] for e in single}, "alone: keep serving"
     pdb = one(docs, "PodDisruptionBudget")
     assert pdb["spec"] == {
         "maxUnavailable": 1,

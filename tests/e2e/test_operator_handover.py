@@ -27,6 +27,7 @@ from tests.support.operator import (
     Deployments,
     OperatorProcess,
     dispatch,
+    leader_and_standby,
     metric_value,
     ready_deployment,
     status_equals,
@@ -173,20 +174,7 @@ async def test_a_standby_stopped_leaves_the_leader_alone(
 ) -> None:
     """A rollout that is rolled back (or scaled down) stops the standby: it exits at once,
     and the leader keeps the Lease."""
-    logs: Path = local_kubelet.workdir / "logs"
-    election = [f"--leader-election-namespace={ns}"]
-    leader = OperatorProcess(
-        kube.kubeconfig, [ns], logs / f"operator-{ns}-a.log", extra_args=[*election, "--identity=a"]
-    )
-    standby = OperatorProcess(
-        kube.kubeconfig, [ns], logs / f"operator-{ns}-b.log", extra_args=[*election, "--identity=b"]
-    )
-    leader.start()
-    try:
-        await leader.wait_ready()
-        standby.start()
-        await standby.wait_ready()
-        assert await standby.readyz() == "200 standby"
+    async with leader_and_standby(kube.kubeconfig, ns, local_kubelet.workdir / "logs") as (leader, standby):
         assert standby.proc is not None
         standby.proc.send_signal(signal.SIGTERM)
         assert await standby.wait_exited(20) == 0, standby.tail()
@@ -195,6 +183,3 @@ async def test_a_standby_stopped_leaves_the_leader_alone(
         assert lease.spec.holder_identity == "a"
         assert leader.alive()
         assert await leader.readyz() == "200 ready"
-    finally:
-        standby.stop()
-        leader.stop()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +338,38 @@ async def ready_deployment(
     await operator.wait_ready()
     await deployments.wait_condition(name, "Ready", "True", timeout=60)
     return body
+
+
+@contextlib.asynccontextmanager
+async def leader_and_standby(
+    kubeconfig: Path,
+    namespace: str,
+    logs: Path,
+    leader_kubeconfig: Path | None = None,
+    leader_args: Sequence[str] = (),
+) -> AsyncIterator[tuple[OperatorProcess, OperatorProcess]]:
+    """Two operators with leader election in ``namespace``: ``a`` leads, ``b`` stands by (both
+    ready); both are stopped afterwards."""
+    election = [f"--leader-election-namespace={namespace}"]
+    leader = OperatorProcess(
+        leader_kubeconfig or kubeconfig,
+        [namespace],
+        logs / f"operator-{namespace}-a.log",
+        extra_args=[*election, "--identity=a", *leader_args],
+    )
+    standby = OperatorProcess(
+        kubeconfig, [namespace], logs / f"operator-{namespace}-b.log", extra_args=[*election, "--identity=b"]
+    )
+    leader.start()
+    try:
+        await leader.wait_ready()
+        standby.start()
+        await standby.wait_ready()
+        assert await standby.readyz() == "200 standby"
+        yield leader, standby
+    finally:
+        leader.stop()
+        standby.stop()
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -36,6 +36,11 @@ class LeaderPodLabel:
         self._done = asyncio.Event()  # set whenever what is written is what is wanted
         self._done.set()
 
+    @property
+    def written(self) -> bool | None:
+        """What the pod's label says as far as this process wrote it (None: not written)."""
+        return self._written
+
     def want(self, leader: bool) -> None:
         if leader == self._want:
             return

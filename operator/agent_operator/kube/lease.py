@@ -169,15 +169,19 @@ class LeaderLease:
             await w.close()  # the watch owns an ApiClient (and its HTTP session) of its own
 
     # -- holder -------------------------------------------------------------------------------
-    async def keep(self) -> None:
-        """Renew until cancelled. Raises LeaseLost once another process holds the Lease.
+    async def keep(self, renew_deadline: float = 0.0) -> None:
+        """Renew until cancelled. Raises LeaseLost once another process holds the Lease, or
+        when no renewal succeeded for ``renew_deadline`` seconds (0: never).
 
-        A renewal that fails is retried, whatever the reason: the leader keeps serving
-        meanwhile (its calls need no API call), and only steps down when it sees a new holder.
-        Giving up on an error the API server answered (RBAC revoked, say) would leave a leader
-        that serves without renewing, and a standby that may take over: two leaders.
+        A renewal that fails is retried, whatever the reason. Without a deadline the leader
+        keeps serving meanwhile (its calls need no API call) and only steps down when it sees
+        a new holder: right for a single replica, where nobody else could serve. With
+        standby replicas, a leader cut off from the API server must stop before a standby
+        takes over (after ``duration`` without a renewal seen), or two would serve: the
+        deadline is shorter than the duration, as client-go's renewDeadline.
         """
         failing = ""
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.renew_every)
             try:
@@ -192,7 +196,14 @@ class LeaderLease:
                 elif why != failing:  # the same refusal every 5 s is logged once
                     log.error("the API server refused to renew the leader Lease: %s", why, extra=self.fields)
                 failing = why
+                if renew_deadline and time.monotonic() - renewed > renew_deadline:
+                    self.held = False
+                    raise LeaseLost(
+                        f"no renewal of the leader Lease for {renew_deadline:.0f}s ({why});"
+                        " a standby may take over"
+                    ) from exc
                 continue
+            renewed = time.monotonic()
             if failing:
                 log.info("renewing the leader Lease again", extra=self.fields)
                 failing = ""
