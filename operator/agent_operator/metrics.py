@@ -16,7 +16,8 @@ DEPLOYMENT_LABELS = ("namespace", "deployment")
 RUNNER_ATTACH_FAILURES = Counter(
     "agent_operator_runner_attach_failures_total",
     "Runner attach attempts refused, by reason: auth (credential refused), auth_unavailable "
-    "(TokenReview unreachable or throttled; the runner retries), protocol, unknown_pod, stream_error.",
+    "(TokenReview unreachable or throttled; the runner retries), protocol, unknown_pod, handover "
+    "(a pod this operator does not know, while it hands over; the runner retries), stream_error.",
     ["reason"],
 )
 RUNNERS_ATTACHED = Gauge(
@@ -132,7 +133,7 @@ AVAILABILITY = (
     ("no", "blocked"),
     ("no", "handover"),
 )
-ATTACH_FAILURE_REASONS = ("auth", "auth_unavailable", "protocol", "unknown_pod", "stream_error")
+ATTACH_FAILURE_REASONS = ("auth", "auth_unavailable", "protocol", "unknown_pod", "handover", "stream_error")
 KUBE_OPERATIONS = (
     "create_pod",
     "delete_pod",

@@ -28,6 +28,7 @@ from agent_operator.supervisor import (
     HeartbeatSettings,
     JobOutcome,
     JobRecord,
+    NotServingRunners,
     PodIdentity,
     RunnerBinding,
     Supervisor,
@@ -194,7 +195,8 @@ class OperatorRuntime:
         """A runner the supervisor was not told about: ours if its pod says so."""
         owner = self._pod_owner.get(pod.uid)
         if owner is None and self.handover.active:
-            return None  # the next operator's pod (in a cluster, a leaving pod gets no new runners)
+            # in a cluster the runner Service no longer sends runners here (the leader label)
+            raise NotServingRunners("this operator is handing over; the next one takes new runners")
         if owner is None:
             try:
                 found = await client.CoreV1Api(self.api).read_namespaced_pod(

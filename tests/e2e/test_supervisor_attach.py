@@ -19,7 +19,15 @@ from prometheus_client import REGISTRY
 
 from agent_jobrunner.protocol import ATTACH_METHOD, PROTOCOL_VERSION, now_us, pb, pb_grpc
 from agent_operator.kube.tokenreview import TokenReviewAuthenticator
-from agent_operator.supervisor import HeartbeatSettings, Supervisor, SupervisorSettings
+from agent_operator.supervisor import (
+    HeartbeatSettings,
+    NotServingRunners,
+    PodIdentity,
+    RunnerBinding,
+    Supervisor,
+    SupervisorSettings,
+)
+from agent_operator.supervisor.types import Resolver
 from tests.support.supervision import (
     ObservedTerminator,
     RecordingListener,
@@ -107,7 +115,9 @@ async def make_supervisor(
 ) -> AsyncIterator[Callable[..., Any]]:
     started: list[Supervisor] = []
 
-    async def make(**settings: Any) -> tuple[Supervisor, int, RecordingListener, ObservedTerminator]:
+    async def make(
+        resolver: Resolver | None = None, **settings: Any
+    ) -> tuple[Supervisor, int, RecordingListener, ObservedTerminator]:
         listener = RecordingListener()
         terminator = ObservedTerminator(k8s)
         sup = Supervisor(
@@ -115,6 +125,7 @@ async def make_supervisor(
             terminator,
             listener,
             SupervisorSettings(**settings),
+            resolver=resolver,
         )
         port = await sup.start("127.0.0.1:0")
         started.append(sup)
@@ -213,19 +224,42 @@ async def test_pod_cannot_attach_as_another_pod(
         await runner.close()
 
 
-async def test_valid_pod_unknown_to_the_operator_is_refused(
-    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+async def handing_over(pod: PodIdentity) -> RunnerBinding | None:
+    raise NotServingRunners("this operator is handing over; the next one takes new runners")
+
+
+# a valid pod the operator does not know is refused for good (PERMISSION_DENIED); while it
+# hands over, a leaving operator takes no new runners: UNAVAILABLE (retry, and reach the next
+# operator), counted apart
+@pytest.mark.parametrize(
+    ("resolver", "code", "details", "reason"),
+    [
+        (None, grpc.StatusCode.PERMISSION_DENIED, "not a runner pod", "unknown_pod"),
+        (handing_over, grpc.StatusCode.UNAVAILABLE, "handing over", "handover"),
+    ],
+    ids=["unknown", "handover"],
+)
+async def test_valid_pod_unknown_to_the_operator_is_turned_away(
+    resolver: Resolver | None,
+    code: grpc.StatusCode,
+    details: str,
+    reason: str,
+    make_supervisor: Callable[..., Any],
+    core: client.CoreV1Api,
+    namespace: str,
 ) -> None:
-    _, port, _, _ = await make_supervisor()
+    _, port, _, _ = await make_supervisor(resolver=resolver)
     pod = await parked_pod(core, namespace)
-    before = failures("unknown_pod")
+    before = {r: failures(r) for r in ("unknown_pod", "handover")}
     runner = ScriptedRunner(port)
     try:
         assert await runner.hello(pod, await pod_token(core, pod)) is grpc.aio.EOF
-        code, details = await runner.status()
-        assert code == grpc.StatusCode.PERMISSION_DENIED
-        assert "not a runner pod" in details
-        assert failures("unknown_pod") == before + 1
+        got_code, got_details = await runner.status()
+        assert got_code == code
+        assert details in got_details
+        assert {r: failures(r) - n for r, n in before.items()} == {
+            r: (1 if r == reason else 0) for r in before
+        }
     finally:
         await runner.close()
 

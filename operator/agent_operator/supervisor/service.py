@@ -33,6 +33,7 @@ from agent_operator.supervisor.types import (
     JobOutcome,
     JobRecord,
     JobState,
+    NotServingRunners,
     NullListener,
     OutcomeStatus,
     PodIdentity,
@@ -294,7 +295,11 @@ class Supervisor:
             return
         binding = self._bindings.get(proven.uid)
         if binding is None and self.resolver is not None:
-            binding = await self.resolver(proven)
+            try:
+                binding = await self.resolver(proven)
+            except NotServingRunners as exc:
+                await self._refuse(context, "handover", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed)
+                return
             if binding is not None:
                 self._bindings[proven.uid] = binding
         if binding is None:

@@ -142,8 +142,14 @@ class NullListener:
         return None
 
 
+class NotServingRunners(Exception):
+    """This operator takes no new runners now (it is handing over to the next one): not a
+    refusal of the pod, the runner should try again (and reach the next operator)."""
+
+
 class Resolver(Protocol):
     async def __call__(self, pod: PodIdentity) -> RunnerBinding | None:
         """The binding of an authenticated pod the supervisor was not told about (after an
-        operator restart, say), or None when it is not a runner pod of this operator."""
+        operator restart, say), or None when it is not a runner pod of this operator.
+        Raises NotServingRunners while the operator takes no new runners."""
         ...
