@@ -20,7 +20,7 @@ from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics, resume
-from agent_operator.kube.pods import transient
+from agent_operator.kube.pods import brief, transient
 from agent_operator.kube.podspec import (
     ANNOTATION_ROOM,
     ANNOTATION_START,
@@ -47,6 +47,7 @@ from agent_operator.supervisor.service import StartFailed
 from agent_operator.tasks import BackgroundTasks
 from agent_operator.warm_pool import WarmPool
 from agent_operator.worker import WorkerConnection, WorkerOptions
+from agent_operator.worker.rooms import room_exists
 
 if TYPE_CHECKING:
     from agent_operator.runtime import OperatorRuntime
@@ -441,8 +442,11 @@ class DeploymentRuntime:
             self._event(
                 "JobEnded", f"job {record.job_id} {outcome.status.value}: {detail}", warning=not success
             )
-        # the runner exits by itself; removing the pod now means no pod outlives its job
-        self._spawn(self.rt.pods.delete(record.pod))
+        # the runner exits by itself; removing the pod now means no pod outlives its job. A
+        # killed runner's pod gets no grace: the supervisor deletes it with none, and a graceful
+        # delete arriving first would let a hung process linger for the whole grace period
+        killed = outcome.status is OutcomeStatus.KILLED
+        self._spawn(self.rt.pods.delete(record.pod, grace_seconds=0 if killed else None))
         self._dirty.set()
 
     async def runner_gone(self, pod: PodIdentity) -> None:
@@ -542,6 +546,9 @@ class DeploymentRuntime:
                 entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
             )
             return
+        if await self._room_gone(kept.url or spec.livekit_url, credentials, entry.room, fields):
+            await self._fail_unstarted(entry, "its room is gone: the call ended before the job was resumed")
+            return
         token = resume.agent_token(
             kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
         )
@@ -555,6 +562,13 @@ class DeploymentRuntime:
         self._event(
             "JobResumed", f"job {entry.job_id}: pod {entry.pod.name} had not got its job; sent it again"
         )
+
+    async def _room_gone(self, url: str, credentials: Credentials, room: str, fields: dict[str, str]) -> bool:
+        try:
+            return not await room_exists(url, credentials.api_key, credentials.api_secret, room)
+        except Exception as exc:  # cannot tell: resume (an agent alone in a room times out)
+            log.warning("could not ask LiveKit whether the room is there: %s", brief(exc), extra=fields)
+            return False
 
     async def _expect_reattach(self, job_id: str, pod: PodIdentity, within: float) -> None:
         await asyncio.sleep(within)

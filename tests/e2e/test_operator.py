@@ -166,7 +166,8 @@ async def test_stopped_runner_pod_is_deleted_and_reported(
     assert unresponsive
     assert unresponsive[0].type == "Warning"
     assert "no pong" in unresponsive[0].message
-    await eventually(process_gone(runner_pid), 15, "the stopped runner's process killed")
+    # no grace for a hung runner (its pod's grace period is 15 s)
+    await eventually(process_gone(runner_pid), 8, "the stopped runner's process killed")
 
 
 async def test_crashing_entrypoint_fails_the_job_and_operator_stays_healthy(
@@ -287,6 +288,42 @@ async def test_operator_killed_before_the_runner_attached_resumes_the_job(
     assert (await deployments.get("late"))["status"].get("jobsFailed", 0) == 0
 
 
+async def test_a_job_whose_call_ended_meanwhile_is_not_resumed(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """The caller hung up while the operator was down: the room is gone, and an agent joining
+    would create it anew and sit in it alone. The job ends instead, and its pod goes."""
+    _, room, pod = await slow_job(operator, deployments, k8s, livekit, lk, "ended")
+    operator.kill()
+    assert "runner attached" not in operator.log_text(), "too late: the runner attached first"
+    job_id = pod.metadata.labels[LABEL_JOB_ID]
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    operator.start()
+
+    async def failed() -> Any:
+        events = await deployments.events("ended")
+        return next(
+            (e for e in events if e.reason == "JobFailed" and f"{job_id}: its room is gone" in e.message),
+            None,
+        )
+
+    await eventually(failed, 90, "the job failed: its room is gone")
+    await status_equals(deployments, "ended", "jobsFailed", 1, timeout=30)
+
+    async def gone() -> bool:
+        return not await deployments.pods("ended")
+
+    await eventually(gone, 60, "the job's pod removed")
+    rooms = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+    assert not rooms.rooms, "no agent re-created the room"
+    assert not any(e.reason == "JobResumed" for e in await deployments.events("ended"))
+    assert "resumed the job" not in operator.log_text()
+
+
 async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_attaches(
     operator: OperatorProcess,
     deployments: Deployments,
@@ -319,6 +356,7 @@ async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_at
     meta["annotations"].pop(ANNOTATION_DISPATCH_ID, None)
     pod.pop("status", None)
     pod["spec"].pop("nodeName", None)
+    await lk.room.create_room(api.CreateRoomRequest(name=room))  # the caller's room exists
     await deployments.core.create_namespaced_pod(deployments.namespace, pod)
 
     joined = await wait_participant(lk, room, "agent-", timeout=90)
