@@ -3,8 +3,8 @@ reach the operator that leads, while every replica is Ready and scraped.
 
 First the label writer alone against the real API server (the latest wish wins, a missing
 pod is given up on, an unreachable API server is retried), then two operator processes with
-pods rendered from the chart's own pod template: the runner Service's selector, evaluated by
-the API server, finds the leader's pod and only it, before and after a handover.
+pods rendered from the chart's own pod template: the real EndpointSlice controller lists the
+leader's pod, and only it, behind the runner Service, before and after a handover.
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ from kubernetes_asyncio import client
 from agent_operator.kube.leader_label import LEADER_LABEL, LeaderPodLabel
 from tests.support.chart import render, sets
 from tests.support.operator import OperatorProcess
-from tests.support.operator_pods import leader_label, operator_pods, selected
+from tests.support.operator_pods import (
+    endpoint_pods,
+    kubelet_less_node,
+    leader_label,
+    operator_pods,
+    report_running,
+)
 from tests.testenv.environment import TestEnvironment
 from tests.testenv.kube import KubeAccess
 from tests.testenv.kubeclient import eventually
@@ -74,62 +80,66 @@ async def test_the_label_follows_the_latest_wish(
             await asyncio.gather(*writers, return_exceptions=True)
 
 
-async def test_the_runner_service_selects_the_leader_only(
+async def test_the_runner_service_sends_runners_to_the_leader_only(
     kube: KubeAccess, ns: str, local_kubelet: TestEnvironment, k8s: client.ApiClient
 ) -> None:
-    core = client.CoreV1Api(k8s)
+    """The chart's two Services, the real EndpointSlice controller, and two operator pods
+    (made from the chart's pod template, reported running and ready): the runner Service's
+    endpoints are the leader's pod alone, before and after a handover; the metrics Service's
+    are both."""
+    core, discovery = client.CoreV1Api(k8s), client.DiscoveryV1Api(k8s)
     docs = render("t", ns, *sets("replicaCount=2"))
     deploy = next(d for d in docs if d["kind"] == "Deployment")
-    by_name = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    runner_service = by_name[deploy["metadata"]["name"]]["spec"]["selector"]
-    metrics_service = by_name[f"{deploy['metadata']['name']}-metrics"]["spec"]["selector"]
+    runner_service, metrics_service = deploy["metadata"]["name"], f"{deploy['metadata']['name']}-metrics"
+    for doc in docs:
+        if doc["kind"] == "Service":
+            await core.create_namespaced_service(ns, doc)
+        elif doc["kind"] == "ServiceAccount":
+            await core.create_namespaced_service_account(ns, doc)
     env = {e["name"]: e.get("value") for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
     lease = env["AGENT_OPERATOR_LEADER_ELECTION_LEASE"]
-    template = deploy["spec"]["template"]
-    sa = next(d for d in docs if d["kind"] == "ServiceAccount")
-    await core.create_namespaced_service_account(ns, {"metadata": {"name": sa["metadata"]["name"]}})
     a, b = f"op-a-{uuid.uuid4().hex[:4]}", f"op-b-{uuid.uuid4().hex[:4]}"
-    # the pods of a two-replica Deployment (admitted under `restricted`)
-    async with operator_pods(core, ns, [a, b], template):
-        logs: Path = local_kubelet.workdir / "logs"
+    logs: Path = local_kubelet.workdir / "logs"
 
-        def operator(pod: str) -> OperatorProcess:
-            args = [
-                f"--leader-election-namespace={ns}",
-                f"--leader-election-lease={lease}",
-                f"--identity={pod}",
-            ]
-            return OperatorProcess(
-                kube.kubeconfig,
-                [ns],
-                logs / f"operator-{pod}.log",
-                extra_args=[*args, f"--leader-label-pod={pod}"],
-            )
+    def operator(pod: str) -> OperatorProcess:
+        args = [f"--leader-election-namespace={ns}", f"--leader-election-lease={lease}", f"--identity={pod}"]
+        return OperatorProcess(
+            kube.kubeconfig,
+            [ns],
+            logs / f"operator-{pod}.log",
+            extra_args=[*args, f"--leader-label-pod={pod}"],
+        )
 
-        first, second = operator(a), operator(b)
-        first.start()
+    async def endpoints_are(service: str, pods: list[str]) -> bool:
+        return await endpoint_pods(discovery, ns, service) == sorted(pods)
+
+    first, second = operator(a), operator(b)
+    # the pods of a two-replica Deployment (admitted under `restricted`), on a node of their own
+    async with (
+        kubelet_less_node(core, f"node-{uuid.uuid4().hex[:6]}") as node,
+        operator_pods(core, ns, [a, b], deploy["spec"]["template"], node=node),
+    ):
+        for n, pod in enumerate((a, b)):
+            await report_running(core, ns, pod, f"10.244.{uuid.uuid4().int % 250}.{n + 10}")
         try:
+            first.start()
             await first.wait_ready()
-
-            async def only(pod: str) -> bool:
-                return await selected(core, ns, runner_service) == [pod]
-
-            await eventually(lambda: only(a), 30, f"the runner Service selects {a} alone")
+            await eventually(lambda: endpoints_are(runner_service, [a]), 30, f"runner endpoints: {a} alone")
             # b's container restarted in place after it had led: its pod still says so
             await core.patch_namespaced_pod(b, ns, {"metadata": {"labels": {LEADER_LABEL: "true"}}})
-            assert await selected(core, ns, runner_service) == sorted([a, b])
+            await eventually(lambda: endpoints_are(runner_service, [a, b]), 30, "the stale label selected")
             second.start()
             await second.wait_ready()
             assert await second.readyz() == "200 standby"
-            await eventually(lambda: only(a), 30, "the standby took the leader label off its pod")
-            assert await leader_label(core, ns, b) == "false"
-            assert await selected(core, ns, metrics_service) == sorted([a, b]), "every replica is scraped"
+            assert await leader_label(core, ns, b) == "false", "ready only once the label is off"
+            await eventually(lambda: endpoints_are(runner_service, [a]), 30, "the standby's pod left")
+            await eventually(lambda: endpoints_are(metrics_service, [a, b]), 30, "every replica scraped")
 
-            # a handover: the Service follows the Lease
+            # a handover: the runner Service follows the Lease
             assert first.proc is not None
             first.proc.send_signal(signal.SIGTERM)
             assert await first.wait_exited(40) == 0, first.tail()
-            await eventually(lambda: only(b), 30, f"the runner Service selects {b} alone")
+            await eventually(lambda: endpoints_are(runner_service, [b]), 30, f"runner endpoints: {b} alone")
             assert await leader_label(core, ns, a) == "false"
             assert await second.readyz() == "200 ready"
             for op in (first, second):

@@ -4,7 +4,8 @@ The API server gets self-signed serving certs, an admin client cert (``system:ma
 RBAC authorization, the default admission chain (PodSecurity included) and a
 ServiceAccount signing key pair, so ServiceAccount tokens, TokenRequest and TokenReview
 work as in a cluster. The controller-manager runs only the controllers the tests rely
-on (garbage collection, namespaces, default ServiceAccounts, the root CA ConfigMap).
+on (garbage collection, namespaces, default ServiceAccounts, the root CA ConfigMap, and the
+EndpointSlices that say which pods a Service sends traffic to).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ CONTROLLERS = (
     "namespace-controller",
     "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
+    "endpointslice-controller",
 )
 
 
