@@ -186,7 +186,19 @@ def test_more_than_one_replica_gets_a_disruption_budget_and_needs_leader_electio
     }, "a drain evicts one replica at a time"
     assert selects(pdb["spec"]["selector"]["matchLabels"], deploy["spec"]["template"]["metadata"]["labels"])
     for replicas in ("0", "1"):
-        assert "PodDisruptionBudget" not in kinds(render("t", "ops", *sets(f"replicaCount={replicas}")))
+        alone = render("t", "ops", *sets(f"replicaCount={replicas}"))
+        assert "PodDisruptionBudget" not in kinds(alone)
+        assert "affinity" not in one(alone, "Deployment")["spec"]["template"]["spec"]
+    # standbys are for losing a node: spread over nodes unless the user set an affinity
+    (term,) = deploy["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"] == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": deploy["spec"]["selector"]["matchLabels"]},
+    }
+    own = one(render("t", "ops", *ALL), "Deployment")["spec"]["template"]["spec"]["affinity"]
+    assert own == VALUES["affinity"], "a user's affinity replaces the default"
 
     out = helm("template", "t", str(CHART), *sets("replicaCount=2", "leaderElection.enabled=false"))
     assert out.returncode != 0
