@@ -71,9 +71,9 @@ class ActiveJob:
     adopted: bool = False
     assigned_at: float = dataclasses.field(default_factory=time.monotonic)
     # adopted after a restart: the start request its pod keeps (token-less), for a runner
-    # that attaches without the job (the previous operator stopped before sending it)
+    # that attaches without the job (the previous operator stopped before sending it); taken
+    # (None) once it is being sent
     start_request: pb.StartJobRequest | None = None
-    resuming: bool = False
 
 
 class DeploymentRuntime:
@@ -309,12 +309,6 @@ class DeploymentRuntime:
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
         request = self._start_request(assignment, spec)
-        kept = resume.encode(request)
-        if not kept:
-            log.warning(
-                "job too big to keep on its pod: an operator restart before it starts loses it", extra=fields
-            )
-        info = JobInfo(job.id, job.room.name, job.dispatch_id, kept)
         warm = self.pool.take(spec.template_hash())
         if warm is not None:
             # warm path: the runner is attached and idle; no API call before it gets the job
@@ -327,13 +321,14 @@ class DeploymentRuntime:
                 await self._fail_unstarted(entry, str(exc))
                 return
             log.info("job assigned to idle pool pod", extra={**fields, "pod": str(pod)})
-            self._spawn(self.rt.pods.mark_busy(pod, info))
+            self._spawn(self.rt.pods.mark_busy(pod, self._job_info(job, request, fields)))
             self._event(
                 "JobAssigned", f"job {job.id} in room {job.room.name}: idle pod {pod.name} (warm pool)"
             )
             return
         metrics.JOB_STARTS_BY_PATH.labels(*self._labels, "cold").inc()
         name = decisions.pod_name(self.owner.name, job.id, secrets.token_hex(2))
+        info = self._job_info(job, request, fields)
         body = build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info)
         try:
             # a job may start as late as its start timeout: ride out an API server blip
@@ -350,6 +345,16 @@ class DeploymentRuntime:
             await self.rt.supervisor.assign(pod.uid, request)
         except StartFailed as exc:
             await self._fail_unstarted(entry, str(exc))
+
+    @staticmethod
+    def _job_info(job: agent.Job, request: pb.StartJobRequest, fields: dict[str, str]) -> JobInfo:
+        """What the job's pod keeps of it (see ``resume``)."""
+        kept = resume.encode(request)
+        if not kept:
+            log.warning(
+                "job too big to keep on its pod: an operator restart before it starts loses it", extra=fields
+            )
+        return JobInfo(job.id, job.room.name, job.dispatch_id, kept)
 
     def _start_request(self, assignment: agent.JobAssignment, spec: DeploymentSpec) -> pb.StartJobRequest:
         job = assignment.job
@@ -526,9 +531,9 @@ class DeploymentRuntime:
         if not idle:
             return
         entry = next((j for j in self.jobs.values() if j.pod == pod), None)
-        if entry is not None and entry.start_request is not None and not entry.resuming:
-            entry.resuming = True
-            self._spawn(self._resume(entry, entry.start_request))
+        if entry is not None and entry.start_request is not None:
+            kept, entry.start_request = entry.start_request, None  # sent once
+            self._spawn(self._resume(entry, kept))
 
     async def _resume(self, entry: ActiveJob, kept: pb.StartJobRequest) -> None:
         """Send a job's start request, rebuilt from its pod, to a runner that never got it."""
@@ -557,7 +562,6 @@ class DeploymentRuntime:
         except StartFailed as exc:
             await self._fail_unstarted(entry, str(exc))
             return
-        entry.started = False
         log.info("resumed the job: its runner had not got it from the previous operator", extra=fields)
         self._event(
             "JobResumed", f"job {entry.job_id}: pod {entry.pod.name} had not got its job; sent it again"

@@ -14,10 +14,9 @@ import asyncio
 import logging
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.kube import timeouts
-from agent_operator.kube.pods import transient
+from agent_operator.kube.pods import brief, transient
 
 log = logging.getLogger("agent_operator.leader_label")
 
@@ -81,7 +80,7 @@ class LeaderPodLabel:
                         "could not label this operator's pod %s=%s: %s",
                         LEADER_LABEL,
                         want,
-                        exc,
+                        brief(exc),
                         extra=self.fields,
                     )
                     await asyncio.sleep(RETRY_SECONDS)
@@ -89,12 +88,11 @@ class LeaderPodLabel:
                     continue
                 # RBAC or a pod that does not exist: retrying will not help; runners then
                 # reach this replica only if the Service does not select the label
-                status = exc.status if isinstance(exc, ApiException) else type(exc).__name__
                 log.error(
                     "cannot label this operator's pod %s=%s: %s",
                     LEADER_LABEL,
                     want,
-                    status,
+                    brief(exc),
                     extra=self.fields,
                 )
                 self._written = None
