@@ -17,6 +17,8 @@ class Capacity:
     reserved: int  # accepted availability requests still waiting for their assignment
     registered: bool
     draining: bool
+    # livekit-server's agents.target_load: it offers no job to a worker whose load reached it
+    target_load: float
     blocked_reason: str = ""  # e.g. credentials unusable: never accept
 
     @property
@@ -24,8 +26,20 @@ class Capacity:
         return self.running + self.reserved
 
     @property
+    def full(self) -> bool:
+        return self.used >= self.max_jobs
+
+    @property
     def load(self) -> float:
-        return min(1.0, self.used / self.max_jobs) if self.max_jobs > 0 else 1.0
+        """The load reported to LiveKit: it reaches ``target_load`` only at ``max_jobs``.
+
+        livekit-server routes a job only to a worker whose load is below its target load (0.7
+        by default), so the plain fraction in use would refuse jobs from 70% of the capacity on.
+        Scaled, the fraction still orders workers for LiveKit's load-weighted choice.
+        """
+        if self.max_jobs <= 0 or self.full:
+            return 1.0
+        return self.target_load * self.used / self.max_jobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +56,14 @@ def availability(capacity: Capacity) -> Verdict:
         return Verdict(False, "draining")
     if not capacity.registered:
         return Verdict(False, "not_registered")
-    if capacity.used >= capacity.max_jobs:
+    if capacity.full:
         return Verdict(False, "at_capacity")
     return Verdict(True, "accepted")
 
 
 def worker_status(capacity: Capacity) -> agent.UpdateWorkerStatus:
     """The load LiveKit weighs workers by (1 - load), and whether we are full."""
-    full = capacity.draining or capacity.used >= capacity.max_jobs or bool(capacity.blocked_reason)
+    full = capacity.draining or capacity.full or bool(capacity.blocked_reason)
     return agent.UpdateWorkerStatus(
         status=agent.WS_FULL if full else agent.WS_AVAILABLE,
         load=capacity.load,

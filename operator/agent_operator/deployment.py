@@ -34,7 +34,7 @@ from agent_operator.kube.podspec import (
 )
 from agent_operator.kube.secrets import Credentials, CredentialsError, read_credentials
 from agent_operator.kube.status import Condition, StatusWriter
-from agent_operator.spec import AUTO_SUBSCRIBE, WORKER_TYPES, DeploymentSpec
+from agent_operator.spec import AUTO_SUBSCRIBE, DEFAULT_TARGET_LOAD, WORKER_TYPES, DeploymentSpec
 from agent_operator.supervisor import (
     DeploymentRef,
     JobOutcome,
@@ -241,6 +241,7 @@ class DeploymentRuntime:
             reserved=len(self.reserved),
             registered=bool(self.worker_id),
             draining=self.draining,
+            target_load=self.spec.target_load if self.spec else DEFAULT_TARGET_LOAD,
             blocked_reason=self.blocked,
         )
 

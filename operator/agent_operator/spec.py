@@ -29,6 +29,8 @@ AUTO_SUBSCRIBE = {
     "audioOnly": pb.AUTO_SUBSCRIBE_AUDIO_ONLY,
     "videoOnly": pb.AUTO_SUBSCRIBE_VIDEO_ONLY,
 }
+# livekit-server's default agents.target_load: it offers jobs only to workers below this load
+DEFAULT_TARGET_LOAD = 0.7
 WORKER_TYPES = {"room": agent.JT_ROOM, "publisher": agent.JT_PUBLISHER}
 
 
@@ -62,6 +64,7 @@ class SecretRef:
 class DeploymentSpec:
     livekit_url: str
     credentials: SecretRef
+    target_load: float
     agent_name: str
     worker_type: str
     worker_namespace: str
@@ -88,6 +91,12 @@ class DeploymentSpec:
         ref = livekit.get("credentialsSecretRef") or {}
         if not ref.get("name"):
             raise SpecError("livekit.credentialsSecretRef.name is required")
+        try:
+            target_load = float(livekit.get("targetLoad", DEFAULT_TARGET_LOAD))
+        except (TypeError, ValueError):
+            raise SpecError(f"livekit.targetLoad: {livekit.get('targetLoad')!r} is not a number") from None
+        if not 0 < target_load <= 1:
+            raise SpecError(f"livekit.targetLoad: must be above 0 and at most 1, got {target_load}")
         entrypoint = str(spec.get("entrypoint") or "")
         if not _ENTRYPOINT.match(entrypoint):
             raise SpecError(f"entrypoint: {entrypoint!r} is not module:function")
@@ -131,6 +140,7 @@ class DeploymentSpec:
                 api_key_key=str(ref.get("apiKeyKey", "api-key")),
                 api_secret_key=str(ref.get("apiSecretKey", "api-secret")),
             ),
+            target_load=target_load,
             agent_name=str(spec.get("agentName", "")),
             worker_type=worker_type,
             worker_namespace=str(spec.get("namespace", "")),

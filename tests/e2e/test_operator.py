@@ -25,6 +25,7 @@ from agent_operator.kube.podspec import (
     ANNOTATION_START,
     LABEL_JOB_ID,
 )
+from agent_operator.worker.connection import STATUS_INTERVAL
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -117,21 +118,27 @@ async def test_capacity_limits_what_the_worker_accepts(
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
 ) -> None:
+    """Every one of maxConcurrentJobs gets an agent, and no more. livekit-server offers jobs
+    only to workers whose reported load is below its target load (0.7): were the load the
+    plain fraction in use, the fourth call of four would get no agent."""
     body = await ready_deployment(
-        deployments, operator, k8s, livekit, "solo", "beacon_forever", maxConcurrentJobs=1
+        deployments, operator, k8s, livekit, "four", "beacon_forever", maxConcurrentJobs=4
     )
     agent_name = body["spec"]["agentName"]
-    first, second = f"r1-{uuid.uuid4().hex[:6]}", f"r2-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, agent_name, first)
-    await wait_participant(lk, first, "agent-")
-    await dispatch(lk, agent_name, second)
-    await asyncio.sleep(8)  # the server asks, is refused, and has no other worker
-    participants = await lk.room.list_participants(api.ListParticipantsRequest(room=second))
+    rooms = [f"r{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
+    for room in rooms[:4]:
+        await asyncio.sleep(STATUS_INTERVAL + 0.5)  # LiveKit has the load with every job so far
+        await dispatch(lk, agent_name, room)
+        await wait_participant(lk, room, "agent-")
+    await asyncio.sleep(STATUS_INTERVAL + 0.5)
+    await dispatch(lk, agent_name, rooms[4])
+    await asyncio.sleep(8)  # the server has no worker below its target load
+    participants = await lk.room.list_participants(api.ListParticipantsRequest(room=rooms[4]))
     assert not [p for p in participants.participants if p.identity.startswith("agent-")]
-    assert len(await deployments.pods("solo")) == 1
-    metrics = await operator.metrics()
-    assert 'answer="no"' in metrics
-    assert 'reason="at_capacity"' in metrics
+    assert len(await deployments.pods("four")) == 4
+    assert (await deployments.get("four"))["status"]["activeJobs"] == 4
+    for room in rooms:
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
 async def test_stopped_runner_pod_is_deleted_and_reported(
@@ -412,6 +419,13 @@ async def test_bad_input_is_refused_or_reported_and_others_keep_working(
     with pytest.raises(ApiException) as refused:
         await deployments.create(negative)
     assert "maxConcurrentJobs" in str(refused.value.body)
+
+    for target in (0, 1.5):
+        load = agent_deployment("bad4", livekit, f"{AGENTS}:beacon_forever")
+        load["spec"]["livekit"]["targetLoad"] = target
+        with pytest.raises(ApiException) as refused:
+            await deployments.create(load)
+        assert "spec.livekit.targetLoad" in str(refused.value.body)
 
     pool = agent_deployment(
         "bad3", livekit, f"{AGENTS}:beacon_forever", maxConcurrentJobs=2, warmPool={"size": 3}

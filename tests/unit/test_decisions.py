@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 
 import pytest
 from livekit.protocol import agent, models
@@ -19,6 +20,7 @@ def cap(**kw: object) -> Capacity:
         "reserved": 0,
         "registered": True,
         "draining": False,
+        "target_load": 0.7,
     }
     base.update(kw)
     return Capacity(**base)  # type: ignore[arg-type]
@@ -40,15 +42,38 @@ def test_availability(kw: dict[str, object], accept: bool, reason: str) -> None:
     assert (verdict.accept, verdict.reason) == (accept, reason)
 
 
-def test_status_reports_real_load() -> None:
+def test_status_reports_the_load_scaled_to_livekits_target() -> None:
     s = worker_status(cap(running=1))
-    assert s.load == pytest.approx(0.5)
+    assert s.load == pytest.approx(0.35)  # half the capacity: half of the target load
     assert s.status == agent.WS_AVAILABLE
     assert s.job_count == 1
     full = worker_status(cap(running=1, reserved=1))
     assert full.status == agent.WS_FULL
     assert full.load == pytest.approx(1.0)
     assert worker_status(cap(draining=True)).draining
+
+
+@pytest.mark.parametrize("target", [0.7, 0.5, 1.0])
+@pytest.mark.parametrize("max_jobs", [1, 4, 40, 10000])
+def test_livekit_offers_jobs_until_max_concurrent_jobs(target: float, max_jobs: int) -> None:
+    """livekit-server offers a job only to a worker with load < target_load, comparing in
+    float32 (the proto's type): every slot below max_jobs is offered, none beyond it."""
+
+    def offered(used: int) -> bool:
+        status = worker_status(cap(max_jobs=max_jobs, running=used, target_load=target))
+        wire = agent.UpdateWorkerStatus.FromString(status.SerializeToString())  # float32 on the wire
+        return wire.status == agent.WS_AVAILABLE and struct_f32(target) - wire.load > 0
+
+    assert [offered(used) for used in range(max_jobs - 1, max_jobs + 1)] == [True, False]
+    assert offered(0)
+    loads = [
+        worker_status(cap(max_jobs=max_jobs, running=u, target_load=target)).load for u in range(max_jobs)
+    ]
+    assert loads == sorted(loads)  # busier workers still weigh less in LiveKit's choice
+
+
+def struct_f32(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
 
 
 def test_render_templates() -> None:

@@ -11,9 +11,12 @@ from agent_operator.spec import DeploymentSpec, SpecError, parse_duration
 pytestmark = pytest.mark.unit
 
 
+LIVEKIT: dict[str, Any] = {"url": "ws://lk:7880", "credentialsSecretRef": {"name": "lk"}}
+
+
 def minimal(**over: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "livekit": {"url": "ws://lk:7880", "credentialsSecretRef": {"name": "lk"}},
+        "livekit": dict(LIVEKIT),
         "entrypoint": "agents.voice:entrypoint",
         "template": {"spec": {"containers": [{"name": "agent", "image": "agent:1"}]}},
     }
@@ -43,6 +46,7 @@ def test_defaults() -> None:
     assert spec.credentials.api_key_key == "api-key"
     assert spec.drain_timeout == 600
     assert spec.warm_pool_size == 0
+    assert spec.target_load == 0.7
 
 
 @pytest.mark.parametrize(
@@ -56,6 +60,18 @@ def test_defaults() -> None:
         ({"template": {"spec": {"containers": []}}}, "containers"),
         ({"warmPool": {"size": 11}}, "warmPool.size"),
         ({"workerType": "job"}, "workerType"),
+        (
+            {"livekit": {"url": "ws://x", "credentialsSecretRef": {"name": "a"}, "targetLoad": 0}},
+            "targetLoad",
+        ),
+        (
+            {"livekit": {"url": "ws://x", "credentialsSecretRef": {"name": "a"}, "targetLoad": 1.5}},
+            "targetLoad",
+        ),
+        (
+            {"livekit": {"url": "ws://x", "credentialsSecretRef": {"name": "a"}, "targetLoad": "x"}},
+            "targetLoad",
+        ),
     ],
 )
 def test_invalid_specs_explain_themselves(over: dict[str, Any], message: str) -> None:
