@@ -41,16 +41,17 @@ def test_env() -> Iterator[TestEnvironment]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Keep the servers' logs when a test failed; remove the work folder otherwise."""
+    """Keep the servers' logs when a test failed (or AGENT_OPERATOR_TEST_KEEP_LOGS=1); remove the
+    work folder otherwise."""
     if _ENV is None:
         return
-    if session.testsfailed:
+    if session.testsfailed or os.environ.get("AGENT_OPERATOR_TEST_KEEP_LOGS") == "1":
         dest = Path(os.environ.get("AGENT_OPERATOR_TEST_LOGS", REPO_ROOT / ".test-logs")) / time.strftime(
             "%Y%m%d-%H%M%S"
         )
         for folder in _ENV.log_dirs():
             shutil.copytree(folder, dest / folder.relative_to(_ENV.workdir), dirs_exist_ok=True)
-        print(f"\n[testenv] tests failed; server logs kept in {dest}")
+        print(f"\n[testenv] server logs kept in {dest}")
     shutil.rmtree(_ENV.workdir, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ from agent_operator.tasks import BackgroundTasks
 log = logging.getLogger("agent_operator")
 
 LABEL_SETTLE_SECONDS = 2.0  # at exit: how long to try to take the leader label off this pod
+LINGER_REPORT_SECONDS = 2.0  # after the stop: name the tasks still running (kopf waits for them)
 
 
 class Probes:
@@ -189,6 +190,8 @@ async def _serve(
         side.spawn(announce())
     # kopf waits up to 5 s at exit for tasks started after this; ours are cancelled by us
     existing = set(asyncio.all_tasks())
+    lingering = asyncio.create_task(_report_lingering(stop_flag, existing))
+    existing.add(lingering)  # kopf reads this set when it stops: the report is not waited for
     tasks = await kopf.spawn_tasks(
         clusterwide=not namespaces,
         namespaces=namespaces,
@@ -226,8 +229,40 @@ async def _serve(
     try:
         await kopf.run_tasks(tasks, ignored=existing)
     finally:
+        lingering.cancel()
+        await asyncio.gather(lingering, return_exceptions=True)
         await side.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
     return exit_code
+
+
+async def _report_lingering(stop_flag: asyncio.Event, existing: set[asyncio.Task[Any]]) -> None:
+    """Name the tasks still running a while after the stop: kopf waits for them (up to 5 s)
+    before it exits, so one that ignores its cancellation delays a deploy."""
+    await stop_flag.wait()
+    await asyncio.sleep(LINGER_REPORT_SECONDS)
+    me = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks() if t not in existing and t is not me and not t.done()]
+    if pending:
+        log.warning(
+            "%d tasks still running %.0fs after the stop: %s",
+            len(pending),
+            LINGER_REPORT_SECONDS,
+            "; ".join(sorted(_where(t) for t in pending)),
+        )
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    """A task's chain of awaits, outermost first: ``outer file:line > inner file:line``."""
+    chain: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        name = getattr(coro, "__qualname__", type(coro).__name__)
+        if frame is not None:
+            name += f" {frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno}"
+        chain.append(name)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(chain[:1] + chain[1:][-5:])
