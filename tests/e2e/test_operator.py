@@ -5,6 +5,8 @@ runners, and the real livekit-server dispatching jobs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import os
 import signal
 import time
@@ -139,6 +141,53 @@ async def test_capacity_limits_what_the_worker_accepts(
     assert (await deployments.get("four"))["status"]["activeJobs"] == 4
     for room in rooms:
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+async def test_a_slot_freed_at_full_capacity_is_offered_at_once(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """At maxConcurrentJobs LiveKit knows the worker full and offers it nothing. When a call
+    ends, the next one, dispatched half a second later, gets an agent: the worker tells
+    LiveKit of the freed slot at once, not at its next periodic status (every 2.5 s, which
+    the half second would beat 4 times in 5). Three rounds."""
+    body = await ready_deployment(
+        deployments, operator, k8s, livekit, "one", "beacon_forever", maxConcurrentJobs=1
+    )
+    agent_name = body["spec"]["agentName"]
+
+    async def ended() -> float:
+        text = await operator.metrics()
+        try:
+            return metric_value(text, "agent_operator_jobs_ended_total", deployment="one", outcome="success")
+        except AssertionError:
+            return 0.0
+
+    async def more_ended_than(count: float) -> bool:
+        return await ended() > count
+
+    room = f"slot-0-{uuid.uuid4().hex[:6]}"
+    rooms = [room]
+    await dispatch(lk, agent_name, room)
+    await wait_participant(lk, room, "agent-")
+    for round_ in range(1, 4):
+        await asyncio.sleep(STATUS_INTERVAL + 0.5)  # LiveKit has had the full status
+        before = await ended()
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        await eventually(
+            functools.partial(more_ended_than, before), 30, "the call's end counted", interval=0.05
+        )
+        await asyncio.sleep(0.5)
+        room = f"slot-{round_}-{uuid.uuid4().hex[:6]}"
+        rooms.append(room)
+        await dispatch(lk, agent_name, room)
+        await wait_participant(lk, room, "agent-", timeout=30)
+    for room in rooms:
+        with contextlib.suppress(api.TwirpError):
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
 async def test_stopped_runner_pod_is_deleted_and_reported(

@@ -102,8 +102,8 @@ async def refuse_at_capacity(
     """Calls in a burst to a deployment that takes one at a time: one is answered at_capacity.
 
     LiveKit offers a job only to a worker it believes available, and the operator tells it
-    "full" in its next status update (every 2.5 s). So a refusal at capacity is what a burst
-    meets, quicker than that update. If an update lands inside the burst, LiveKit offers the
+    "full" in a status update within 0.1 s of the change. So a refusal at capacity is what a
+    burst meets, quicker than that update. If an update lands inside the burst, LiveKit offers the
     rest to nobody; then the call is ended and the burst tried again. Returns the rooms.
     """
     expr = (

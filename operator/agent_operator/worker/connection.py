@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 from urllib.parse import urlparse, urlunparse
@@ -28,7 +29,8 @@ from agent_operator.tasks import BackgroundTasks
 
 log = logging.getLogger("agent_operator.worker")
 
-STATUS_INTERVAL = 2.5
+STATUS_INTERVAL = 2.5  # the status is sent at least this often
+STATUS_CHECK_INTERVAL = 0.1  # and within this long of a change (a job started or ended)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,9 +201,19 @@ class WorkerConnection:
         self._handler_tasks.spawn(coro)
 
     async def _status_loop(self) -> None:
+        """Send the status when it changes (looked at every STATUS_CHECK_INTERVAL), and every
+        STATUS_INTERVAL anyway. LiveKit routes by the last status it got: a slot freed at full
+        capacity would otherwise be offered to no one for up to STATUS_INTERVAL."""
+        last: agent.UpdateWorkerStatus | None = None
+        sent_at = 0.0
         while True:
-            await self.send_status()
-            await asyncio.sleep(STATUS_INTERVAL)
+            status = self.handler.status()
+            now = time.monotonic()
+            if status != last or now - sent_at >= STATUS_INTERVAL:
+                with contextlib.suppress(ConnectionError):
+                    await self._send(agent.WorkerMessage(update_worker=status))
+                last, sent_at = status, now
+            await asyncio.sleep(STATUS_CHECK_INTERVAL)
 
     async def send_status(self) -> None:
         with contextlib.suppress(ConnectionError):
