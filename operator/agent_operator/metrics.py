@@ -76,6 +76,11 @@ JOBS_ACTIVE = Gauge(
     "Jobs with a pod right now (starting or running).",
     DEPLOYMENT_LABELS,
 )
+MAX_CONCURRENT_JOBS = Gauge(
+    "agent_operator_max_concurrent_jobs",
+    "The deployment's spec.maxConcurrentJobs: at it, LiveKit offers the worker no more jobs.",
+    DEPLOYMENT_LABELS,
+)
 AVAILABILITY_ANSWERS = Counter(
     "agent_operator_availability_answers_total",
     "Answers to LiveKit availability requests (answer yes/no, by reason).",
@@ -149,6 +154,7 @@ _PLAIN = (
     HEARTBEAT_TIMEOUTS,
     JOBS_ASSIGNED,
     JOBS_ACTIVE,
+    MAX_CONCURRENT_JOBS,
     WORKER_CONNECTED,
     WORKER_RECONNECTS,
     POOL_IDLE,

@@ -228,7 +228,7 @@ async def test_dashboard_and_alerts_evaluate_against_a_real_prometheus(
     rules = await asyncio.to_thread(render_alert_rules, RELEASE, ns)
     rule_path = write_rule_file(rules, tmp_path / "alerts.yaml")
     alerts = alert_rules(rules)
-    assert len(alerts) >= 7
+    assert len(alerts) >= 8
     check = await asyncio.to_thread(
         subprocess.run,
         [binary("promtool"), "check", "rules", str(rule_path)],
@@ -284,6 +284,7 @@ async def check_prometheus(prom: PrometheusServer, ns: str, alerts: list[dict[st
         f'agent_operator_kube_api_errors_total{{{sel}, operation="create_pod"}} >= 1',
         f'agent_operator_runner_attach_failures_total{{{sel}, reason="auth"}} >= 1',
         f'agent_operator_pool_target_pods{{{sel}, deployment="calls"}} == 1',
+        f'agent_operator_max_concurrent_jobs{{{sel}, deployment="calls"}} == 2',
         f'agent_operator_worker_connected{{{sel}, deployment="flaky"}} == 1',
     ):
         await eventually(has_data(prom, expr), 60, f"Prometheus has {expr}")
@@ -324,6 +325,7 @@ async def check_prometheus(prom: PrometheusServer, ns: str, alerts: list[dict[st
     assert firing_for("AgentOperatorRunnersKilled") == {"calls"}
     assert firing_for("AgentOperatorWarmPoolExhausted") == {"calls"}
     assert "busy" in firing_for("AgentOperatorRefusingJobs")
+    assert firing_for("AgentOperatorAtCapacity") == {"busy"}  # its one job runs; the others have none
     assert not results["AgentOperatorWorkerDisconnected"]
     assert not results["AgentOperatorDown"]
 

@@ -18,6 +18,17 @@ def legend(template: str, labels: dict[str, str]) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), template) or "value"
 
 
+def dashed(panel: dict[str, Any]) -> list[re.Pattern[str]]:
+    """The series names a panel's overrides draw dashed (Grafana's ``custom.lineStyle``)."""
+    out = []
+    for override in panel.get("fieldConfig", {}).get("overrides", []):
+        matcher = override.get("matcher", {})
+        styles = [p for p in override.get("properties", []) if p.get("id") == "custom.lineStyle"]
+        if matcher.get("id") == "byRegexp" and any(p["value"].get("fill") == "dash" for p in styles):
+            out.append(re.compile(matcher["options"]))
+    return out
+
+
 async def render_dashboard(
     prom: PrometheusServer, namespace: str, start: float, end: float, path: Path
 ) -> None:
@@ -27,7 +38,8 @@ async def render_dashboard(
     import matplotlib.pyplot as plt
 
     queries = panel_queries(namespace, ".*", "15s")
-    titles = [p["title"] for p in dashboard()["panels"]]
+    panels = {p["title"]: p for p in dashboard()["panels"]}
+    titles = list(panels)
     cols = 3
     rows = math.ceil(len(titles) / cols)
     plt.style.use("dark_background")
@@ -35,13 +47,16 @@ async def render_dashboard(
     step = max(1.0, (end - start) / 300)
     for ax, title in zip(axes.flat, titles, strict=False):
         scale, unit = 1.0, ""
+        dashes = dashed(panels[title])
         for q in (q for q in queries if q.panel == title):
             scale, unit = UNIT_SCALE.get(q.unit, (1.0, ""))
             series: list[dict[str, Any]] = await prom.query_range(q.expr, start, end, step)
             for s in series:
                 xs = [float(t) - start for t, _ in s["values"]]
                 ys = [float(v) * scale for _, v in s["values"]]
-                ax.plot(xs, ys, linewidth=1.4, label=legend(q.legend, s["metric"]))
+                name = legend(q.legend, s["metric"])
+                style = "--" if any(d.fullmatch(name) for d in dashes) else "-"
+                ax.plot(xs, ys, linewidth=1.4, linestyle=style, label=name)
         ax.set_title(title, fontsize=10, loc="left")
         ax.set_xlabel("seconds into the run", fontsize=8)
         if unit:
