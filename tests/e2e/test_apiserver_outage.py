@@ -19,6 +19,7 @@ from tests.support.operator import (
     OperatorProcess,
     dispatch,
     ready_deployment,
+    starts_reported,
     status_equals,
     wait_participant,
 )
@@ -71,6 +72,7 @@ async def test_call_survives_an_api_server_outage_and_the_operator_carries_on(
     await wait_participant(lk, third, "agent-", timeout=120)
     again = await wait_participant(lk, first, "agent-", timeout=10)
     assert again.sid == agent.sid
+    await starts_reported(deployments, "outage", 3)
     for room in (first, second, third):
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "outage", "jobsSucceeded", 3, timeout=120)

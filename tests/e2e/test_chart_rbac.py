@@ -34,6 +34,7 @@ from tests.support.operator import (
     create_credentials,
     dispatch,
     release_deployments,
+    starts_reported,
     status_equals,
     wait_participant,
 )
@@ -161,6 +162,7 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
         await wait_participant(lk, room, "agent-")
         (pod,) = await deployments.pods("rbac")
         assert pod.metadata.namespace == home
+        await starts_reported(deployments, "rbac", 1)
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
         await status_equals(deployments, "rbac", "jobsSucceeded", 1, timeout=90)
         held = await client.CoordinationV1Api(k8s).read_namespaced_lease(lease, ns)

@@ -39,6 +39,7 @@ from tests.support.operator import (
     metric_value,
     pid,
     ready_deployment,
+    starts_reported,
     status_equals,
     wait_participant,
 )
@@ -72,6 +73,7 @@ async def test_dispatch_runs_one_pod_per_job_and_cleans_up(
     assert pod.metadata.annotations["agentoperator.dev/room"] == room
     assert pod.metadata.owner_references[0].kind == "AgentDeployment"
 
+    await starts_reported(deployments, "voice", 1)
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
     async def gone() -> bool:
@@ -339,6 +341,7 @@ async def test_operator_killed_before_the_runner_attached_resumes_the_job(
     started = metric_value(page, "agent_operator_jobs_started_total", deployment="late", path="resumed")
     assert started == 1, "counted as a resumed start"
     assert [p.metadata.uid for p in await deployments.pods("late")] == [pod.metadata.uid], "no second pod"
+    await starts_reported(deployments, "late", 1)
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "late", "jobsSucceeded", 1, timeout=90)
     assert (await deployments.get("late"))["status"].get("jobsFailed", 0) == 0
@@ -419,6 +422,7 @@ async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_at
     assert joined.identity == f"agent-{job.id}"
     assert "resumed the job" in operator.log_text()
     await wait_participant(lk, first, "agent-", timeout=60)  # the model's own job goes on
+    await starts_reported(deployments, "late2", 2)
     for r in (first, room):
         await lk.room.delete_room(api.DeleteRoomRequest(room=r))
     await status_equals(deployments, "late2", "jobsSucceeded", 2, timeout=90)
@@ -514,6 +518,7 @@ async def test_no_token_or_secret_leaks(
     await dispatch(lk, body["spec"]["agentName"], room)
     await wait_participant(lk, room, "agent-")
     pod = await job_pod(deployments, "quiet")
+    await starts_reported(deployments, "quiet", 1)
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "quiet", "jobsSucceeded", 1)
     pod_text = repr(client.ApiClient().sanitize_for_serialization(pod))

@@ -30,6 +30,7 @@ from tests.support.operator import (
     leader_and_standby,
     metric_value,
     ready_deployment,
+    starts_logged,
     status_equals,
     wait_participant,
 )
@@ -160,6 +161,7 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
             f"{handover[-1]}\noffers the old operator held and passed on: {passed}; jobs resumed: {resumed}"
         )
 
+        await starts_logged([old, new], rooms)  # a call hung up before that would end as failed
         for room in rooms:
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
         await status_equals(deployments, "handover", "jobsSucceeded", len(rooms), timeout=120)

@@ -23,6 +23,7 @@ from tests.support.operator import (
     OperatorProcess,
     dispatch,
     ready_deployment,
+    starts_logged,
     status_equals,
     wait_participant,
 )
@@ -69,6 +70,7 @@ async def test_rollout_keeps_the_running_call_and_serves_calls_after_it(
     assert again.sid == agent.sid, "the first call never lost its agent"
     assert len(await deployments.pods("rolling")) == 2, "the adopted call's pod and the new one"
 
+    await starts_logged([operator], (first, after))
     for room in (first, after):
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "rolling", "jobsSucceeded", 2, timeout=90)

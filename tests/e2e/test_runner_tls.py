@@ -30,6 +30,7 @@ from tests.support.operator import (
     create_credentials,
     dispatch,
     job_pod,
+    starts_reported,
     status_equals,
     wait_participant,
 )
@@ -166,6 +167,7 @@ async def test_jobs_run_over_tls_and_survive_a_certificate_renewal(
         second = f"tls-{uuid.uuid4().hex[:6]}"
         await dispatch(lk, body["spec"]["agentName"], second)
         await wait_participant(lk, second, "agent-")
+        await starts_reported(deployments, "secure", 2)
         await lk.room.delete_room(api.DeleteRoomRequest(room=second))
         await status_equals(deployments, "secure", "jobsSucceeded", 2)
         assert "runner TLS certificate reloaded" in op.log_text()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +399,38 @@ async def pid(deployments: Deployments, pod: Any) -> int:
         return None
 
     return await eventually(read, 30, "runner pid")
+
+
+async def starts_reported(deployments: Deployments, name: str, count: int, timeout: float = 60) -> None:
+    """Until the operator has heard ``count`` runners report their start. A call hung up before
+    its runner's start report ends its job as failed (the agent was not up yet): a test that
+    ends calls and expects successes waits for this first, however quickly the agent joined."""
+
+    async def check() -> bool:
+        status = (await deployments.get(name)).get("status") or {}
+        return int(status.get("jobsStarted", 0)) >= count
+
+    await eventually(check, timeout, f"{name} status jobsStarted>={count}")
+
+
+# a job's start, as the operator logs it: started, or re-adopted running (its runner started
+# it while the operators changed, and re-attached with it)
+STARTED_LINE = re.compile(r'"msg": "(job started in |re-adopted a running job)')
+
+
+async def starts_logged(
+    operators: Sequence[OperatorProcess], rooms: Iterable[str], timeout: float = 60
+) -> None:
+    """``starts_reported`` across operators (a restart or a handover): until each room's job
+    is logged started by one of them (``STARTED_LINE``)."""
+    wanted = list(rooms)
+
+    async def check() -> bool:
+        text = "\n".join(op.log_text() for op in operators)
+        lines = [line for line in text.splitlines() if STARTED_LINE.search(line)]
+        return all(any(f'"room": "{room}"' in line for line in lines) for room in wanted)
+
+    await eventually(check, timeout, f"the start of the jobs of {wanted} logged")
 
 
 async def status_equals(
