@@ -337,11 +337,11 @@ async def test_operator_killed_before_the_runner_attached_resumes_the_job(
         return any(e.reason == "JobResumed" for e in await deployments.events("late"))
 
     await eventually(resumed, 30, "JobResumed event")
+    await starts_reported(deployments, "late", 1)  # the start is counted when the runner reports it
     page = await operator.metrics()
     started = metric_value(page, "agent_operator_jobs_started_total", deployment="late", path="resumed")
     assert started == 1, "counted as a resumed start"
     assert [p.metadata.uid for p in await deployments.pods("late")] == [pod.metadata.uid], "no second pod"
-    await starts_reported(deployments, "late", 1)
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "late", "jobsSucceeded", 1, timeout=90)
     assert (await deployments.get("late"))["status"].get("jobsFailed", 0) == 0
