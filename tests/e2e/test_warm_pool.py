@@ -21,6 +21,7 @@ from tests.support.operator import (
     agent_deployment,
     create_credentials,
     dispatch,
+    metric_value,
     wait_participant,
 )
 from tests.testenv.kubeclient import eventually
@@ -123,9 +124,12 @@ async def test_empty_pool_takes_the_cold_path(
         await dispatch(lk, body["spec"]["agentName"], room)
     for room in rooms:
         await wait_participant(lk, room, "agent-")
-    metrics = await operator.metrics()
-    assert 'path="warm"' in metrics
-    assert 'path="cold"' in metrics
+    page = await operator.metrics()
+    placed = {
+        path: metric_value(page, "agent_operator_job_placements_total", deployment="tiny", path=path)
+        for path in ("warm", "cold")
+    }
+    assert placed == {"warm": 1, "cold": 1}, "one call took the idle pod, the other a new pod"
 
 
 async def test_idle_pods_are_recycled_by_age(
