@@ -642,7 +642,8 @@ class DeploymentRuntime:
                 **self.counts,
             }
             metrics.JOBS_ACTIVE.labels(*self._labels).set(len(self.jobs))
-            metrics.MAX_CONCURRENT_JOBS.labels(*self._labels).set(self.capacity().max_jobs)
+            max_jobs = self.spec.max_concurrent_jobs if self.spec else 0
+            metrics.MAX_CONCURRENT_JOBS.labels(*self._labels).set(max_jobs)
             busy = sum(1 for j in self.jobs.values() if j.pod is not None)
             metrics.POOL_BUSY.labels(*self._labels).set(busy)
             try:
