@@ -4,7 +4,7 @@ PY := $(abspath $(VENV))/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: bench dashboard-image setup binaries manifests proto lint test test-unit test-e2e demo clean
+.PHONY: bench dashboard-image setup system-packages binaries manifests proto lint test test-unit test-e2e demo clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -12,18 +12,23 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed binaries
+# Debian packages (devenv/apt-packages.txt): installed when missing, so a fresh machine needs
+# nothing by hand
+system-packages:
+	devenv/install-system-packages
+
+setup: system-packages $(VENV)/.installed binaries
 
 # Build (or reuse from ~/.cache/livekit-agent-operator) etcd, kube-apiserver,
 # kube-controller-manager, livekit-server and helm from their pinned Go modules, and fetch
-# the Prometheus Operator CRDs the chart test installs (tests/testenv/crds.py).
+# the Prometheus Operator CRDs the chart test installs (devenv/crds.py).
 binaries: $(VENV)/.installed
-	$(PY) -m tests.testenv.binaries
+	$(PY) -m devenv.binaries
 
 # manifests/ for `kubectl apply` users: the chart's default render and a copy of its CRD
 # (tests/e2e/test_chart.py fails when they differ)
 manifests: $(VENV)/.installed
-	$(PY) -m tests.testenv.binaries --only helm
+	$(PY) -m devenv.binaries --only helm
 	$(PY) -m tests.support.chart
 
 proto: $(VENV)/.installed
@@ -36,18 +41,18 @@ lint: $(VENV)/.installed
 	lint-imports
 	python -c "import operator; operator.itemgetter"
 
-# the suite runs in a network namespace of its own (see tests/testenv/netns-run)
+# the suite runs in a network namespace of its own (see devenv/netns-run)
 test: setup lint
-	tests/testenv/netns-run $(PY) -m pytest -m "unit or e2e" $(PYTEST_ARGS)
+	devenv/netns-run $(PY) -m pytest -m "unit or e2e" $(PYTEST_ARGS)
 
 test-unit: $(VENV)/.installed
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
 test-e2e: setup
-	tests/testenv/netns-run $(PY) -m pytest -m e2e $(PYTEST_ARGS)
+	devenv/netns-run $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 demo: setup
-	tests/testenv/netns-run $(PY) -m tests.testenv.demo $(DEMO_ARGS)
+	devenv/netns-run $(PY) -m devenv.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .test-logs .mypy_cache .ruff_cache .pytest_cache
@@ -60,11 +65,11 @@ $(LKA_VENV)/.installed:
 	touch $@
 
 bench: setup $(LKA_VENV)/.installed
-	tests/testenv/netns-run $(PY) -m tests.bench.dispatch_latency --lka-python $(abspath $(LKA_VENV))/bin/python
+	devenv/netns-run $(PY) -m tests.bench.dispatch_latency --lka-python $(abspath $(LKA_VENV))/bin/python
 	$(PY) -m tests.bench.supervisor_capacity --runners 500 1000 2000 4000
 
 # docs/dashboard.png: the chart's dashboard panels drawn with matplotlib from the Prometheus
 # that scraped the operator during the monitoring e2e test (Grafana itself cannot run here)
 dashboard-image: setup
 	$(PY) -m pip install -q matplotlib
-	AGENT_OPERATOR_DASHBOARD_PNG=$(abspath docs/dashboard.png) tests/testenv/netns-run $(PY) -m pytest -m e2e tests/e2e/test_prometheus.py
+	AGENT_OPERATOR_DASHBOARD_PNG=$(abspath docs/dashboard.png) devenv/netns-run $(PY) -m pytest -m e2e tests/e2e/test_prometheus.py

@@ -1,4 +1,4 @@
-"""Session fixtures: the real servers of the test environment (see tests/testenv)."""
+"""Session fixtures: the real servers of the test environment (see devenv)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from tests.testenv.environment import REPO_ROOT, TestEnvironment
-from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import api_client, create_namespace
-from tests.testenv.livekit import LiveKitAccess
+from devenv.environment import REPO_ROOT, TestEnvironment
+from devenv.kube import KubeAccess
+from devenv.kubeclient import api_client, create_namespace
+from devenv.livekit import LiveKitAccess
 
 _ENV: TestEnvironment | None = None
 

@@ -1,6 +1,6 @@
 """Dispatch latency and dead-runner detection, on the real local environment.
 
-    tests/testenv/netns-run python -m tests.bench.dispatch_latency [--n 50] [--lka-python PATH]
+    devenv/netns-run python -m tests.bench.dispatch_latency [--n 50] [--lka-python PATH]
 
 One livekit-server, one machine, one run. For each of
   a. this operator, warm pool path (idle pods attached and waiting);
@@ -35,6 +35,9 @@ from kubernetes_asyncio import client
 from livekit import api
 from livekit.protocol import models
 
+from devenv.environment import REPO_ROOT, TestEnvironment
+from devenv.kubeclient import api_client, create_namespace, eventually
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -45,9 +48,6 @@ from tests.support.operator import (
     job_pod,
     pid,
 )
-from tests.testenv.environment import REPO_ROOT, TestEnvironment
-from tests.testenv.kubeclient import api_client, create_namespace, eventually
-from tests.testenv.livekit import LiveKitAccess
 
 POLL = 0.01
 

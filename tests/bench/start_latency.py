@@ -1,7 +1,7 @@
 """StartJobRequest -> StartJobResponse against the local livekit-server (the runner joining the
 room and starting its entrypoint), over real runner pods attached to a real supervisor.
 
-    tests/testenv/netns-run python -m tests.bench.start_latency [--n 20]
+    devenv/netns-run python -m tests.bench.start_latency [--n 20]
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 from kubernetes_asyncio import client
 
+from devenv.environment import TestEnvironment
+from devenv.kubeclient import api_client, create_namespace
 from tests.support.runner_harness import Harness
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import api_client, create_namespace
 
 
 async def run(env: TestEnvironment, n: int) -> list[float]:

@@ -29,10 +29,10 @@ from typing import Any
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
+from devenv.environment import REPO_ROOT, TestEnvironment
+from devenv.kubeclient import api_client, create_namespace
+from devenv.procs import free_port
 from tests.support.supervision import parked_pod, pod_token
-from tests.testenv.environment import REPO_ROOT, TestEnvironment
-from tests.testenv.kubeclient import api_client, create_namespace
-from tests.testenv.procs import free_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

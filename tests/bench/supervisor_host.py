@@ -25,7 +25,7 @@ from agent_operator.supervisor import (
     RunnerBinding,
     Supervisor,
 )
-from tests.testenv.kubeclient import api_client
+from devenv.kubeclient import api_client
 
 
 async def amain(args: argparse.Namespace, pods: list[dict[str, str]]) -> None:

@@ -1,6 +1,6 @@
 """Voice turn latency: end of user speech → first agent audio frame, median over N turns.
 
-    tests/testenv/netns-run python -m tests.bench.voice_latency [--turns 10]
+    devenv/netns-run python -m tests.bench.voice_latency [--turns 10]
 
 Starts a real livekit-server, the runner as a real process with the offline example agent
 (Silero VAD, PocketSphinx, rule-based LLM, espeak-ng) and a caller that asks questions with
@@ -30,10 +30,10 @@ from pathlib import Path
 
 from agent_jobrunner.protocol import pb
 from agent_jobrunner.voice.metrics import STAGES
+from devenv import binaries
+from devenv.environment import REPO_ROOT
+from devenv.livekit import LocalLiveKit
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
-from tests.testenv import binaries
-from tests.testenv.environment import REPO_ROOT
-from tests.testenv.livekit import LocalLiveKit
 from tests.voicekit.caller import Caller
 from tests.voicekit.speech import speak, trailing_silence
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job

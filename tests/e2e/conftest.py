@@ -9,11 +9,11 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess
+from devenv.kubeclient import api_client
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import Deployments, OperatorProcess, install_crd, release_deployments
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import api_client
-from tests.testenv.livekit import LiveKitAccess
 
 
 @pytest.fixture(scope="session")

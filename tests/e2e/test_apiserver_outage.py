@@ -14,6 +14,9 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.environment import TestEnvironment
+from devenv.kubeclient import eventually
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -23,9 +26,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import eventually
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

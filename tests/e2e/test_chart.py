@@ -17,11 +17,11 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT
+from devenv.crds import prometheus_operator_crds
+from devenv.kube import KubeAccess
+from devenv.kubeclient import api_client, eventually
 from tests.support.apply import Applier, differences
 from tests.support.chart import CHART, VALUES_ALL, expected_manifests, helm, render, sets, value_keys
-from tests.testenv.crds import prometheus_operator_crds
-from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import api_client, eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -21,6 +21,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from livekit import api
 
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess, write_token_kubeconfig
+from devenv.kubeclient import api_client, create_namespace, eventually
+from devenv.livekit import LiveKitAccess
 from tests.support.apply import Applier
 from tests.support.chart import render, sets
 from tests.support.operator import (
@@ -39,10 +43,6 @@ from tests.support.operator import (
     wait_participant,
 )
 from tests.support.operator_pods import leader_label, operator_pods
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess, write_token_kubeconfig
-from tests.testenv.kubeclient import api_client, create_namespace, eventually
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

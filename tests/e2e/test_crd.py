@@ -9,8 +9,8 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from devenv.environment import REPO_ROOT
 from tests.support.operator import GROUP, PLURAL, VERSION
-from tests.testenv.environment import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

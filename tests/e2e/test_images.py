@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testenv.environment import REPO_ROOT
+from devenv.environment import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -19,6 +19,10 @@ import pytest
 from kubernetes_asyncio import client
 
 from agent_operator.kube.leader_label import LEADER_LABEL, LeaderPodLabel
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess
+from devenv.kubeclient import eventually
+from devenv.procs import free_port
 from tests.support.chart import render, sets
 from tests.support.operator import OperatorProcess
 from tests.support.operator_pods import (
@@ -28,10 +32,6 @@ from tests.support.operator_pods import (
     operator_pods,
     report_running,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import eventually
-from tests.testenv.procs import free_port
 
 pytestmark = pytest.mark.e2e
 

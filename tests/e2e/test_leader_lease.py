@@ -15,9 +15,9 @@ import pytest
 from kubernetes_asyncio import client
 
 from agent_operator.kube.lease import SERVING_ANNOTATION, LeaderLease, LeaseLost
-from tests.testenv.kube import KubeAccess, write_token_kubeconfig
-from tests.testenv.kubeclient import api_client, eventually
-from tests.testenv.procs import free_port
+from devenv.kube import KubeAccess, write_token_kubeconfig
+from devenv.kubeclient import api_client, eventually
+from devenv.procs import free_port
 
 pytestmark = pytest.mark.e2e
 

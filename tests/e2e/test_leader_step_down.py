@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess, write_kubeconfig
+from devenv.kubeclient import eventually
+from devenv.tcpproxy import TcpProxy
 from tests.support.operator import OperatorProcess, leader_and_standby
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess, write_kubeconfig
-from tests.testenv.kubeclient import eventually
-from tests.testenv.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.e2e
 

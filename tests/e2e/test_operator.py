@@ -28,6 +28,9 @@ from agent_operator.kube.podspec import (
     LABEL_JOB_ID,
 )
 from agent_operator.worker.connection import STATUS_INTERVAL
+from devenv.environment import TestEnvironment
+from devenv.kubeclient import eventually, process_gone
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -43,9 +46,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import eventually, process_gone
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

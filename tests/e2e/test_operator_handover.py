@@ -23,6 +23,9 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -34,9 +37,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

@@ -18,6 +18,8 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.kubeclient import eventually
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -27,8 +29,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.testenv.kubeclient import eventually
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

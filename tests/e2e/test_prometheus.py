@@ -30,6 +30,10 @@ from livekit import api
 
 from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator.worker.connection import STATUS_INTERVAL
+from devenv.environment import TestEnvironment
+from devenv.kubeclient import eventually
+from devenv.livekit import LiveKitAccess
+from devenv.prometheus import PrometheusServer, ScrapeTarget, binary
 from tests.support.monitoring import (
     alert_rules,
     alert_signal,
@@ -49,10 +53,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import eventually
-from tests.testenv.livekit import LiveKitAccess
-from tests.testenv.prometheus import PrometheusServer, ScrapeTarget, binary
 
 pytestmark = pytest.mark.e2e
 

@@ -22,6 +22,8 @@ from livekit import api, rtc
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb
+from devenv.livekit import LiveKitAccess
+from devenv.pki import LocalCA
 from tests.support.scripted_supervisor import (
     CREDENTIAL,
     WAIT,
@@ -31,8 +33,6 @@ from tests.support.scripted_supervisor import (
     room_token,
     start_request,
 )
-from tests.testenv.livekit import LiveKitAccess
-from tests.testenv.pki import LocalCA
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

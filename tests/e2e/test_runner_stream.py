@@ -27,10 +27,10 @@ from agent_operator.supervisor import (
     OutcomeStatus,
 )
 from agent_operator.supervisor.service import StartFailed
+from devenv.environment import TestEnvironment
+from devenv.kubeclient import eventually, process_gone
+from devenv.livekit import LiveKitAccess
 from tests.support.runner_harness import Harness
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import eventually, process_gone
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

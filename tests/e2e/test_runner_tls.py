@@ -22,6 +22,10 @@ from livekit import api
 
 from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator.supervisor.tls import ReloadingServerCertificate
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess
+from devenv.livekit import LiveKitAccess
+from devenv.pki import CertPair, LocalCA
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -34,10 +38,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess
-from tests.testenv.livekit import LiveKitAccess
-from tests.testenv.pki import CertPair, LocalCA
 
 pytestmark = pytest.mark.e2e
 

@@ -13,10 +13,10 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.testenv import binaries
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kube import KubeAccess
-from tests.testenv.kubeclient import eventually
+from devenv import binaries
+from devenv.environment import TestEnvironment
+from devenv.kube import KubeAccess
+from devenv.kubeclient import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.smoke]
 

@@ -10,7 +10,7 @@ import pytest
 from livekit import api
 from livekit.protocol import agent, models
 
-from tests.testenv.livekit import LiveKitAccess
+from devenv.livekit import LiveKitAccess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.smoke]
 

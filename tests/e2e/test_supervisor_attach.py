@@ -28,6 +28,7 @@ from agent_operator.supervisor import (
     SupervisorSettings,
 )
 from agent_operator.supervisor.types import Resolver
+from devenv.procs import free_port
 from tests.support.supervision import (
     ObservedTerminator,
     RecordingListener,
@@ -35,7 +36,6 @@ from tests.support.supervision import (
     parked_pod,
     pod_token,
 )
-from tests.testenv.procs import free_port
 
 pytestmark = pytest.mark.e2e
 

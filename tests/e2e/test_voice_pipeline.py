@@ -18,8 +18,8 @@ import pytest
 
 from agent_jobrunner.protocol import pb
 from agent_jobrunner.voice.providers.rules import STORY
+from devenv.livekit import LiveKitAccess
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
-from tests.testenv.livekit import LiveKitAccess
 from tests.voicekit.caller import Caller
 from tests.voicekit.fake_openai import FakeOpenAI
 from tests.voicekit.speech import speak, trailing_silence, transcribe

@@ -11,6 +11,8 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.kubeclient import eventually
+from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     AGENTS,
     GROUP,
@@ -24,8 +26,6 @@ from tests.support.operator import (
     metric_value,
     wait_participant,
 )
-from tests.testenv.kubeclient import eventually
-from tests.testenv.livekit import LiveKitAccess
 
 pytestmark = pytest.mark.e2e
 

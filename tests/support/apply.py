@@ -13,7 +13,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from tests.testenv.kubeclient import eventually
+from devenv.kubeclient import eventually
 
 FIELD_MANAGER = "agent-operator-tests"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from tests.testenv import binaries
-from tests.testenv.environment import REPO_ROOT
+from devenv import binaries
+from devenv.environment import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "livekit-agent-operator"
 CHART_CRD = CHART / "crds" / "agentdeployments.agentoperator.dev.yaml"

@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from devenv.prometheus import PrometheusServer
 from tests.support.monitoring import dashboard, panel_queries
-from tests.testenv.prometheus import PrometheusServer
 
 UNIT_SCALE = {"s": (1000.0, "ms")}
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from tests.testenv import binaries
-from tests.testenv.environment import REPO_ROOT
+from devenv import binaries
+from devenv.environment import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "livekit-agent-operator"
 DASHBOARD = CHART / "files" / "dashboard.json"

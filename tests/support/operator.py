@@ -20,10 +20,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from livekit import api
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.testenv.environment import REPO_ROOT
-from tests.testenv.kubeclient import eventually
-from tests.testenv.livekit import LiveKitAccess
-from tests.testenv.procs import free_port
+from devenv.environment import REPO_ROOT
+from devenv.kubeclient import eventually
+from devenv.livekit import LiveKitAccess
+from devenv.procs import free_port
 
 CRD_FILE = (
     REPO_ROOT / "charts" / "livekit-agent-operator" / "crds" / "agentdeployments.agentoperator.dev.yaml"

@@ -23,9 +23,9 @@ from agent_operator.supervisor import (
     Supervisor,
     SupervisorSettings,
 )
+from devenv.kubeclient import eventually
+from devenv.livekit import LiveKitAccess
 from tests.support.supervision import ObservedTerminator, RecordingListener, binding_for, runner_pod
-from tests.testenv.kubeclient import eventually
-from tests.testenv.livekit import LiveKitAccess
 
 AGENTS = "tests.agents.stream_agents"
 

@@ -22,8 +22,8 @@ from livekit.protocol import agent as lk_agent
 from livekit.protocol import models
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, now_us, pb, pb_grpc
-from tests.testenv.environment import REPO_ROOT
-from tests.testenv.livekit import LiveKitAccess
+from devenv.environment import REPO_ROOT
+from devenv.livekit import LiveKitAccess
 
 # generous: a slow 2-core machine runs the runner, livekit-server and the test at once
 WAIT = 60.0

@@ -25,7 +25,7 @@ from agent_operator.supervisor import (
     PodIdentity,
     RunnerBinding,
 )
-from tests.testenv.environment import REPO_ROOT
+from devenv.environment import REPO_ROOT
 
 
 @dataclasses.dataclass

@@ -10,7 +10,7 @@ from prometheus_client import REGISTRY
 
 from agent_operator.kube.events import EventRecorder
 from agent_operator.kube.podspec import Owner
-from tests.testenv.procs import free_port
+from devenv.procs import free_port
 
 pytestmark = pytest.mark.unit
 

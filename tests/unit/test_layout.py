@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.testenv.environment import REPO_ROOT
+from devenv.environment import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

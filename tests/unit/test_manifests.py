@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.testenv.environment import REPO_ROOT
+from devenv.environment import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from kubernetes_asyncio import client
 from prometheus_client import REGISTRY
 
 from agent_operator.kube.pods import PodManager
-from tests.testenv.procs import free_port
+from devenv.procs import free_port
 
 pytestmark = pytest.mark.unit
 

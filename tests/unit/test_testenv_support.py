@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.testenv import binaries
-from tests.testenv.kubelet import _expand, _field, _remap
+from devenv import binaries
+from devenv.kubelet import _expand, _field, _remap
 
 pytestmark = pytest.mark.unit
 

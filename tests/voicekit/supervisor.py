@@ -5,8 +5,8 @@ from __future__ import annotations
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.protocol import pb
+from devenv.livekit import LiveKitAccess
 from tests.support.scripted_supervisor import RunnerProcess, Session, start_request
-from tests.testenv.livekit import LiveKitAccess
 
 VOICE_AGENT = "agent_jobrunner.examples.voice:entrypoint"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from tests.testenv.procs import free_port
+from devenv.procs import free_port
 
 
 class TcpProxy:

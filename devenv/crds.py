@@ -6,7 +6,7 @@ fetched with ``go mod download`` (checked against the Go checksum database) and 
 them: the test network namespace has no route out, so a cold cache cannot be filled from a
 test (a warm Go module cache still can).
 
-    python -m tests.testenv.crds      # fetch or reuse, print the paths
+    python -m devenv.crds      # fetch or reuse, print the paths
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.testenv.binaries import BuildError, cache_root
+from devenv.binaries import BuildError, cache_root
 
 PROMETHEUS_OPERATOR_MODULE = "github.com/prometheus-operator/prometheus-operator"
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"

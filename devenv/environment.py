@@ -8,7 +8,7 @@ that already exist, set (opt-in):
 * ``AGENT_OPERATOR_TEST_LIVEKIT_URL``, ``AGENT_OPERATOR_TEST_LIVEKIT_API_KEY``,
   ``AGENT_OPERATOR_TEST_LIVEKIT_API_SECRET``: an existing LiveKit server.
 
-    python -m tests.testenv.environment      # start everything, print access, wait for Ctrl-C
+    python -m devenv.environment      # start everything, print access, wait for Ctrl-C
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.testenv import binaries
-from tests.testenv.kube import KubeAccess, LocalKubeCluster, external_access
-from tests.testenv.livekit import LiveKitAccess, LocalLiveKit
-from tests.testenv.procs import ServerProcess, wait_until
+from devenv import binaries
+from devenv.kube import KubeAccess, LocalKubeCluster, external_access
+from devenv.livekit import LiveKitAccess, LocalLiveKit
+from devenv.procs import ServerProcess, wait_until
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class ProcessKubeletRunner:
@@ -39,7 +39,7 @@ class ProcessKubeletRunner:
             [
                 sys.executable,
                 "-m",
-                "tests.testenv.kubelet",
+                "devenv.kubelet",
                 f"--kubeconfig={kubeconfig}",
                 f"--node-name={node_name}",
                 f"--state-dir={self.state_dir}",

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from tests.testenv import binaries
-from tests.testenv.procs import ServerProcess, free_port, http_ok, wait_until
+from devenv import binaries
+from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +35,7 @@ class LocalLiveKit:
         self, workdir: Path, node_ip: str | None = None, webhook_urls: list[str] | None = None
     ) -> None:
         self.workdir = workdir
-        # inside tests/testenv/netns-run: the namespace's veth end; else loopback
+        # inside devenv/netns-run: the namespace's veth end; else loopback
         self.node_ip = node_ip or os.environ.get("AGENT_OPERATOR_TEST_NODE_IP", "127.0.0.1")
         self.rtc_interface = os.environ.get("AGENT_OPERATOR_TEST_RTC_INTERFACE", "lo")
         self.webhook_urls = webhook_urls or []

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.testenv import binaries
-from tests.testenv.pki import CertPair, LocalCA, service_account_keys
-from tests.testenv.procs import ServerProcess, free_port, http_ok, wait_until
+from devenv import binaries
+from devenv.pki import CertPair, LocalCA, service_account_keys
+from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 CONTROLLERS = (

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from tests.testenv.procs import ServerProcess, free_port, http_ok, wait_until
+from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
 
 class PrometheusError(RuntimeError):

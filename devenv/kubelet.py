@@ -19,7 +19,7 @@ It is the only stand-in of the test environment (there is no container runtime h
 What it does not do: pull images, apply ``securityContext`` to the process (the API server's
 PodSecurity admission still checks it), restart containers, run probes or init containers.
 
-    python -m tests.testenv.kubelet --kubeconfig admin.kubeconfig --state-dir DIR
+    python -m devenv.kubelet --kubeconfig admin.kubeconfig --state-dir DIR
 """
 
 from __future__ import annotations

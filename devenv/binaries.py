@@ -6,11 +6,11 @@ Each binary comes from a small Go wrapper module under ``gobuild/<name>/`` whose
 keyed by a hash of the wrapper module, the build flags and the Go version, so a change
 to any of them rebuilds and a warm cache costs a few hashes.
 
-    python -m tests.testenv.binaries            # build or reuse all, print timings
-    python -m tests.testenv.binaries --only helm
+    python -m devenv.binaries            # build or reuse all, print timings
+    python -m devenv.binaries --only helm
 
 Without ``--only`` it also fetches (or reuses) the third-party CRDs the tests install
-(``tests/testenv/crds.py``), so everything that needs the network is ready before the tests.
+(``devenv/crds.py``), so everything that needs the network is ready before the tests.
 
 A failing build raises with Go's own error output; there is no fallback.
 """
@@ -155,7 +155,7 @@ def find(name: str) -> Path:
     binary = next(b for b in BINARIES if b.name == name)
     path = binary_path(binary)
     if not path.is_file():
-        raise BuildError(f"{name} is not built; run `python -m tests.testenv.binaries` first")
+        raise BuildError(f"{name} is not built; run `python -m devenv.binaries` first")
     return path
 
 
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = ensure_all(args.only)
         if not args.only:
-            from tests.testenv.crds import prometheus_operator_crds
+            from devenv.crds import prometheus_operator_crds
 
             prometheus_operator_crds(log=True)
     except BuildError as exc:

@@ -21,6 +21,8 @@ from typing import Any
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.environment import TestEnvironment
+from devenv.kubeclient import api_client, create_namespace, eventually
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -30,8 +32,6 @@ from tests.support.operator import (
     install_crd,
     wait_participant,
 )
-from tests.testenv.environment import TestEnvironment
-from tests.testenv.kubeclient import api_client, create_namespace, eventually
 
 METRICS_SHOWN = (
     "agent_operator_jobs_",
