@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from livekit.protocol import agent
 
@@ -70,24 +69,3 @@ def worker_status(capacity: Capacity) -> agent.UpdateWorkerStatus:
         job_count=capacity.running,
         draining=capacity.draining,
     )
-
-
-class _Fields(dict[str, str]):
-    def __missing__(self, key: str) -> str:
-        raise KeyError(f"unknown field {{{key}}} (known: {', '.join(sorted(self))})")
-
-
-def render(template: str, job: agent.Job, deployment: str) -> str:
-    """Fill an identity/name template with {job_id}, {room}, {agent_name}, {deployment}."""
-    fields = _Fields(job_id=job.id, room=job.room.name, agent_name=job.agent_name, deployment=deployment)
-    return template.format_map(fields)
-
-
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def pod_name(deployment: str, job_id: str, suffix: str) -> str:
-    """A valid, readable pod name for a job: ``<deployment>-<job id>-<suffix>``."""
-    job_part = _NOT_DNS.sub("-", job_id.lower())[-20:].strip("-") or "job"
-    head = deployment[: 63 - len(job_part) - len(suffix) - 2].rstrip("-")
-    return f"{head}-{job_part}-{suffix}"

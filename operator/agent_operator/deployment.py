@@ -1,112 +1,106 @@
 """One AgentDeployment at run time: its LiveKit worker, its jobs and their pods.
 
 It answers LiveKit (availability from capacity, assignment -> pod -> runner), hears from
-the supervisor how each job went, and keeps the resource's status and Events. Pods are the
-record of running jobs: on start it re-adopts the pods it finds.
+the supervisor how each job went, and keeps the resource's status and Events. Each job is
+one record in ``self.jobs`` (see ``jobs``); its collaborators are passed in
+(``collaborators``). Registration, adoption after a restart and drain live in their own
+modules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
-import secrets
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics, resume
-from agent_operator.kube.pods import brief, transient
-from agent_operator.kube.podspec import (
-    ANNOTATION_ROOM,
-    ANNOTATION_START,
-    LABEL_DEPLOYMENT,
-    LABEL_JOB_ID,
-    LABEL_STATE,
-    LABEL_TEMPLATE,
-    JobInfo,
-    Owner,
-    build_runner_pod,
-)
-from agent_operator.kube.secrets import Credentials, CredentialsError, read_credentials
-from agent_operator.kube.status import Condition, StatusWriter
-from agent_operator.spec import AUTO_SUBSCRIBE, DEFAULT_TARGET_LOAD, WORKER_TYPES, DeploymentSpec
+from agent_operator.adoption import Adoption
+from agent_operator.collaborators import Collaborators
+from agent_operator.conditions import DeploymentState, conditions
+from agent_operator.drain import drain
+from agent_operator.jobs import Job, JobTable, Phase
+from agent_operator.kube.pods import pod_outcome
+from agent_operator.kube.podspec import JobInfo, Owner
+from agent_operator.kube.status import Condition
+from agent_operator.registration import Registration, short
+from agent_operator.spec import AUTO_SUBSCRIBE, DEFAULT_TARGET_LOAD, DeploymentSpec
 from agent_operator.supervisor import (
-    DeploymentRef,
     JobOutcome,
     JobRecord,
     OutcomeStatus,
-    PodIdentity,
     RunnerBinding,
 )
 from agent_operator.supervisor.service import StartFailed
 from agent_operator.tasks import BackgroundTasks
-from agent_operator.warm_pool import WarmPool
-from agent_operator.worker import WorkerConnection, WorkerOptions
-from agent_operator.worker.rooms import room_exists
-
-if TYPE_CHECKING:
-    from agent_operator.runtime import OperatorRuntime
+from agent_operator.templates import render
+from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
+from agent_operator.warm_pool import PoolDemand, WarmPool
 
 log = logging.getLogger("agent_operator.deployment")
 
 HANDOVER_HOLD_SECONDS = 2.0  # LiveKit's job request times out after 3 s (psrpc's default)
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
-SECRET_RECHECK_SECONDS = 10.0
-API_RETRY_SECONDS = 2.0  # while the API server is unreachable
 STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL = 0.5, 8.0
 ATTRIBUTE_AGENT_NAME = "lk.agent.name"
 
 
-@dataclasses.dataclass
-class ActiveJob:
-    job_id: str
-    room: str
-    pod: PodIdentity | None = None
-    started: bool = False
-    adopted: bool = False
-    assigned_at: float = dataclasses.field(default_factory=time.monotonic)
-    # adopted after a restart: the start request its pod keeps (token-less), for a runner
-    # that attaches without the job (the previous operator stopped before sending it); taken
-    # (None) once it is being sent
-    start_request: pb.StartJobRequest | None = None
-
-
 class DeploymentRuntime:
     def __init__(
-        self, rt: OperatorRuntime, owner: Owner, spec: DeploymentSpec | None, generation: int
+        self, services: Collaborators, owner: Owner, spec: DeploymentSpec | None, generation: int
     ) -> None:
-        self.rt = rt
+        self.services = services
         self.owner = owner
         self.ref = DeploymentRef(owner.namespace, owner.name)
         self.spec = spec
         self.generation = generation
         self.fields = {"deployment": str(self.ref)}
-        self.jobs: dict[str, ActiveJob] = {}
-        self.reserved: dict[str, float] = {}
+        self.jobs = JobTable()
         self.draining = False
         self.blocked = ""  # why this deployment cannot serve (spec or credentials)
         self.blocked_reason = ""
-        self.worker: WorkerConnection | None = None
-        self.worker_id = ""
         self.connect_error = ""
+        self._registered_once = False
         self.counts = {"jobsStarted": 0, "jobsSucceeded": 0, "jobsFailed": 0}
         self.recent: list[OutcomeStatus] = []
-        self.status_writer = StatusWriter(rt.api, owner)
-        self.credentials: Credentials | None = None  # the worker's; they also sign resumed jobs' tokens
-        self._credentials_ready = asyncio.Event()
+        self.status_writer = services.status_writer(owner)
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
         self._labels = (owner.namespace, owner.name)
-        self.pool = WarmPool(self)
+        self.registration = Registration(
+            owner, services.read_credentials, self, self.fields, self._block, self._unblock_credentials
+        )
+        self.pool = WarmPool(
+            owner,
+            services.pods,
+            services.runner_settings,
+            demand=self._pool_demand,
+            expect=self.expect,
+            changed=self.mark_dirty,
+            fields=self.fields,
+        )
+        self.adoption = Adoption(self, services)
+
+    @property
+    def worker_id(self) -> str:
+        worker = self.registration.worker
+        return worker.worker_id if worker is not None else ""
 
     def mark_dirty(self) -> None:
         self._dirty.set()
+
+    def heartbeat(self) -> HeartbeatSettings:
+        return self.spec.heartbeat if self.spec else self.services.default_heartbeat
+
+    def expect(self, pod: PodIdentity, heartbeat: HeartbeatSettings) -> None:
+        """A pod of ours whose runner may attach."""
+        self.services.supervisor.expect(RunnerBinding(pod, self.ref, heartbeat))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
@@ -125,133 +119,71 @@ class DeploymentRuntime:
     async def run(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
         """Serve until ``stopping``; drain first if the resource was deleted."""
         metrics.init_deployment(*self._labels)
-        await self._adopt_existing_pods()
+        await self.adoption.adopt_existing_pods()
         status = asyncio.create_task(self._status_loop(), name=f"status {self.ref}")
         pool = asyncio.create_task(self.pool.run(), name=f"pool {self.ref}")
-        worker: asyncio.Task[None] | None = None
-        key: tuple[object, ...] | None = None
-        creds: Credentials | None = None
         try:
-            while not stopping.is_set():
-                self._changed.clear()
-                spec = self.spec
-                recheck = SECRET_RECHECK_SECONDS
-                if spec is not None and self.blocked_reason != "InvalidSpec":
-                    try:
-                        new_creds = await read_credentials(
-                            self.rt.api, self.owner.namespace, spec.credentials
-                        )
-                    except CredentialsError as exc:
-                        self._block(exc.reason, str(exc))
-                        new_creds = None
-                    except Exception as exc:
-                        if not transient(exc):
-                            raise
-                        # the API server is away: what we have keeps working (the worker and
-                        # running calls need no API call); look again soon
-                        log.warning(
-                            "could not re-read the LiveKit credentials, keeping the current ones: %s",
-                            _short(exc),
-                            extra=self.fields,
-                        )
-                        new_creds, recheck = creds, API_RETRY_SECONDS
-                    else:
-                        if self.blocked_reason not in ("", "InvalidSpec"):
-                            log.info("credentials usable again", extra=self.fields)
-                        if self.blocked_reason != "InvalidSpec":
-                            self.blocked = self.blocked_reason = ""
-                    new_key = (spec.registration_key(), new_creds)
-                    if new_creds is None or new_key != key:
-                        if worker is not None:
-                            log.info(
-                                "re-registering the worker (LiveKit settings or credentials changed)",
-                                extra=self.fields,
-                            )
-                            await self._stop_worker(worker)
-                            worker = None
-                        key = None
-                    if new_creds is not None and worker is None:
-                        worker = self._start_worker(spec, new_creds)
-                        key, creds = new_key, new_creds
-                        self.credentials = new_creds
-                        self._credentials_ready.set()
-                elif worker is not None:
-                    await self._stop_worker(worker)
-                    worker, key = None, None
-                self._dirty.set()
-                waiters = {
-                    asyncio.ensure_future(stopping.wait()),
-                    asyncio.ensure_future(self._changed.wait()),
-                }
-                _, pending = await asyncio.wait(waiters, timeout=recheck, return_when=asyncio.FIRST_COMPLETED)
-                for fut in pending:
-                    fut.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+            await self.registration.run(
+                lambda: self.spec,
+                lambda: self.blocked_reason == "InvalidSpec",
+                self._changed,
+                stopping,
+                self.mark_dirty,
+            )
             if deleted():
-                await self._drain()
+                self.draining = True
+                await drain(self, self.services)
         finally:
-            if worker is not None:
-                await self._stop_worker(worker)
+            await self.registration.stop()
             status.cancel()
             pool.cancel()
             await asyncio.gather(status, pool, return_exceptions=True)
             await self._tasks.close()
-            del creds
-            self.credentials = None
+            await self.registration.close()
             if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
-
-    def _start_worker(self, spec: DeploymentSpec, creds: Credentials) -> asyncio.Task[None]:
-        options = WorkerOptions(
-            url=spec.livekit_url,
-            api_key=creds.api_key,
-            api_secret=creds.api_secret,
-            agent_name=spec.agent_name,
-            worker_type=WORKER_TYPES[spec.worker_type],
-            namespace=spec.worker_namespace,
-            permissions=spec.participant_permission(),
-        )
-        self.worker = WorkerConnection(options, self, self.fields)
-        return asyncio.create_task(self.worker.run(), name=f"worker {self.ref}")
-
-    async def _stop_worker(self, task: asyncio.Task[None]) -> None:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        if self.worker is not None:
-            await self.worker.close()
-        self.worker = None
-        self.worker_id = ""
-        metrics.WORKER_CONNECTED.labels(*self._labels).set(0)
 
     def _block(self, reason: str, message: str) -> None:
         if (self.blocked_reason, self.blocked) != (reason, message):
             log.warning("deployment cannot serve: %s", message, extra=self.fields)
-            self._event("NotReady" if reason != "InvalidSpec" else "InvalidSpec", message, warning=True)
+            self.event("NotReady" if reason != "InvalidSpec" else "InvalidSpec", message, warning=True)
         self.blocked_reason, self.blocked = reason, message
         self._dirty.set()
 
+    def _unblock_credentials(self) -> None:
+        if self.blocked_reason not in ("", "InvalidSpec"):
+            log.info("credentials usable again", extra=self.fields)
+            self.blocked = self.blocked_reason = ""
+
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self) -> decisions.Capacity:
-        now = time.monotonic()
-        for job_id in [j for j, deadline in self.reserved.items() if deadline < now]:
-            del self.reserved[job_id]
         return decisions.Capacity(
             max_jobs=self.spec.max_concurrent_jobs if self.spec else 0,
-            running=len(self.jobs),
-            reserved=len(self.reserved),
+            running=self.jobs.busy,
+            reserved=self.jobs.offered,
             registered=bool(self.worker_id),
             draining=self.draining,
             target_load=self.spec.target_load if self.spec else DEFAULT_TARGET_LOAD,
             blocked_reason=self.blocked,
         )
 
+    def _pool_demand(self) -> PoolDemand:
+        return PoolDemand(
+            spec=self.spec,
+            busy=self.jobs.busy,
+            serving=not self.draining and self.blocked_reason != "InvalidSpec",
+            paused=self.services.handover.active,
+        )
+
     # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
     def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse | None:
         job = request.job
-        if job.id in self.jobs:  # the server offers a job we already run (after a reconnect)
+        known = self.jobs.get(job.id)
+        if known is not None and known.phase is not Phase.OFFERED:  # we run it (after a reconnect)
             return agent.AvailabilityResponse(job_id=job.id, available=False)
-        if self.rt.handover.active and self.worker is not None:
-            self._spawn(self._pass_on(self.worker, job))
+        worker = self.registration.worker
+        if self.services.handover.active and worker is not None:
+            self._tasks.spawn(self._pass_on(worker.answer, job))
             return None  # answered by _pass_on
         verdict = decisions.availability(self.capacity())
         metrics.AVAILABILITY_ANSWERS.labels(
@@ -261,29 +193,30 @@ class DeploymentRuntime:
         if not verdict.accept or self.spec is None:
             log.info("declined job (%s)", verdict.reason, extra=fields)
             return agent.AvailabilityResponse(job_id=job.id, available=False)
-        try:
-            identity = decisions.render(self.spec.identity_template, job, self.owner.name)
-            name = (
-                decisions.render(self.spec.name_template, job, self.owner.name)
-                if self.spec.name_template
-                else ""
-            )
-        except KeyError as exc:
-            log.warning("declined job: participant template: %s", exc, extra=fields)
-            return agent.AvailabilityResponse(job_id=job.id, available=False)
-        self.reserved[job.id] = time.monotonic() + RESERVATION_SECONDS
+        spec = self.spec
+        identity, name = self._participant(spec, job)
+        self.jobs.offer(job.id, job.room.name, identity, name, RESERVATION_SECONDS)
         log.info("accepted job", extra=fields)
-        attributes = {ATTRIBUTE_AGENT_NAME: self.spec.agent_name, **self.spec.participant_attributes}
         return agent.AvailabilityResponse(
             job_id=job.id,
             available=True,
             participant_identity=identity,
             participant_name=name,
-            participant_metadata=self.spec.participant_metadata,
-            participant_attributes=attributes,
+            participant_metadata=spec.participant_metadata,
+            participant_attributes=self._attributes(spec),
         )
 
-    async def _pass_on(self, worker: WorkerConnection, job: agent.Job) -> None:
+    def _participant(self, spec: DeploymentSpec, job: agent.Job) -> tuple[str, str]:
+        """The agent participant's identity and name (templates are checked at parse time)."""
+        identity = render(spec.identity_template, job, self.owner.name)
+        name = render(spec.name_template, job, self.owner.name) if spec.name_template else ""
+        return identity, name
+
+    @staticmethod
+    def _attributes(spec: DeploymentSpec) -> dict[str, str]:
+        return {ATTRIBUTE_AGENT_NAME: spec.agent_name, **spec.participant_attributes}
+
+    async def _pass_on(self, answer: Callable[[agent.AvailabilityResponse], Any], job: agent.Job) -> None:
         """An offer during a handover: hold it until the next operator serves, then decline it.
 
         LiveKit then offers the job to its next available worker, which by then is the new
@@ -292,63 +225,59 @@ class DeploymentRuntime:
         fields = {**self.fields, "job_id": job.id, "room": job.room.name}
         held = time.monotonic()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.rt.handover.successor_ready.wait(), HANDOVER_HOLD_SECONDS)
+            await asyncio.wait_for(self.services.handover.successor_ready.wait(), HANDOVER_HOLD_SECONDS)
         metrics.AVAILABILITY_ANSWERS.labels(*self._labels, "no", "handover").inc()
         log.info("passed the job on to the next operator (held %.2fs)", time.monotonic() - held, extra=fields)
-        await worker.answer(agent.AvailabilityResponse(job_id=job.id, available=False))
+        await answer(agent.AvailabilityResponse(job_id=job.id, available=False))
 
     async def assignment(self, assignment: agent.JobAssignment) -> None:
+        """Take the job; its placement runs as the deployment's own task, so that replacing
+        the worker connection (a re-registration) never cuts it off half way."""
         job = assignment.job
-        self.reserved.pop(job.id, None)
         fields = {**self.fields, "job_id": job.id, "room": job.room.name}
         spec = self.spec
-        if job.id in self.jobs or spec is None:
+        known = self.jobs.get(job.id)
+        if spec is None or (known is not None and known.phase is not Phase.OFFERED):
             log.warning("ignored assignment of a job already running here", extra=fields)
             return
-        entry = ActiveJob(job.id, job.room.name)
-        self.jobs[job.id] = entry
+        entry = self.jobs.place(job.id, job.room.name)
+        if not entry.identity:  # no offer of ours on record (the offer's hold ran out)
+            entry.identity, entry.name = self._participant(spec, job)
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
-        request = self._start_request(assignment, spec)
-        warm = self.pool.take(spec.template_hash())
-        if warm is not None:
-            # warm path: the runner is attached and idle; no API call before it gets the job
-            pod = PodIdentity(warm.namespace, warm.name, warm.uid)
-            entry.pod = pod
-            metrics.JOB_STARTS_BY_PATH.labels(*self._labels, "warm").inc()
-            try:
-                await self.rt.supervisor.assign(pod.uid, request)
-            except StartFailed as exc:
-                await self._fail_unstarted(entry, str(exc))
-                return
-            log.info("job assigned to idle pool pod", extra={**fields, "pod": str(pod)})
-            self._spawn(self.rt.pods.mark_busy(pod, self._job_info(job, request, fields)))
-            self._event(
-                "JobAssigned", f"job {job.id} in room {job.room.name}: idle pod {pod.name} (warm pool)"
-            )
-            return
-        metrics.JOB_STARTS_BY_PATH.labels(*self._labels, "cold").inc()
-        name = decisions.pod_name(self.owner.name, job.id, secrets.token_hex(2))
-        info = self._job_info(job, request, fields)
-        body = build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info)
-        try:
-            # a job may start as late as its start timeout: ride out an API server blip
-            pod = await self.rt.pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
-        except Exception as exc:
-            await self._fail_unstarted(entry, f"could not create the job's pod: {_short(exc)}")
-            return
-        entry.pod = pod
-        log.info("job assigned; pod created (cold path)", extra={**fields, "pod": str(pod)})
-        self._event("JobAssigned", f"job {job.id} in room {job.room.name}: pod {pod.name} created")
-        self.rt.track_pod(pod, self)
-        self.rt.supervisor.expect(RunnerBinding(pod, self.ref, spec.heartbeat))
-        try:
-            await self.rt.supervisor.assign(pod.uid, request)
-        except StartFailed as exc:
-            await self._fail_unstarted(entry, str(exc))
+        self._tasks.spawn(self._place(entry, self._start_request(assignment, spec, entry), spec, fields))
 
-    @staticmethod
-    def _job_info(job: agent.Job, request: pb.StartJobRequest, fields: dict[str, str]) -> JobInfo:
+    async def _place(
+        self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
+    ) -> None:
+        info = self._job_info(assignment_job(request), request, fields)
+        try:
+            placement, pooled = await self.pool.place(spec, info, fields)
+        except Exception as exc:
+            await self.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
+            return
+        pod = placement.pod
+        entry.pod = pod
+        entry.phase = Phase.STARTING
+        fields = entry.log_fields(self.fields)
+        metrics.JOB_STARTS_BY_PATH.labels(*self._labels, placement.path).inc()
+        if pooled:
+            log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
+            self._tasks.spawn(self.services.pods.mark_busy(pod, info))
+            self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
+        else:
+            log.info("job assigned; pod created (cold path)", extra=fields)
+            self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pod {pod.name} created")
+            self.expect(pod, spec.heartbeat)
+        try:
+            await self.services.supervisor.assign(pod.uid, request)
+        except StartFailed as exc:
+            await self.fail_unstarted(entry, str(exc))
+            return
+        if entry.terminate_requested:  # LiveKit ended it while it was being placed
+            await self._shut_down(entry, "job terminated by LiveKit")
+
+    def _job_info(self, job: agent.Job, request: pb.StartJobRequest, fields: dict[str, str]) -> JobInfo:
         """What the job's pod keeps of it (see ``resume``)."""
         kept = resume.encode(request)
         if not kept:
@@ -357,42 +286,52 @@ class DeploymentRuntime:
             )
         return JobInfo(job.id, job.room.name, job.dispatch_id, kept)
 
-    def _start_request(self, assignment: agent.JobAssignment, spec: DeploymentSpec) -> pb.StartJobRequest:
-        job = assignment.job
+    def _start_request(
+        self, assignment: agent.JobAssignment, spec: DeploymentSpec, entry: Job
+    ) -> pb.StartJobRequest:
         return pb.StartJobRequest(
-            job=job.SerializeToString(),
+            job=assignment.job.SerializeToString(),
             url=assignment.url or spec.livekit_url,
             token=assignment.token,
-            participant_identity=decisions.render(spec.identity_template, job, self.owner.name),
-            participant_name=decisions.render(spec.name_template, job, self.owner.name)
-            if spec.name_template
-            else "",
+            participant_identity=entry.identity,
+            participant_name=entry.name,
             participant_metadata=spec.participant_metadata,
-            participant_attributes={ATTRIBUTE_AGENT_NAME: spec.agent_name, **spec.participant_attributes},
+            participant_attributes=self._attributes(spec),
             auto_subscribe=AUTO_SUBSCRIBE[spec.auto_subscribe],
         )
 
     async def termination(self, termination: agent.JobTermination) -> None:
         entry = self.jobs.get(termination.job_id)
-        if entry is None or entry.pod is None:
+        if entry is None:
             return
-        fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod)}
-        log.info("LiveKit terminated the job; shutting the runner down", extra=fields)
-        grace = float(self.rt.grace_of(entry.pod) or 15)
-        await self.rt.supervisor.shutdown_job(entry.pod.uid, "job terminated by LiveKit", grace)
+        if entry.phase is Phase.OFFERED:
+            self.jobs.release(entry)  # never assigned: nothing runs
+            return
+        if entry.pod is None or entry.phase is Phase.PLACING:
+            log.info(
+                "LiveKit terminated the job while it is placed; ending it then",
+                extra=entry.log_fields(self.fields),
+            )
+            entry.terminate_requested = True
+            return
+        await self._shut_down(entry, "job terminated by LiveKit")
+
+    async def _shut_down(self, entry: Job, reason: str) -> None:
+        assert entry.pod is not None
+        log.info("%s; shutting the runner down", reason, extra=entry.log_fields(self.fields))
+        grace = float(self.services.grace_of(entry.pod) or 15)
+        await self.services.supervisor.shutdown_job(entry.pod.uid, reason, grace)
 
     async def registered(self, worker_id: str) -> None:
-        first = not self.worker_id and not self.connect_error
-        self.worker_id = worker_id
+        first, self._registered_once = not self._registered_once, True
         self.connect_error = ""
         metrics.WORKER_CONNECTED.labels(*self._labels).set(1)
-        self._event(
+        self.event(
             "WorkerRegistered", f"registered with LiveKit as worker {worker_id}" + ("" if first else " again")
         )
         self._dirty.set()
 
     async def disconnected(self, reason: str) -> None:
-        self.worker_id = ""
         self.connect_error = reason
         metrics.WORKER_CONNECTED.labels(*self._labels).set(0)
         metrics.WORKER_RECONNECTS.labels(*self._labels).inc()
@@ -402,268 +341,160 @@ class DeploymentRuntime:
         return decisions.worker_status(self.capacity())
 
     def running_job_ids(self) -> list[str]:
-        return [j.job_id for j in self.jobs.values() if j.pod is not None]
+        return [j.job_id for j in self.jobs.with_pod]
 
-    # -- what the supervisor tells us -----------------------------------------------------------
+    # -- what the supervisor and the pod watch tell us -------------------------------------------
+    def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
+        self.pool.attached(pod.uid)
+        self.adoption.runner_attached(pod, idle)
+        self._dirty.set()
+
+    def runner_detached(self, pod: PodIdentity) -> None:
+        self.pool.detached(pod.uid)
+        self._dirty.set()
+
     async def job_started(self, record: JobRecord) -> None:
         entry = self.jobs.get(record.job_id)
-        if entry is not None:
-            entry.started = True
+        if entry is not None and entry.phase is Phase.STARTING:
+            entry.phase = Phase.RUNNING
         self.counts["jobsStarted"] += 1
-        self._event(
+        self.event(
             "JobStarted", f"job {record.job_id}: runner in pod {record.pod.name} joined room {record.room}"
         )
         self._dirty.set()
 
     async def job_adopted(self, record: JobRecord) -> None:
-        self.pool.pods.pop(record.pod.uid, None)  # labelled idle, but its runner has a job
-        entry = self.jobs.setdefault(
-            record.job_id, ActiveJob(record.job_id, record.room, record.pod, adopted=True)
-        )
-        entry.started = True
+        self.pool.gone(record.pod.uid)  # labelled idle, but its runner has a job
+        entry = self.jobs.get(record.job_id)
+        if entry is None:
+            entry = self.jobs.adopt(Job(record.job_id, record.room, Phase.RUNNING, adopted=True))
+        entry.phase = Phase.RUNNING if entry.phase not in (Phase.ENDING, Phase.ENDED) else entry.phase
         entry.pod = record.pod
         log.info("re-adopted a running job", extra=record.log_fields())
-        self._event("JobAdopted", f"job {record.job_id} in pod {record.pod.name} re-attached and goes on")
+        self.event("JobAdopted", f"job {record.job_id} in pod {record.pod.name} re-attached and goes on")
         self._dirty.set()
 
     async def job_ended(self, record: JobRecord, outcome: JobOutcome) -> None:
-        self.jobs.pop(record.job_id, None)
+        entry = self.jobs.get(record.job_id)
+        if entry is None or entry.pod != record.pod:  # not (or no longer) ours: just count it
+            entry = Job(record.job_id, record.room, Phase.RUNNING, pod=record.pod)
+            self.jobs.adopt(entry)
+        await self.finish(entry, outcome)
+
+    async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
+        """The pod was deleted (or, ``final`` terminal, finished). A job the supervisor does
+        not hold (its runner never attached here) ends by the pod's own last word: exit 0
+        is a success (its runner ended the job while attached to the previous operator)."""
+        self.pool.gone(pod.uid)
+        entry = self.jobs.on_pod(pod.uid)
+        if entry is None or entry.phase is Phase.PLACING:
+            return
+        record = self.services.supervisor.job(pod.uid)
+        if record is not None and record.job_id == entry.job_id:
+            return  # the supervisor holds its outcome (it ends the job when it forgets the pod)
+        succeeded, detail = pod_outcome(final or {})
+        if succeeded:
+            await self.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
+        else:
+            await self.fail_unstarted(
+                entry, f"the job's pod ended before its runner attached here ({detail})"
+            )
+
+    async def fail_unstarted(self, entry: Job, error: str) -> None:
+        """A job that ends without an outcome from its runner."""
+        await self.finish(entry, JobOutcome(OutcomeStatus.FAILED, "did not start", error), unstarted=True)
+
+    async def finish(self, entry: Job, outcome: JobOutcome, unstarted: bool = False) -> None:
+        """The one exit of a job: its outcome reported once, its pod removed, its slot freed."""
+        if not self.jobs.finish(entry):
+            return
+        fields = entry.log_fields(self.fields)
         self._remember(outcome.status)
         success = outcome.status is OutcomeStatus.SUCCESS
         self.counts["jobsSucceeded" if success else "jobsFailed"] += 1
-        if self.worker is not None:
-            status = agent.JS_SUCCESS if success else agent.JS_FAILED
-            if not await self.worker.update_job(record.job_id, status, outcome.error):
-                log.warning(
-                    "could not report the job's end to LiveKit (not connected)", extra=record.log_fields()
-                )
-        detail = f"{outcome.reason}" + (f": {outcome.error}" if outcome.error else "")
-        if outcome.status is OutcomeStatus.KILLED and "unresponsive" in outcome.reason:
-            self._event(
-                "RunnerUnresponsive",
-                f"job {record.job_id}: {outcome.error}; pod {record.pod.name} deleted",
-                warning=True,
+        worker = self.registration.worker
+        status = agent.JS_SUCCESS if success else agent.JS_FAILED
+        if worker is None or not await worker.update_job(entry.job_id, status, outcome.error):
+            log.warning("could not report the job's end to LiveKit (not connected)", extra=fields)
+        if unstarted:
+            metrics.JOBS_ENDED.labels(*self._labels, "rejected").inc()
+            log.warning("job failed before it started: %s", outcome.error, extra=fields)
+            self.event("JobFailed", f"job {entry.job_id}: {outcome.error}", warning=True)
+        elif outcome.status is OutcomeStatus.KILLED and "unresponsive" in outcome.reason:
+            pod = entry.pod.name if entry.pod else ""
+            self.event(
+                "RunnerUnresponsive", f"job {entry.job_id}: {outcome.error}; pod {pod} deleted", warning=True
             )
         else:
-            self._event(
-                "JobEnded", f"job {record.job_id} {outcome.status.value}: {detail}", warning=not success
+            detail = outcome.reason + (f": {outcome.error}" if outcome.error else "")
+            self.event(
+                "JobEnded", f"job {entry.job_id} {outcome.status.value}: {detail}", warning=not success
             )
         # the runner exits by itself; removing the pod now means no pod outlives its job. A
-        # killed runner's pod gets no grace: the supervisor deletes it with none, and a graceful
-        # delete arriving first would let a hung process linger for the whole grace period
-        killed = outcome.status is OutcomeStatus.KILLED
-        self._spawn(self.rt.pods.delete(record.pod, grace_seconds=0 if killed else None))
-        self._dirty.set()
-
-    async def runner_gone(self, pod: PodIdentity) -> None:
-        """The pod disappeared: a job that never reached the supervisor ends here."""
-        self.pool.gone(pod.uid)
-        for entry in list(self.jobs.values()):
-            if entry.pod == pod and self.rt.supervisor.job(pod.uid) is None:
-                await self._fail_unstarted(entry, "the job's pod disappeared before its runner attached")
-
-    async def _fail_unstarted(self, entry: ActiveJob, error: str) -> None:
-        self.jobs.pop(entry.job_id, None)
-        self.counts["jobsFailed"] += 1
-        self._remember(OutcomeStatus.FAILED)
-        metrics.JOBS_ENDED.labels(*self._labels, "rejected").inc()
-        fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod or "")}
-        log.warning("job failed before it started: %s", error, extra=fields)
-        if self.worker is not None:
-            await self.worker.update_job(entry.job_id, agent.JS_FAILED, error)
-        self._event("JobFailed", f"job {entry.job_id}: {error}", warning=True)
+        # killed runner's pod (and one that never started its job) gets no grace: a graceful
+        # delete would let a hung process linger for the whole grace period. The slot is
+        # freed once the delete is asked for, so idle + busy pods never exceed the cap
         if entry.pod is not None:
-            self._spawn(self.rt.pods.delete(entry.pod, grace_seconds=0))
+            no_grace = unstarted or outcome.status is OutcomeStatus.KILLED
+            try:
+                await self.services.pods.delete(entry.pod, grace_seconds=0 if no_grace else None)
+            except Exception as exc:
+                log.warning("could not delete the job's pod: %s", short(exc), extra=fields)
+        self.jobs.release(entry)
         self._dirty.set()
+        self.pool.wake()
 
     def _remember(self, status: OutcomeStatus) -> None:
         self.recent = [*self.recent[-9:], status]
 
-    # -- restart: pods are the record ---------------------------------------------------------
-    async def _adopt_existing_pods(self) -> None:
-        try:
-            pods = await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}")
-        except Exception as exc:
-            log.warning("could not list existing pods: %s", _short(exc), extra=self.fields)
-            return
-        for pod in pods:
-            self.adopt(pod)
-        if pods:
-            log.info(
-                "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=self.fields
-            )
-
-    def adopt(self, pod: dict[str, Any], jobs_only: bool = False) -> None:
-        """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
-        created after this one listed them)."""
-        meta: dict[str, Any] = pod["metadata"]
-        status: dict[str, Any] = pod.get("status") or {}
-        identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
-        labels = meta.get("labels") or {}
-        job_id = labels.get(LABEL_JOB_ID, "")
-        if jobs_only and not job_id:
-            return
-        if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
-            self._spawn(self.rt.pods.delete(identity))
-            return
-        heartbeat = self.spec.heartbeat if self.spec else self.rt.config.default_heartbeat
-        self.rt.track_pod(identity, self)
-        self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat))
-        if not job_id and labels.get(LABEL_STATE) == "idle":
-            self.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
-        elif job_id and job_id not in self.jobs:
-            annotations = meta.get("annotations") or {}
-            entry = ActiveJob(
-                job_id,
-                annotations.get(ANNOTATION_ROOM, ""),
-                identity,
-                started=True,
-                adopted=True,
-                start_request=resume.decode(annotations.get(ANNOTATION_START, "")),
-            )
-            self.jobs[job_id] = entry
-            self._dirty.set()
-            self._spawn(self._expect_reattach(job_id, identity, heartbeat.start_timeout + 30))
-            if self.rt.supervisor.attached(identity.uid):  # attached before we got here
-                self.runner_attached(identity, idle=self.rt.supervisor.job(identity.uid) is None)
-
-    def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
-        """A runner attached; one without a job whose pod has one gets it now."""
-        if not idle:
-            return
-        entry = next((j for j in self.jobs.values() if j.pod == pod), None)
-        if entry is not None and entry.start_request is not None:
-            kept, entry.start_request = entry.start_request, None  # sent once
-            self._spawn(self._resume(entry, kept))
-
-    async def _resume(self, entry: ActiveJob, kept: pb.StartJobRequest) -> None:
-        """Send a job's start request, rebuilt from its pod, to a runner that never got it."""
-        assert entry.pod is not None
-        fields = {**self.fields, "job_id": entry.job_id, "room": entry.room, "pod": str(entry.pod)}
-        if self.rt.supervisor.job(entry.pod.uid) is not None:
-            return  # its runner has it after all
-        spec = self.spec
-        within = spec.heartbeat.start_timeout if spec else 30.0
-        with contextlib.suppress(TimeoutError):  # read at start, right after the pods are listed
-            await asyncio.wait_for(self._credentials_ready.wait(), within)
-        credentials = self.credentials
-        if spec is None or credentials is None:
-            await self._fail_unstarted(
-                entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
-            )
-            return
-        if await self._room_gone(kept.url or spec.livekit_url, credentials, entry.room, fields):
-            await self._fail_unstarted(entry, "its room is gone: the call ended before the job was resumed")
-            return
-        token = resume.agent_token(
-            kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
-        )
-        try:
-            await self.rt.supervisor.assign(entry.pod.uid, resume.with_token(kept, token), path="resumed")
-        except StartFailed as exc:
-            await self._fail_unstarted(entry, str(exc))
-            return
-        log.info("resumed the job: its runner had not got it from the previous operator", extra=fields)
-        self._event(
-            "JobResumed", f"job {entry.job_id}: pod {entry.pod.name} had not got its job; sent it again"
-        )
-
-    async def _room_gone(self, url: str, credentials: Credentials, room: str, fields: dict[str, str]) -> bool:
-        try:
-            return not await room_exists(url, credentials.api_key, credentials.api_secret, room)
-        except Exception as exc:  # cannot tell: resume (an agent alone in a room times out)
-            log.warning("could not ask LiveKit whether the room is there: %s", brief(exc), extra=fields)
-            return False
-
-    async def _expect_reattach(self, job_id: str, pod: PodIdentity, within: float) -> None:
-        await asyncio.sleep(within)
-        if self.rt.supervisor.job(pod.uid) is None and job_id in self.jobs:
-            await self._fail_unstarted(self.jobs[job_id], f"runner did not re-attach within {within:.0f}s")
-
-    # -- drain --------------------------------------------------------------------------------
-    async def _drain(self) -> None:
-        self.draining = True
-        timeout = self.spec.drain_timeout if self.spec else 0.0
-        self._event("Draining", f"deployment deleted: {len(self.jobs)} jobs may run for up to {timeout:.0f}s")
-        if self.worker is not None:
-            await self.worker.send_status()
-        deadline = time.monotonic() + timeout
-        while self.jobs and time.monotonic() < deadline:  # noqa: ASYNC110 - jobs end by several paths
-            await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        for entry in list(self.jobs.values()):
-            if entry.pod is not None:
-                grace = float(self.rt.grace_of(entry.pod) or 15)
-                await self.rt.supervisor.shutdown_job(entry.pod.uid, "deployment deleted", grace)
-        for pod in await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}"):
-            meta: dict[str, Any] = pod["metadata"]  # type: ignore[assignment]
-            await self.rt.pods.delete(PodIdentity(meta["namespace"], meta["name"], meta["uid"]))
-        for _ in range(120):
-            if not await self.rt.pods.list(self.owner.namespace, f"{LABEL_DEPLOYMENT}={self.owner.name}"):
-                break
-            await asyncio.sleep(0.5)
-        self._event("Drained", "all job pods are gone")
-
     # -- status -------------------------------------------------------------------------------
     def conditions(self) -> list[Condition]:
-        registered = bool(self.worker_id)
-        if self.blocked:
-            reg = Condition("Registered", False, self.blocked_reason, self.blocked)
-        elif registered:
-            reg = Condition("Registered", True, "WorkerRegistered", f"worker {self.worker_id}")
-        elif self.connect_error:
-            reg = Condition("Registered", False, "LiveKitUnreachable", self.connect_error)
-        else:
-            reg = Condition("Registered", False, "Connecting", "connecting to LiveKit")
-        if self.draining:
-            ready = Condition("Ready", False, "Draining", "the deployment is being deleted")
-        elif registered and not self.blocked:
-            ready = Condition("Ready", True, "Ready", "accepting jobs")
-        else:
-            ready = Condition("Ready", False, reg.reason, reg.message)
-        failed = sum(1 for s in self.recent if s is not OutcomeStatus.SUCCESS)
-        if len(self.recent) >= 3 and failed * 2 >= len(self.recent):
-            degraded = Condition(
-                "Degraded", True, "JobsFailing", f"{failed} of the last {len(self.recent)} jobs failed"
+        return conditions(
+            DeploymentState(
+                worker_id=self.worker_id,
+                connect_error=self.connect_error,
+                blocked_reason=self.blocked_reason,
+                blocked=self.blocked,
+                draining=self.draining,
+                recent=tuple(self.recent),
             )
-        else:
-            degraded = Condition("Degraded", False, "JobsHealthy", "")
-        return [reg, ready, degraded]
+        )
 
     async def _status_loop(self) -> None:
         pause = STATUS_MIN_INTERVAL
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            busy = len(self.jobs.with_pod)
+            active = self.jobs.busy
             fields = {
                 "workerId": self.worker_id,
-                "activeJobs": len(self.jobs),
+                "activeJobs": active,
                 "idlePods": self.pool.ready,
-                "busyPods": sum(1 for j in self.jobs.values() if j.pod is not None),
+                "busyPods": busy,
                 **self.counts,
             }
-            metrics.JOBS_ACTIVE.labels(*self._labels).set(len(self.jobs))
+            metrics.JOBS_ACTIVE.labels(*self._labels).set(active)
             max_jobs = self.spec.max_concurrent_jobs if self.spec else 0
             metrics.MAX_CONCURRENT_JOBS.labels(*self._labels).set(max_jobs)
-            busy = sum(1 for j in self.jobs.values() if j.pod is not None)
             metrics.POOL_BUSY.labels(*self._labels).set(busy)
             try:
                 await self.status_writer.write(self.generation, self.conditions(), fields)
                 pause = STATUS_MIN_INTERVAL  # at most two status writes a second
             except Exception as exc:
                 if pause in (STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL):  # not twice a second
-                    log.warning("could not write status: %s", _short(exc), extra=self.fields)
+                    log.warning("could not write status: %s", short(exc), extra=self.fields)
                 self._dirty.set()
                 pause = min(pause * 2, STATUS_MAX_RETRY_INTERVAL)
             await asyncio.sleep(pause)
 
     # -- helpers ------------------------------------------------------------------------------
-    def _event(self, reason: str, message: str, warning: bool = False) -> None:
-        self._spawn(self.rt.events.record(self.owner, reason, message, warning))
+    def event(self, reason: str, message: str, warning: bool = False) -> None:
+        self._tasks.spawn(self.services.events.record(self.owner, reason, message, warning))
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
 
 
-def _short(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
-    return text if len(text) < 300 else text[:300] + "..."
+def assignment_job(request: pb.StartJobRequest) -> agent.Job:
+    return agent.Job.FromString(request.job)

@@ -19,10 +19,10 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from agent_operator.handover import Handover
 from agent_operator.kube import timeouts
 from agent_operator.kube.lease import LeaderLease
 from agent_operator.kube.pods import transient
-from agent_operator.runtime import Handover
 from agent_operator.spec import GROUP, PLURAL, VERSION
 
 log = logging.getLogger("agent_operator.leadership")

@@ -1,8 +1,8 @@
 """The operator process's shared parts: API client, supervisor, and the deployments it serves.
 
-Routes what the supervisor reports about a pod to the deployment that owns the pod, and
-vouches for runner pods the supervisor was not told about (after an operator restart)
-by their labels.
+Routes what the supervisor reports about a pod to the deployment of its binding, and pod
+events to the deployment their label names; vouches for runner pods the supervisor was not
+told about (after an operator restart) by their labels.
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ from kopf import DaemonStoppingReason
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from agent_operator.collaborators import Collaborators
 from agent_operator.deployment import DeploymentRuntime
+from agent_operator.handover import Handover
 from agent_operator.kube import timeouts
 from agent_operator.kube.events import EventRecorder
-from agent_operator.kube.pods import PodManager, PodTerminator
+from agent_operator.kube.pods import PodManager, PodTerminator, exit_detail
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT, Owner, RunnerSettings
+from agent_operator.kube.secrets import read_credentials
+from agent_operator.kube.status import StatusWriter
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE, TokenReviewAuthenticator
 from agent_operator.spec import DeploymentSpec, SpecError
 from agent_operator.supervisor import (
@@ -37,15 +41,6 @@ from agent_operator.supervisor import (
 from agent_operator.supervisor.tls import ReloadingServerCertificate
 
 log = logging.getLogger("agent_operator.runtime")
-
-
-def _exit_detail(pod: dict[str, Any]) -> str:
-    statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    term = ((statuses[0].get("state") or {}).get("terminated") or {}) if statuses else {}
-    if not term:
-        return f"pod phase {(pod.get('status') or {}).get('phase')}"
-    parts = [f"exit code {term.get('exitCode')}", term.get("reason", ""), term.get("message", "")]
-    return ", ".join(p for p in parts if p)[:500]
 
 
 def _parse(spec: dict[str, Any]) -> tuple[DeploymentSpec | None, str]:
@@ -86,20 +81,6 @@ async def kube_client(kubeconfig: str | None) -> client.ApiClient:
     return client.ApiClient(cfg)
 
 
-class Handover:
-    """The leaving leader's side of a handover (see ``leadership``).
-
-    While ``active``, deployments hold LiveKit's job offers instead of taking them, and the
-    warm pools stand still; ``successor_ready`` is set once the next operator serves (or
-    there is none), and the held offers are then declined, which makes LiveKit offer them to
-    the next worker.
-    """
-
-    def __init__(self) -> None:
-        self.active = False
-        self.successor_ready = asyncio.Event()
-
-
 class OperatorRuntime:
     def __init__(self, config: OperatorConfig) -> None:
         self.config = config
@@ -113,7 +94,6 @@ class OperatorRuntime:
             config.runner_address, config.token_audience, tls.ca_pem if tls else ""
         )
         self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
-        self._pod_owner: dict[str, DeploymentRuntime] = {}
         self._grace: dict[str, int] = {}
         self.runner_port = 0
 
@@ -146,7 +126,7 @@ class OperatorRuntime:
     ) -> None:
         """Serve one AgentDeployment until kopf stops its daemon (``stopped``, a kopf flag)."""
         parsed, error = _parse(spec)
-        dep = DeploymentRuntime(self, owner, parsed, generation)
+        dep = DeploymentRuntime(self.collaborators(), owner, parsed, generation)
         if error:
             dep.update(None, generation, error)
         key = (owner.namespace, owner.name)
@@ -171,6 +151,20 @@ class OperatorRuntime:
             if self.deployments.get(key) is dep:
                 del self.deployments[key]
 
+    def collaborators(self) -> Collaborators:
+        api = self.api
+        return Collaborators(
+            pods=self.pods,
+            supervisor=self.supervisor,
+            events=self.events,
+            handover=self.handover,
+            runner_settings=self.runner_settings,
+            default_heartbeat=self.config.default_heartbeat,
+            read_credentials=lambda namespace, ref: read_credentials(api, namespace, ref),
+            status_writer=lambda owner: StatusWriter(api, owner),
+            grace_of=self.grace_of,
+        )
+
     def serving(self, namespace: str, name: str) -> bool:
         """This deployment's worker is registered, or it cannot be (a reason is in its status)."""
         dep = self.deployments.get((namespace, name))
@@ -185,37 +179,33 @@ class OperatorRuntime:
         dep.update(parsed, int(meta.get("generation", 0)), error)
 
     # -- pods -> deployments ----------------------------------------------------------------
-    def track_pod(self, pod: PodIdentity, owner: DeploymentRuntime) -> None:
-        self._pod_owner[pod.uid] = owner
-
     def grace_of(self, pod: PodIdentity) -> int | None:
         return self._grace.get(pod.uid)
 
+    def _deployment_of(self, namespace: str, name: str) -> DeploymentRuntime | None:
+        return self.deployments.get((namespace, name))
+
     async def resolve(self, pod: PodIdentity) -> RunnerBinding | None:
         """A runner the supervisor was not told about: ours if its pod says so."""
-        owner = self._pod_owner.get(pod.uid)
-        if owner is None and self.handover.active:
+        if self.handover.active:
             # in a cluster the runner Service no longer sends runners here (the leader label)
             raise NotServingRunners("this operator is handing over; the next one takes new runners")
+        try:
+            found = await client.CoreV1Api(self.api).read_namespaced_pod(
+                pod.name, pod.namespace, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+            )
+        except (ApiException, OSError, TimeoutError):
+            return None
+        if found.metadata.uid != pod.uid:
+            return None
+        deployment = (found.metadata.labels or {}).get(LABEL_DEPLOYMENT)
+        owner = self._deployment_of(pod.namespace, deployment or "")
         if owner is None:
-            try:
-                found = await client.CoreV1Api(self.api).read_namespaced_pod(
-                    pod.name, pod.namespace, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
-                )
-            except (ApiException, OSError, TimeoutError):
-                return None
-            if found.metadata.uid != pod.uid:
-                return None
-            deployment = (found.metadata.labels or {}).get(LABEL_DEPLOYMENT)
-            owner = self.deployments.get((pod.namespace, deployment or ""))
-            if owner is None:
-                return None
-            # a job pod created after this operator listed its pods (by the one before it,
-            # during a handover): its job is taken up like those found at start
-            owner.adopt(self.api.sanitize_for_serialization(found), jobs_only=True)
-            self._pod_owner[pod.uid] = owner
-        heartbeat = owner.spec.heartbeat if owner.spec else self.config.default_heartbeat
-        return RunnerBinding(pod, owner.ref, heartbeat)
+            return None
+        # a job pod created after this operator listed its pods (by the one before it,
+        # during a handover): its job is taken up like those found at start
+        owner.adoption.adopt(self.api.sanitize_for_serialization(found), jobs_only=True)
+        return RunnerBinding(pod, owner.ref, owner.heartbeat())
 
     async def on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
@@ -225,47 +215,46 @@ class OperatorRuntime:
         if grace is not None:
             self._grace[uid] = int(grace)
         phase = (pod.get("status") or {}).get("phase")
-        owner = self._pod_owner.get(uid)
+        owner = self._deployment_of(identity.namespace, (meta.get("labels") or {}).get(LABEL_DEPLOYMENT, ""))
         if event_type == "DELETED":
-            self._pod_owner.pop(uid, None)
             self._grace.pop(uid, None)
             if owner is not None:
-                await owner.runner_gone(identity)
-            self.supervisor.forget(uid)
+                await owner.pod_gone(identity, pod)
+            await self.supervisor.forget(uid)
         elif phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
-            await self.supervisor.unit_exited(uid, _exit_detail(pod))
+            await self.supervisor.unit_exited(uid, exit_detail(pod))
             # a finished runner pod is removed once its outcome is in (or it never attached)
             record = self.supervisor.job(uid)
             if record is None or record.outcome is not None:
                 if owner is not None:
-                    await owner.runner_gone(identity)
+                    await owner.pod_gone(identity, pod)
                 await self.pods.delete(identity)
 
-    # -- SupervisorListener ---------------------------------------------------------------------
+    # -- SupervisorListener: routed by the binding's deployment ---------------------------------
+    def _deployment(self, binding: RunnerBinding) -> DeploymentRuntime | None:
+        return self._deployment_of(binding.deployment.namespace, binding.deployment.name)
+
     async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None:
-        owner = self._pod_owner.get(binding.pod.uid)
+        owner = self._deployment(binding)
         if owner is not None:
-            owner.pool.attached(binding.pod.uid)
             owner.runner_attached(binding.pod, idle)
-            owner.mark_dirty()
 
     async def runner_detached(self, binding: RunnerBinding) -> None:
-        owner = self._pod_owner.get(binding.pod.uid)
+        owner = self._deployment(binding)
         if owner is not None:
-            owner.pool.detached(binding.pod.uid)
-            owner.mark_dirty()
+            owner.runner_detached(binding.pod)
 
     async def job_started(self, job: JobRecord) -> None:
-        owner = self._pod_owner.get(job.pod.uid)
+        owner = self._deployment(job.binding)
         if owner is not None:
             await owner.job_started(job)
 
     async def job_adopted(self, job: JobRecord) -> None:
-        owner = self._pod_owner.get(job.pod.uid)
+        owner = self._deployment(job.binding)
         if owner is not None:
             await owner.job_adopted(job)
 
     async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
-        owner = self._pod_owner.get(job.pod.uid)
+        owner = self._deployment(job.binding)
         if owner is not None:
             await owner.job_ended(job, outcome)

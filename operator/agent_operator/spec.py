@@ -13,7 +13,8 @@ from typing import Any
 from livekit.protocol import agent, models
 
 from agent_jobrunner.protocol import pb
-from agent_operator.supervisor.heartbeat import HeartbeatSettings
+from agent_operator import templates
+from agent_operator.vocabulary import HeartbeatSettings
 
 GROUP = "agentoperator.dev"
 VERSION = "v1alpha1"
@@ -132,6 +133,13 @@ class DeploymentSpec:
         if not containers:
             raise SpecError("template.spec.containers: at least one container (the runner) is required")
         participant = spec.get("participant") or {}
+        identity_template = str(participant.get("identityTemplate") or "agent-{job_id}")
+        name_template = str(participant.get("nameTemplate") or "")
+        for field, text in (("identityTemplate", identity_template), ("nameTemplate", name_template)):
+            try:
+                templates.check(text)
+            except templates.TemplateError as exc:
+                raise SpecError(f"participant.{field}: {exc}") from None
         perms = spec.get("permissions") or {}
         return cls(
             livekit_url=url,
@@ -151,8 +159,8 @@ class DeploymentSpec:
                 "can_update_metadata": bool(perms.get("canUpdateMetadata", False)),
                 "hidden": bool(perms.get("hidden", False)),
             },
-            identity_template=str(participant.get("identityTemplate") or "agent-{job_id}"),
-            name_template=str(participant.get("nameTemplate") or ""),
+            identity_template=identity_template,
+            name_template=name_template,
             participant_metadata=str(participant.get("metadata") or ""),
             participant_attributes=dict(participant.get("attributes") or {}),
             entrypoint=entrypoint,

@@ -1,43 +1,122 @@
-"""A deployment's warm pool: idle runner pods kept attached, refilled off the critical path."""
+"""A deployment's warm pool at run time: idle runner pods kept attached, refilled off the
+critical path, and the one call that places a job on a pod (``place``: the pool decides
+warm or cold). The plan itself is pure (``pool_plan``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from agent_operator import decisions, metrics
+from agent_operator import metrics
+from agent_operator.collaborators import Pods
 from agent_operator.kube.pods import brief
-from agent_operator.kube.podspec import build_runner_pod
-from agent_operator.pool import PoolPod, desired_idle, pick_idle, plan_pool
-from agent_operator.supervisor import PodIdentity, RunnerBinding
-
-if TYPE_CHECKING:
-    from agent_operator.deployment import DeploymentRuntime
+from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings, build_runner_pod
+from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool
+from agent_operator.spec import DeploymentSpec
+from agent_operator.templates import pod_name
+from agent_operator.vocabulary import HeartbeatSettings, PodIdentity
 
 log = logging.getLogger("agent_operator.pool")
 TICK_SECONDS = 1.0
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolDemand:
+    """What the deployment wants of its pool right now."""
+
+    spec: DeploymentSpec | None
+    busy: int  # jobs that hold a pod or are getting one
+    serving: bool  # False: draining, or the spec cannot be served (the pool empties)
+    paused: bool = False  # handing over: the next operator adopts the pool as it is
+
+
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    pod: PodIdentity
+    path: str  # "warm": an attached idle runner; "cold": a pod that is still starting
+
+
 class WarmPool:
-    def __init__(self, dep: DeploymentRuntime) -> None:
-        self.dep = dep
+    def __init__(
+        self,
+        owner: Owner,
+        pods: Pods,
+        runner_settings: RunnerSettings,
+        demand: Callable[[], PoolDemand],
+        expect: Callable[[PodIdentity, HeartbeatSettings], None],
+        changed: Callable[[], None],
+        fields: dict[str, str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.owner = owner
+        self._pods = pods
+        self._runner_settings = runner_settings
+        self._demand = demand
+        self._expect = expect
+        self._changed = changed
+        self.fields = fields
+        self._clock = clock
         self.pods: dict[str, PoolPod] = {}
+        self._creating = 0  # pool pods being created right now
+        self._created = asyncio.Condition()
         self._wake = asyncio.Event()
+
+    # -- placement: the one way a job gets a pod -----------------------------------------------
+    async def place(
+        self, spec: DeploymentSpec, info: JobInfo, fields: dict[str, str]
+    ) -> tuple[Placement, bool]:
+        """A pod for the job: an idle pool pod (attached first, else one still starting),
+        waiting for a pool pod being created rather than making one more, else a new pod.
+        Returns the placement and whether the pod came from the pool."""
+        template_hash = spec.template_hash()
+        while True:
+            pod = self.take(template_hash)
+            if pod is not None:
+                identity = PodIdentity(pod.namespace, pod.name, pod.uid)
+                return Placement(identity, "warm" if pod.attached else "cold"), True
+            if not self._creating:
+                break
+            async with self._created:  # a pool pod is on its way: it is this job's
+                if self._creating:
+                    await self._created.wait()
+        name = pod_name(self.owner.name, info.job_id, secrets.token_hex(2))
+        body = build_runner_pod(self.owner, spec, self._runner_settings, name, info)
+        # a job may start as late as its start timeout: ride out an API server blip
+        created = await self._pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
+        return Placement(created, "cold"), False
+
+    def take(self, template_hash: str) -> PoolPod | None:
+        """A pod for a job, removed from the pool (a pod is never reused)."""
+        pod = pick_idle(list(self.pods.values()), template_hash)
+        if pod is not None:
+            del self.pods[pod.uid]
+            self._update_gauge()
+            self.wake()
+        return pod
 
     # -- what happens to pool pods -----------------------------------------------------------
     def adopt(self, identity: PodIdentity, template_hash: str, created: str | None) -> None:
-        """An idle pod found at start (the pool survives an operator restart)."""
+        """An idle pod found at start (the pool survives an operator restart): its idle age
+        counts from its creation, its attach window from now."""
+        now = self._clock()
         age = 0.0
         if created:
             born = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
             age = max(0.0, (datetime.datetime.now(datetime.UTC) - born).total_seconds())
         self.pods[identity.uid] = PoolPod(
-            identity.uid, identity.name, identity.namespace, template_hash, time.monotonic() - age
+            identity.uid,
+            identity.name,
+            identity.namespace,
+            template_hash,
+            now - age,
+            expected_at=now,
+            adopted=True,
         )
 
     def attached(self, uid: str) -> None:
@@ -52,22 +131,13 @@ class WarmPool:
         pod = self.pods.get(uid)
         if pod is not None:
             pod.attached = False
-            pod.detached_at = time.monotonic()
+            pod.detached_at = self._clock()
             self._update_gauge()
 
     def gone(self, uid: str) -> None:
         if self.pods.pop(uid, None) is not None:
             self._update_gauge()
             self.wake()
-
-    def take(self, template_hash: str) -> PoolPod | None:
-        """An attached idle pod for a job, removed from the pool (a pod is never reused)."""
-        pod = pick_idle(list(self.pods.values()), template_hash)
-        if pod is not None:
-            del self.pods[pod.uid]
-            self._update_gauge()
-            self.wake()
-        return pod
 
     @property
     def ready(self) -> int:
@@ -85,56 +155,77 @@ class WarmPool:
             except Exception as exc:
                 why = brief(exc)
                 if why != failing:
-                    log.warning("pool reconcile failed: %s", why, extra=self.dep.fields)
+                    log.warning("pool reconcile failed: %s", why, extra=self.fields)
                 failing = why
             else:
                 if failing:
-                    log.info("pool reconcile works again", extra=self.dep.fields)
+                    log.info("pool reconcile works again", extra=self.fields)
                 failing = ""
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
 
+    def _desired(self, demand: PoolDemand) -> int:
+        if demand.spec is None or not demand.serving:
+            return 0
+        return desired_idle(demand.spec.warm_pool_size, demand.spec.max_concurrent_jobs, demand.busy)
+
     async def reconcile(self) -> None:
-        dep, spec = self.dep, self.dep.spec
-        if dep.rt.handover.active:  # the next operator adopts the pool as it is
+        demand = self._demand()
+        spec = demand.spec
+        if demand.paused:
             return
-        metrics.POOL_TARGET.labels(dep.owner.namespace, dep.owner.name).set(
+        metrics.POOL_TARGET.labels(self.owner.namespace, self.owner.name).set(
             spec.warm_pool_size if spec else 0
         )
-        if spec is None or dep.draining:
-            desired = 0
-        else:
-            desired = desired_idle(spec.warm_pool_size, spec.max_concurrent_jobs, len(dep.jobs))
         if spec is None and not self.pods:
             return
         template_hash = spec.template_hash() if spec else ""
         plan = plan_pool(
             list(self.pods.values()),
-            desired,
+            self._desired(demand),
             template_hash,
-            time.monotonic(),
+            self._clock(),
             spec.warm_pool_max_idle_age if spec else 0.0,
             spec.heartbeat.start_timeout if spec else 0.0,
         )
-        for pod, reason in plan.delete:
+        # all of them at once, before the first await: ``take`` never hands out a doomed pod
+        for pod, _ in plan.delete:
             pod.deleting = True
-            log.info("replacing idle pod %s: %s", pod.name, reason, extra={**dep.fields, "pod": pod.name})
-            await dep.rt.pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
-        if spec is None or dep.blocked_reason == "InvalidSpec":
-            return
+        for pod, reason in plan.delete:
+            log.info("replacing idle pod %s: %s", pod.name, reason, extra={**self.fields, "pod": pod.name})
+            await self._pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
+        created = 0
         for _ in range(plan.create):
-            name = decisions.pod_name(dep.owner.name, "pool", secrets.token_hex(3))
-            body = build_runner_pod(dep.owner, spec, dep.rt.runner_settings, name, None)
-            identity = await dep.rt.pods.create(body)
-            self.pods[identity.uid] = PoolPod(
-                identity.uid, identity.name, identity.namespace, template_hash, time.monotonic()
-            )
-            dep.rt.track_pod(identity, dep)
-            dep.rt.supervisor.expect(RunnerBinding(identity, dep.ref, spec.heartbeat))
-        if plan.delete or plan.create:
+            if not await self._create_one(template_hash):
+                break
+            created += 1
+        if plan.delete or created:
             self._update_gauge()
-            dep.mark_dirty()
+            self._changed()
+
+    async def _create_one(self, template_hash: str) -> bool:
+        """One more idle pod, if the demand of this moment still wants it (jobs placed while
+        an earlier create was awaited count)."""
+        demand = self._demand()
+        spec = demand.spec
+        live = sum(1 for p in self.pods.values() if not p.deleting)
+        if spec is None or demand.paused or live + self._creating >= self._desired(demand):
+            return False
+        name = pod_name(self.owner.name, "pool", secrets.token_hex(3))
+        body = build_runner_pod(self.owner, spec, self._runner_settings, name, None)
+        self._creating += 1
+        try:
+            identity = await self._pods.create(body)
+            self.pods[identity.uid] = PoolPod(
+                identity.uid, identity.name, identity.namespace, template_hash, self._clock()
+            )
+            self._expect(identity, spec.heartbeat)
+        finally:
+            self._creating -= 1
+            async with self._created:
+                self._created.notify_all()
+        return True
 
     def _update_gauge(self) -> None:
-        metrics.POOL_IDLE.labels(self.dep.owner.namespace, self.dep.owner.name).set(self.ready)
+        metrics.POOL_IDLE.labels(self.owner.namespace, self.owner.name).set(self.ready)

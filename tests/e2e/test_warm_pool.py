@@ -240,3 +240,93 @@ async def test_scale_subresource_resizes_the_pool(
         return not await idle_pods(deployments, "scaled")
 
     await eventually(none_left, 60, "idle pods removed after scaling to 0")
+
+
+async def test_a_pool_older_than_the_start_timeout_survives_an_operator_restart(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+) -> None:
+    """Adopted idle pods get a fresh attach window from their adoption, not from their
+    creation: pods older than ``startTimeout`` are kept, and none is created."""
+    start_timeout = 12.0
+    await pooled(
+        deployments, operator, k8s, livekit, "aged", 3, heartbeat={"startTimeout": f"{start_timeout:.0f}s"}
+    )
+    before = {p.metadata.uid for p in await idle_pods(deployments, "aged")}
+    assert len(before) == 3
+    await asyncio.sleep(start_timeout + 3)  # every pool pod is now older than the start timeout
+    operator.kill()
+    await asyncio.sleep(2)
+    operator.start()
+    await operator.wait_ready()
+    await deployments.wait_condition("aged", "Ready", "True")
+    await wait_pool(deployments, "aged", 3)
+    await asyncio.sleep(3)  # a replacement would have been made by now
+    after = {p.metadata.uid for p in await idle_pods(deployments, "aged")}
+    everything = {p.metadata.uid for p in await deployments.pods("aged")}
+    print(f"kept {len(after & before)} of {len(before)} idle pods; {len(everything - before)} created")
+    assert after == before, "the same idle pods re-attached; none was replaced"
+    assert everything == before, "no pod was created or deleted"
+
+
+async def test_a_burst_of_dispatches_never_runs_more_pods_than_max_concurrent_jobs(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """100 dispatches at once at maxConcurrentJobs 5 and a pool of 2, calls ending while the
+    rest wait: idle + busy pods (the live ones, not being deleted) stay at or below 5 at
+    every sample of the pod list."""
+    body = await pooled(deployments, operator, k8s, livekit, "burst", 2, maxConcurrentJobs=5)
+    core = client.CoreV1Api(k8s)
+    peak, samples = 0, 0
+    stop = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak, samples
+        while not stop.is_set():
+            pods = await core.list_namespaced_pod(
+                deployments.namespace, label_selector="agentoperator.dev/deployment=burst"
+            )
+            live = [p for p in pods.items if not p.metadata.deletion_timestamp]
+            peak, samples = max(peak, len(live)), samples + 1
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    rooms = [f"burst-{i}-{uuid.uuid4().hex[:6]}" for i in range(100)]
+    ended: set[str] = set()
+    try:
+        await asyncio.gather(*(dispatch(lk, body["spec"]["agentName"], room) for room in rooms))
+
+        async def full() -> bool:
+            status = (await deployments.get("burst")).get("status") or {}
+            return status.get("activeJobs") == 5
+
+        await eventually(full, 90, "five jobs running")
+        # calls end while the rest wait: each freed slot is refilled and offered again
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            busy = [
+                p.metadata.annotations.get("agentoperator.dev/room", "")
+                for p in await deployments.pods("burst")
+                if p.metadata.labels.get("agentoperator.dev/state") == "busy"
+                and not p.metadata.deletion_timestamp
+            ]
+            for room in [r for r in busy if r and r not in ended][:2]:
+                ended.add(room)
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+            await asyncio.sleep(1.5)
+    finally:
+        stop.set()
+        await sampler
+        await asyncio.gather(
+            *(lk.room.delete_room(api.DeleteRoomRequest(room=room)) for room in rooms), return_exceptions=True
+        )
+    print(f"{len(ended)} calls ended during the burst")
+    print(f"peak live pods {peak} over {samples} samples (maxConcurrentJobs 5)")
+    assert samples > 20
+    assert peak <= 5, f"{peak} live pods at once, more than maxConcurrentJobs"

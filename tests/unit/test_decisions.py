@@ -8,7 +8,8 @@ import struct
 import pytest
 from livekit.protocol import agent, models
 
-from agent_operator.decisions import Capacity, availability, pod_name, render, worker_status
+from agent_operator.decisions import Capacity, availability, worker_status
+from agent_operator.templates import TemplateError, check, pod_name, render
 
 pytestmark = pytest.mark.unit
 
@@ -79,8 +80,23 @@ def struct_f32(value: float) -> float:
 def test_render_templates() -> None:
     job = agent.Job(id="AJ_x", room=models.Room(name="r1"), agent_name="bot")
     assert render("agent-{job_id}@{room}/{agent_name}/{deployment}", job, "dep") == "agent-AJ_x@r1/bot/dep"
-    with pytest.raises(KeyError, match="unknown field"):
-        render("{nope}", job, "dep")
+    assert render("{{literal}}-{room}", job, "dep") == "{literal}-r1"
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("agent-{job_id", "expected '}'"),
+        ("agent-}", "Single '}'"),
+        ("{nope}", "unknown field {nope}"),
+        ("{room!r}", "no format spec or conversion"),
+        ("{room:>9}", "no format spec or conversion"),
+        ("{room.x}", "unknown field"),
+    ],
+)
+def test_a_template_that_cannot_render_is_refused_when_checked(template: str, why: str) -> None:
+    with pytest.raises(TemplateError, match=re.escape(why)):
+        check(template)
 
 
 def test_pod_names_are_valid_and_bounded() -> None:

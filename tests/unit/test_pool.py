@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent_operator.pool import PoolPod, desired_idle, pick_idle, plan_pool
+from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool
 
 pytestmark = pytest.mark.unit
 
@@ -66,4 +66,31 @@ def test_pick_prefers_the_longest_waiting_current_attached_pod() -> None:
     chosen = pick_idle(pods, "t1")
     assert chosen is not None
     assert chosen.uid == "older"
-    assert pick_idle([pod("u", 1, attached=False)], "t1") is None
+    # no attached pod: one still starting is taken (its runner gets the job when it attaches)
+    starting = pick_idle([pod("u", 1, attached=False), pod("s", 1, template="t0")], "t1")
+    assert starting is not None
+    assert starting.uid == "u"
+    assert pick_idle([pod("d", 1, deleting=True), pod("s", 1, template="t0")], "t1") is None
+
+
+def adopted(uid: str, created: float, adopted_at: float, attached: bool = False) -> PoolPod:
+    return pod(uid, created, attached=attached, adopted=True, expected_at=adopted_at)
+
+
+def test_adopted_pods_get_the_start_timeout_from_their_adoption() -> None:
+    """Defect 1: an idle pod found after a restart is older than the start timeout; it is kept
+    while its runner may still re-attach, and judged like any other pod once it did."""
+    pods = [adopted("a", created=50, adopted_at=95), adopted("b", created=50, adopted_at=95, attached=True)]
+    assert plan(pods, 2) == ([], 0)
+    # its window passed without an attach: replaced
+    assert plan([adopted("c", created=50, adopted_at=85)], 1) == (["c:runner"], 1)
+
+
+def test_an_adopted_pod_not_yet_attached_is_neither_shrunk_nor_taken() -> None:
+    """Defect 1 (a deploy): its runner may be attached to the previous leader, which may just
+    have handed it a call; only a pod this operator saw attached can go."""
+    pods = [adopted("unknown", created=50, adopted_at=95), adopted("known", 60, 95, attached=True)]
+    assert plan(pods, 0) == (["known:pool"], 0)
+    assert pick_idle([adopted("unknown", created=50, adopted_at=95)], "t1") is None
+    # a stale template does not make it go either, until it attached here
+    assert plan([adopted("old", 50, 95)], 1) == ([], 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import types
 from typing import Any
 
 import pytest
@@ -40,8 +39,10 @@ async def test_a_repeated_failure_is_logged_once(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(warm_pool, "TICK_SECONDS", 0.01)
-    dep: Any = types.SimpleNamespace(fields={"deployment": "ns/voice"})
-    pool = warm_pool.WarmPool(dep)
+    unused: Any = None
+    pool = warm_pool.WarmPool(
+        unused, unused, unused, unused, unused, unused, fields={"deployment": "ns/voice"}
+    )
     calls = 0
     recovered = asyncio.Event()
 

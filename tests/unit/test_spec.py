@@ -60,6 +60,8 @@ def test_defaults() -> None:
         ({"template": {"spec": {"containers": []}}}, "containers"),
         ({"warmPool": {"size": 11}}, "warmPool.size"),
         ({"workerType": "job"}, "workerType"),
+        ({"participant": {"identityTemplate": "agent-{job_id"}}, "participant.identityTemplate"),
+        ({"participant": {"nameTemplate": "{caller}"}}, r"participant.nameTemplate: .*unknown field"),
         (
             {"livekit": {"url": "ws://x", "credentialsSecretRef": {"name": "a"}, "targetLoad": 0}},
             "targetLoad",

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
@@ -15,7 +16,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agent_operator import metrics
 from agent_operator.kube import timeouts
 from agent_operator.kube.podspec import LABEL_JOB_ID, LABEL_STATE, JobInfo, job_annotations
-from agent_operator.supervisor.types import PodIdentity
+from agent_operator.vocabulary import PodIdentity
 
 log = logging.getLogger("agent_operator.kube.pods")
 RETRY_FIRST_DELAY, RETRY_MAX_DELAY = 0.25, 2.0
@@ -28,6 +29,26 @@ def brief(exc: BaseException) -> str:
     if isinstance(exc, ApiException):
         return f"{exc.status} {exc.reason}"
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def exit_detail(pod: Mapping[str, Any]) -> str:
+    """How the pod's (first) container ended, for a person: exit code, reason, message."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    term = ((statuses[0].get("state") or {}).get("terminated") or {}) if statuses else {}
+    if not term:
+        return f"pod phase {(pod.get('status') or {}).get('phase')}"
+    parts = [f"exit code {term.get('exitCode')}", term.get("reason", ""), term.get("message", "")]
+    return ", ".join(p for p in parts if p)[:500]
+
+
+def pod_outcome(pod: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the pod's runner ended well, by what the kubelet wrote (phase Succeeded, or a
+    runner container that terminated with exit code 0), and the detail."""
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    term = ((statuses[0].get("state") or {}).get("terminated") or {}) if statuses else {}
+    succeeded = status.get("phase") == "Succeeded" or (bool(term) and term.get("exitCode") == 0)
+    return succeeded, exit_detail(pod)
 
 
 def transient(exc: BaseException) -> bool:

@@ -20,7 +20,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.kube import timeouts
 from agent_operator.kube.pods import transient
-from agent_operator.supervisor.types import AuthError, AuthUnavailable, PodIdentity
+from agent_operator.vocabulary import AuthError, AuthUnavailable, PodIdentity
 
 log = logging.getLogger("agent_operator.kube.tokenreview")
 

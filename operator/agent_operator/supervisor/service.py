@@ -134,16 +134,21 @@ class Supervisor:
         """A pod whose runner may attach (created by, or adopted into, the operator)."""
         self._bindings[binding.pod.uid] = binding
 
-    def forget(self, pod_uid: str) -> None:
-        """The pod is gone: drop everything about it and close its stream."""
+    async def forget(self, pod_uid: str) -> None:
+        """The pod is gone: a job it still had ends now (failed: nothing else would end it,
+        its timers go with the pod), then everything about the pod is dropped and its
+        stream closed."""
+        await self._end_job(
+            pod_uid,
+            JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended"),
+        )
         self._bindings.pop(pod_uid, None)
         self._cancel_timer(pod_uid)
+        self._cancel_timer(pod_uid, kind="reattach")
         session = self._sessions.get(pod_uid)
         if session is not None:
             session.close(grpc.StatusCode.NOT_FOUND, "pod removed")
-        record = self._jobs.get(pod_uid)
-        if record is None or record.state is JobState.ENDED:
-            self._drop_job(pod_uid)
+        self._drop_job(pod_uid)
 
     def job(self, pod_uid: str) -> JobRecord | None:
         return self._jobs.get(pod_uid)

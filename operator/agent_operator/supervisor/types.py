@@ -6,26 +6,12 @@ import dataclasses
 import enum
 from typing import Protocol
 
-from agent_operator.supervisor.heartbeat import HeartbeatSettings
-
-
-@dataclasses.dataclass(frozen=True)
-class PodIdentity:
-    namespace: str
-    name: str
-    uid: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclasses.dataclass(frozen=True)
-class DeploymentRef:
-    namespace: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+# the shared vocabulary, re-exported for the supervisor's users
+from agent_operator.vocabulary import AuthError as AuthError
+from agent_operator.vocabulary import AuthUnavailable as AuthUnavailable
+from agent_operator.vocabulary import DeploymentRef as DeploymentRef
+from agent_operator.vocabulary import HeartbeatSettings as HeartbeatSettings
+from agent_operator.vocabulary import PodIdentity as PodIdentity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,15 +21,6 @@ class RunnerBinding:
     pod: PodIdentity
     deployment: DeploymentRef
     heartbeat: HeartbeatSettings
-
-
-class AuthError(Exception):
-    """A runner's credential was refused; the message says why (never the credential)."""
-
-
-class AuthUnavailable(Exception):
-    """The credential could not be checked right now (the authority unreachable or
-    overloaded): not a refusal, the runner should try again."""
 
 
 class Authenticator(Protocol):

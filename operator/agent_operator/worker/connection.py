@@ -185,7 +185,15 @@ class WorkerConnection:
     async def _dispatch(self, msg: agent.ServerMessage) -> None:
         kind = msg.WhichOneof("message")
         if kind == "availability":
-            response = self.handler.availability(msg.availability)
+            try:
+                response = self.handler.availability(msg.availability)
+            except Exception:  # one offer's failure declines that offer, never the connection
+                job = msg.availability.job
+                log.exception(
+                    "declined job: answering its offer failed",
+                    extra={**self.fields, "job_id": job.id, "room": job.room.name},
+                )
+                response = agent.AvailabilityResponse(job_id=job.id, available=False)
             if response is not None:
                 await self._send(agent.WorkerMessage(availability=response))
         elif kind == "assignment":

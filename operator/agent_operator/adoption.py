@@ -1,0 +1,161 @@
+"""After a restart (or a handover), pods are the record: a deployment takes up the pods it
+finds, idle ones into its pool and job pods as its jobs, and resumes a job whose runner
+never got it from the previous operator.
+
+Which source wins: a runner that re-attaches and says what it runs wins over the pod's
+labels (its job is taken as the job); a pod's labels and start annotation stand for a job
+whose runner has not attached yet; a finished pod's phase and exit code decide the outcome
+of a job whose runner never attached here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from agent_jobrunner.protocol import pb
+from agent_operator import resume
+from agent_operator.collaborators import Collaborators
+from agent_operator.jobs import Job, Phase
+from agent_operator.kube.pods import brief, pod_outcome
+from agent_operator.kube.podspec import (
+    ANNOTATION_ROOM,
+    ANNOTATION_START,
+    LABEL_DEPLOYMENT,
+    LABEL_JOB_ID,
+    LABEL_STATE,
+    LABEL_TEMPLATE,
+)
+from agent_operator.kube.secrets import Credentials
+from agent_operator.registration import short
+from agent_operator.supervisor import JobOutcome, OutcomeStatus
+from agent_operator.supervisor.service import StartFailed
+from agent_operator.vocabulary import PodIdentity
+from agent_operator.worker.rooms import room_exists
+
+if TYPE_CHECKING:  # the deployment owns this; no import at run time
+    from agent_operator.deployment import DeploymentRuntime
+
+log = logging.getLogger("agent_operator.deployment")
+
+
+class Adoption:
+    def __init__(self, dep: DeploymentRuntime, services: Collaborators) -> None:
+        self._dep = dep
+        self._supervisor = services.supervisor
+        self._pods = services.pods
+
+    async def adopt_existing_pods(self) -> None:
+        dep = self._dep
+        try:
+            pods = await self._pods.list(dep.owner.namespace, f"{LABEL_DEPLOYMENT}={dep.owner.name}")
+        except Exception as exc:
+            log.warning("could not list existing pods: %s", short(exc), extra=dep.fields)
+            return
+        for pod in pods:
+            self.adopt(pod)
+        if pods:
+            log.info(
+                "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=dep.fields
+            )
+
+    def adopt(self, pod: dict[str, Any], jobs_only: bool = False) -> None:
+        """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
+        created after this one listed them)."""
+        dep = self._dep
+        meta: dict[str, Any] = pod["metadata"]
+        status: dict[str, Any] = pod.get("status") or {}
+        identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
+        labels = meta.get("labels") or {}
+        annotations = meta.get("annotations") or {}
+        job_id = labels.get(LABEL_JOB_ID, "")
+        if jobs_only and not job_id:
+            return
+        finished = status.get("phase") in ("Succeeded", "Failed")
+        known = job_id in dep.jobs
+        entry = None
+        if job_id and not known:
+            room = annotations.get(ANNOTATION_ROOM, "")
+            entry = Job(job_id, room, Phase.RUNNING, pod=identity, adopted=True)
+        if meta.get("deletionTimestamp") or finished:
+            if entry is not None and finished:
+                # it ended while no operator watched: LiveKit hears how, by its exit code
+                dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), pod))
+            else:
+                dep.spawn(self._pods.delete(identity))
+            return
+        heartbeat = dep.heartbeat()
+        dep.expect(identity, heartbeat)
+        if not job_id and labels.get(LABEL_STATE) == "idle":
+            dep.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
+        elif entry is not None:
+            entry.start_request = resume.decode(annotations.get(ANNOTATION_START, ""))
+            dep.jobs.adopt(entry)
+            dep.mark_dirty()
+            dep.spawn(self._expect_reattach(entry, heartbeat.start_timeout + 30))
+            if self._supervisor.attached(identity.uid):  # attached before we got here
+                self.runner_attached(identity, idle=self._supervisor.job(identity.uid) is None)
+
+    async def _ended_unwatched(self, entry: Job, pod: dict[str, Any]) -> None:
+        succeeded, detail = pod_outcome(pod)
+        if succeeded:
+            await self._dep.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
+        else:
+            await self._dep.fail_unstarted(entry, f"the job's pod ended while no operator watched ({detail})")
+
+    def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
+        """A runner attached; one without a job whose pod has one gets it now."""
+        if not idle:
+            return
+        entry = self._dep.jobs.on_pod(pod.uid)
+        if entry is not None and entry.start_request is not None:
+            kept, entry.start_request = entry.start_request, None  # sent once
+            self._dep.spawn(self._resume(entry, kept))
+
+    async def _resume(self, entry: Job, kept: pb.StartJobRequest) -> None:
+        """Send a job's start request, rebuilt from its pod, to a runner that never got it."""
+        dep = self._dep
+        assert entry.pod is not None
+        fields = entry.log_fields(dep.fields)
+        if self._supervisor.job(entry.pod.uid) is not None:
+            return  # its runner has it after all
+        spec = dep.spec
+        within = spec.heartbeat.start_timeout if spec else 30.0
+        with contextlib.suppress(TimeoutError):  # read at start, right after the pods are listed
+            await asyncio.wait_for(dep.registration.credentials_ready.wait(), within)
+        credentials = dep.registration.credentials
+        if spec is None or credentials is None:
+            await dep.fail_unstarted(
+                entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
+            )
+            return
+        if await self._room_gone(kept.url or spec.livekit_url, credentials, entry.room, fields):
+            await dep.fail_unstarted(entry, "its room is gone: the call ended before the job was resumed")
+            return
+        token = resume.agent_token(
+            kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
+        )
+        try:
+            await self._supervisor.assign(entry.pod.uid, resume.with_token(kept, token), path="resumed")
+        except StartFailed as exc:
+            await dep.fail_unstarted(entry, str(exc))
+            return
+        log.info("resumed the job: its runner had not got it from the previous operator", extra=fields)
+        dep.event(
+            "JobResumed", f"job {entry.job_id}: pod {entry.pod.name} had not got its job; sent it again"
+        )
+
+    async def _room_gone(self, url: str, credentials: Credentials, room: str, fields: dict[str, str]) -> bool:
+        try:
+            return not await room_exists(url, credentials.api_key, credentials.api_secret, room)
+        except Exception as exc:  # cannot tell: resume (an agent alone in a room times out)
+            log.warning("could not ask LiveKit whether the room is there: %s", brief(exc), extra=fields)
+            return False
+
+    async def _expect_reattach(self, entry: Job, within: float) -> None:
+        await asyncio.sleep(within)
+        assert entry.pod is not None
+        if self._supervisor.job(entry.pod.uid) is None:
+            await self._dep.fail_unstarted(entry, f"runner did not re-attach within {within:.0f}s")

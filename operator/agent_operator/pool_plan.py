@@ -1,0 +1,93 @@
+"""Warm pool planning, as pure functions: which idle pods to replace, how many to add, which
+one a job takes.
+
+An idle pod is replaced when it was built from an older template (never serve a stale pod),
+is older than ``maxIdleAge``, never attached within the start timeout, or lost its stream
+and did not come back within it. The start timeout runs from when this operator began to
+wait for the runner: its creation, or its adoption after a restart (an adopted pod's runner
+may still be attached to the previous operator, and may even have just been given a job).
+An adopted pod that has not attached here yet is never shrunk away or handed a job.
+Idle + busy never exceeds ``maxConcurrentJobs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class PoolPod:
+    uid: str
+    name: str
+    namespace: str
+    template_hash: str
+    created_at: float  # monotonic: the idle age counts from here
+    attached: bool = False
+    attached_once: bool = False
+    detached_at: float | None = None
+    deleting: bool = False
+    # monotonic: when this operator began waiting for its runner (creation or adoption)
+    expected_at: float | None = None
+    adopted: bool = False
+
+    @property
+    def waiting_since(self) -> float:
+        return self.created_at if self.expected_at is None else self.expected_at
+
+    @property
+    def unknown(self) -> bool:
+        """Adopted and not seen attached here: its runner may be serving the previous leader."""
+        return self.adopted and not self.attached_once
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolPlan:
+    delete: list[tuple[PoolPod, str]]
+    create: int
+
+
+def desired_idle(size: int, max_jobs: int, busy: int) -> int:
+    return max(0, min(size, max_jobs - busy))
+
+
+def plan_pool(
+    pods: list[PoolPod],
+    desired: int,
+    template_hash: str,
+    now: float,
+    max_idle_age: float,
+    start_timeout: float,
+) -> PoolPlan:
+    delete: list[tuple[PoolPod, str]] = []
+    keep: list[PoolPod] = []
+    for pod in pods:
+        if pod.deleting:
+            continue
+        if pod.unknown and now - pod.waiting_since <= start_timeout:
+            keep.append(pod)  # judged once its runner attaches here, or its window passes
+        elif pod.template_hash != template_hash:
+            delete.append((pod, "built from an older template"))
+        elif now - pod.created_at > max_idle_age:
+            delete.append((pod, f"idle longer than maxIdleAge ({max_idle_age:.0f}s)"))
+        elif not pod.attached_once and now - pod.waiting_since > start_timeout:
+            delete.append((pod, f"runner did not attach within {start_timeout:.0f}s"))
+        elif not pod.attached and pod.detached_at is not None and now - pod.detached_at > start_timeout:
+            delete.append((pod, f"runner lost its stream and did not return within {start_timeout:.0f}s"))
+        else:
+            keep.append(pod)
+    if len(keep) > desired:
+        # shrink: drop the ones not ready yet first, then the oldest; never an unknown one
+        known = sorted((p for p in keep if not p.unknown), key=lambda p: (p.attached, p.created_at))
+        excess = known[: len(keep) - desired]
+        for pod in excess:
+            delete.append((pod, "pool shrunk"))
+        keep = [p for p in keep if p not in excess]
+    return PoolPlan(delete=delete, create=max(0, desired - len(keep)))
+
+
+def pick_idle(pods: list[PoolPod], template_hash: str) -> PoolPod | None:
+    """The pod a job takes: attached ones first (the warm path; the longest waiting), else one
+    still starting (its runner gets the job when it attaches: no new pod, no more pods than
+    allowed). Never one being deleted, one of an older template or an unknown one."""
+    usable = [p for p in pods if not p.deleting and not p.unknown and p.template_hash == template_hash]
+    return min(usable, key=lambda p: (not p.attached, p.created_at)) if usable else None

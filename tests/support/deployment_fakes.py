@@ -1,0 +1,206 @@
+"""Small fakes of a deployment's collaborators (pods, supervisor, events, status, LiveKit's
+job reports), for unit tests of the deployment runtime without servers. They record what
+they were asked and can hold a call open (``gate``) to test what happens meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import Mapping
+from typing import Any, cast
+
+from livekit.protocol import agent, models
+
+from agent_jobrunner.protocol import pb
+from agent_operator.collaborators import Collaborators
+from agent_operator.deployment import DeploymentRuntime
+from agent_operator.handover import Handover
+from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings
+from agent_operator.kube.secrets import Credentials
+from agent_operator.spec import DeploymentSpec, SecretRef
+from agent_operator.supervisor import JobOutcome, JobRecord, RunnerBinding
+from agent_operator.vocabulary import HeartbeatSettings, PodIdentity
+
+NAMESPACE = "ns"
+
+
+def spec(**over: Any) -> DeploymentSpec:
+    body: dict[str, Any] = {
+        "livekit": {"url": "ws://livekit.test", "credentialsSecretRef": {"name": "lk"}},
+        "agentName": "bot",
+        "entrypoint": "agents.voice:entry",
+        "maxConcurrentJobs": 5,
+        "template": {"spec": {"containers": [{"name": "agent", "image": "runner:dev"}]}},
+        **over,
+    }
+    return DeploymentSpec.parse(body)
+
+
+class Gate:
+    """Holds callers until opened (open by default)."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._open.set()
+        self.waiting = 0
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def passed(self) -> None:
+        self.waiting += 1
+        try:
+            await self._open.wait()
+        finally:
+            self.waiting -= 1
+
+
+class FakePods:
+    def __init__(self) -> None:
+        self.live: dict[str, PodIdentity] = {}  # created and not deleted
+        self.created: list[PodIdentity] = []
+        self.deleted: list[tuple[PodIdentity, int | None]] = []
+        self.busy: list[tuple[PodIdentity, str]] = []
+        self.listed: list[dict[str, object]] = []
+        self.create_gate, self.delete_gate = Gate(), Gate()
+        self.peak = 0
+
+    async def create(
+        self, pod: dict[str, object], retry_for: float = 0.0, log_fields: Mapping[str, str] | None = None
+    ) -> PodIdentity:
+        meta = cast(dict[str, Any], pod["metadata"])
+        await self.create_gate.passed()
+        identity = PodIdentity(meta["namespace"], meta["name"], uuid.uuid4().hex)
+        self.created.append(identity)
+        self.live[identity.uid] = identity
+        self.peak = max(self.peak, len(self.live))
+        return identity
+
+    async def delete(self, pod: PodIdentity, grace_seconds: int | None = None) -> None:
+        self.live.pop(pod.uid, None)  # marked for deletion at once, as the API server does
+        self.deleted.append((pod, grace_seconds))
+        await self.delete_gate.passed()
+
+    async def mark_busy(self, pod: PodIdentity, job: JobInfo) -> None:
+        self.busy.append((pod, job.job_id))
+
+    async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
+        return list(self.listed)
+
+
+class FakeSupervisor:
+    def __init__(self) -> None:
+        self.bindings: dict[str, RunnerBinding] = {}
+        self.assigned: list[tuple[str, pb.StartJobRequest, str]] = []
+        self.records: dict[str, JobRecord] = {}
+        self.attached_uids: set[str] = set()
+        self.shutdowns: list[tuple[str, str]] = []
+
+    def expect(self, binding: RunnerBinding) -> None:
+        self.bindings[binding.pod.uid] = binding
+
+    async def assign(self, pod_uid: str, request: pb.StartJobRequest, path: str = "") -> JobRecord:
+        job = agent.Job.FromString(request.job)
+        record = JobRecord(job.id, job.room.name, self.bindings[pod_uid], assigned_at=0.0, path=path)
+        self.records[pod_uid] = record
+        self.assigned.append((pod_uid, request, path))
+        return record
+
+    def job(self, pod_uid: str) -> JobRecord | None:
+        return self.records.get(pod_uid)
+
+    def attached(self, pod_uid: str) -> bool:
+        return pod_uid in self.attached_uids
+
+    async def shutdown_job(self, pod_uid: str, reason: str, grace: float) -> JobOutcome | None:
+        self.shutdowns.append((pod_uid, reason))
+        return None
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str]] = []
+
+    async def record(self, owner: Owner, reason: str, message: str, warning: bool = False) -> None:
+        self.recorded.append((reason, message))
+
+
+class FakeStatus:
+    async def write(self, generation: int, conditions: list[Any], fields: dict[str, Any]) -> bool:
+        return True
+
+
+class Reports:
+    """Stands in for the worker connection's job reports to LiveKit."""
+
+    worker_id = "W_test"
+
+    def __init__(self) -> None:
+        self.updates: list[tuple[str, int, str]] = []
+
+    async def update_job(self, job_id: str, status: int, error: str = "") -> bool:
+        self.updates.append((job_id, status, error))
+        return True
+
+    async def answer(self, response: agent.AvailabilityResponse) -> None:
+        return None
+
+
+@dataclasses.dataclass
+class Harness:
+    dep: DeploymentRuntime
+    pods: FakePods
+    supervisor: FakeSupervisor
+    events: FakeEvents
+    reports: Reports
+
+
+async def _credentials(namespace: str, ref: SecretRef) -> Credentials:
+    return Credentials("key", "secret")
+
+
+def harness(deployment_spec: DeploymentSpec | None = None, registered: bool = True) -> Harness:
+    pods, supervisor, events, reports = FakePods(), FakeSupervisor(), FakeEvents(), Reports()
+    services = Collaborators(
+        pods=pods,
+        supervisor=supervisor,
+        events=events,
+        handover=Handover(),
+        runner_settings=RunnerSettings("127.0.0.1:50051", "agent-operator", ""),
+        default_heartbeat=HeartbeatSettings(),
+        read_credentials=_credentials,
+        status_writer=lambda owner: FakeStatus(),
+    )
+    owner = Owner(NAMESPACE, "voice", "uid-voice")
+    dep = DeploymentRuntime(services, owner, deployment_spec or spec(), 1)
+    if registered:
+        dep.registration.worker = cast(Any, reports)
+    return Harness(dep, pods, supervisor, events, reports)
+
+
+def offer(job_id: str, room: str = "room-1") -> agent.AvailabilityRequest:
+    return agent.AvailabilityRequest(job=job(job_id, room))
+
+
+def job(job_id: str, room: str = "room-1") -> agent.Job:
+    return agent.Job(id=job_id, room=models.Room(name=room), agent_name="bot", dispatch_id=f"d-{job_id}")
+
+
+def assignment(job_id: str, room: str = "room-1") -> agent.JobAssignment:
+    return agent.JobAssignment(job=job(job_id, room), url="ws://livekit.test", token="jwt-" + job_id)
+
+
+async def settle(condition: Any = None, timeout: float = 5.0) -> None:
+    """Let background tasks run: until ``condition()`` holds, or a few loop turns."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for _ in range(20):
+        await asyncio.sleep(0)
+    while condition is not None and not condition():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
