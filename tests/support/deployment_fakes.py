@@ -141,9 +141,11 @@ class Reports:
 
     def __init__(self) -> None:
         self.updates: list[tuple[str, int, str]] = []
+        self.gate = Gate()
 
     async def update_job(self, job_id: str, status: int, error: str = "") -> bool:
         self.updates.append((job_id, status, error))
+        await self.gate.passed()
         return True
 
     async def answer(self, response: agent.AvailabilityResponse) -> None:

@@ -150,13 +150,19 @@ async def test_a_burst_never_creates_more_pods_than_max_concurrent_jobs() -> Non
         for job_id in ids:
             if job_id in h.dep.jobs:
                 await h.dep.assignment(assignment(job_id))
-        refill = h.dep.pool.reconcile()
         await settle()
-        await refill
-        await settle()
-        for entry in list(h.dep.jobs):
-            if entry.pod is not None:
-                await h.dep.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "done"))
+        # the calls end while LiveKit hears of it (an await) and the pool refills meanwhile
+        h.reports.gate.close()
+        ending = [
+            asyncio.ensure_future(h.dep.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "done")))
+            for entry in h.dep.jobs
+            if entry.pod is not None
+        ]
+        count = len(ending)
+        await settle(lambda: h.reports.gate.waiting == count)  # noqa: B023 - awaited here
+        await h.dep.pool.reconcile()
+        h.reports.gate.open()
+        await asyncio.gather(*ending)
     assert h.pods.peak <= 3, f"{h.pods.peak} pods at once"
     assert len(h.supervisor.assigned) >= 6
 
