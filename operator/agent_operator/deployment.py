@@ -10,26 +10,28 @@ modules.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
-from agent_operator import decisions, metrics, resume
+from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption
 from agent_operator.collaborators import Collaborators
 from agent_operator.conditions import DeploymentState, conditions
 from agent_operator.drain import drain
+from agent_operator.handover import pass_on
+from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube.pods import pod_outcome
-from agent_operator.kube.podspec import JobInfo, Owner
+from agent_operator.kube.podspec import Owner
 from agent_operator.kube.status import Condition
+from agent_operator.offers import attributes, job_info, participant, start_request
 from agent_operator.registration import Registration, short
-from agent_operator.spec import AUTO_SUBSCRIBE, DEFAULT_TARGET_LOAD, DeploymentSpec
+from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
+from agent_operator.status_report import StatusSnapshot, report_status
 from agent_operator.supervisor import (
     JobOutcome,
     JobRecord,
@@ -38,16 +40,12 @@ from agent_operator.supervisor import (
 )
 from agent_operator.supervisor.service import StartFailed
 from agent_operator.tasks import BackgroundTasks
-from agent_operator.templates import render
 from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
 from agent_operator.warm_pool import PoolDemand, WarmPool
 
 log = logging.getLogger("agent_operator.deployment")
 
-HANDOVER_HOLD_SECONDS = 2.0  # LiveKit's job request times out after 3 s (psrpc's default)
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
-STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL = 0.5, 8.0
-ATTRIBUTE_AGENT_NAME = "lk.agent.name"
 
 
 class DeploymentRuntime:
@@ -66,8 +64,6 @@ class DeploymentRuntime:
         self.blocked_reason = ""
         self.connect_error = ""
         self._registered_once = False
-        self.counts = {"jobsStarted": 0, "jobsSucceeded": 0, "jobsFailed": 0}
-        self.recent: list[OutcomeStatus] = []
         self.status_writer = services.status_writer(owner)
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -85,6 +81,15 @@ class DeploymentRuntime:
             changed=self.mark_dirty,
             fields=self.fields,
         )
+        self.ends = JobEnds(
+            self.jobs,
+            services.pods,
+            lambda: self.registration.worker,
+            self.event,
+            self._freed,
+            self.fields,
+            self._labels,
+        )
         self.adoption = Adoption(self, services)
 
     @property
@@ -94,6 +99,10 @@ class DeploymentRuntime:
 
     def mark_dirty(self) -> None:
         self._dirty.set()
+
+    def _freed(self) -> None:
+        self._dirty.set()
+        self.pool.wake()
 
     def heartbeat(self) -> HeartbeatSettings:
         return self.spec.heartbeat if self.spec else self.services.default_heartbeat
@@ -120,7 +129,10 @@ class DeploymentRuntime:
         """Serve until ``stopping``; drain first if the resource was deleted."""
         metrics.init_deployment(*self._labels)
         await self.adoption.adopt_existing_pods()
-        status = asyncio.create_task(self._status_loop(), name=f"status {self.ref}")
+        status = asyncio.create_task(
+            report_status(self.status_writer, self._dirty, self._snapshot, self.fields),
+            name=f"status {self.ref}",
+        )
         pool = asyncio.create_task(self.pool.run(), name=f"pool {self.ref}")
         try:
             await self.registration.run(
@@ -183,7 +195,7 @@ class DeploymentRuntime:
             return agent.AvailabilityResponse(job_id=job.id, available=False)
         worker = self.registration.worker
         if self.services.handover.active and worker is not None:
-            self._tasks.spawn(self._pass_on(worker.answer, job))
+            self._tasks.spawn(pass_on(self.services.handover, worker.answer, job, self.fields, self._labels))
             return None  # answered by _pass_on
         verdict = decisions.availability(self.capacity())
         metrics.AVAILABILITY_ANSWERS.labels(
@@ -194,7 +206,7 @@ class DeploymentRuntime:
             log.info("declined job (%s)", verdict.reason, extra=fields)
             return agent.AvailabilityResponse(job_id=job.id, available=False)
         spec = self.spec
-        identity, name = self._participant(spec, job)
+        identity, name = participant(spec, job, self.owner.name)
         self.jobs.offer(job.id, job.room.name, identity, name, RESERVATION_SECONDS)
         log.info("accepted job", extra=fields)
         return agent.AvailabilityResponse(
@@ -203,32 +215,8 @@ class DeploymentRuntime:
             participant_identity=identity,
             participant_name=name,
             participant_metadata=spec.participant_metadata,
-            participant_attributes=self._attributes(spec),
+            participant_attributes=attributes(spec),
         )
-
-    def _participant(self, spec: DeploymentSpec, job: agent.Job) -> tuple[str, str]:
-        """The agent participant's identity and name (templates are checked at parse time)."""
-        identity = render(spec.identity_template, job, self.owner.name)
-        name = render(spec.name_template, job, self.owner.name) if spec.name_template else ""
-        return identity, name
-
-    @staticmethod
-    def _attributes(spec: DeploymentSpec) -> dict[str, str]:
-        return {ATTRIBUTE_AGENT_NAME: spec.agent_name, **spec.participant_attributes}
-
-    async def _pass_on(self, answer: Callable[[agent.AvailabilityResponse], Any], job: agent.Job) -> None:
-        """An offer during a handover: hold it until the next operator serves, then decline it.
-
-        LiveKit then offers the job to its next available worker, which by then is the new
-        operator's. The hold is bounded: LiveKit gives up on a job request after 3 s.
-        """
-        fields = {**self.fields, "job_id": job.id, "room": job.room.name}
-        held = time.monotonic()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.services.handover.successor_ready.wait(), HANDOVER_HOLD_SECONDS)
-        metrics.AVAILABILITY_ANSWERS.labels(*self._labels, "no", "handover").inc()
-        log.info("passed the job on to the next operator (held %.2fs)", time.monotonic() - held, extra=fields)
-        await answer(agent.AvailabilityResponse(job_id=job.id, available=False))
 
     async def assignment(self, assignment: agent.JobAssignment) -> None:
         """Take the job; its placement runs as the deployment's own task, so that replacing
@@ -242,15 +230,17 @@ class DeploymentRuntime:
             return
         entry = self.jobs.place(job.id, job.room.name)
         if not entry.identity:  # no offer of ours on record (the offer's hold ran out)
-            entry.identity, entry.name = self._participant(spec, job)
+            entry.identity, entry.name = participant(spec, job, self.owner.name)
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
-        self._tasks.spawn(self._place(entry, self._start_request(assignment, spec, entry), spec, fields))
+        self._tasks.spawn(
+            self._place(entry, start_request(assignment, spec, entry.identity, entry.name), spec, fields)
+        )
 
     async def _place(
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
     ) -> None:
-        info = self._job_info(assignment_job(request), request, fields)
+        info = job_info(request, fields)
         try:
             placement, pooled = await self.pool.place(spec, info, fields)
         except Exception as exc:
@@ -276,29 +266,6 @@ class DeploymentRuntime:
             return
         if entry.terminate_requested:  # LiveKit ended it while it was being placed
             await self._shut_down(entry, "job terminated by LiveKit")
-
-    def _job_info(self, job: agent.Job, request: pb.StartJobRequest, fields: dict[str, str]) -> JobInfo:
-        """What the job's pod keeps of it (see ``resume``)."""
-        kept = resume.encode(request)
-        if not kept:
-            log.warning(
-                "job too big to keep on its pod: an operator restart before it starts loses it", extra=fields
-            )
-        return JobInfo(job.id, job.room.name, job.dispatch_id, kept)
-
-    def _start_request(
-        self, assignment: agent.JobAssignment, spec: DeploymentSpec, entry: Job
-    ) -> pb.StartJobRequest:
-        return pb.StartJobRequest(
-            job=assignment.job.SerializeToString(),
-            url=assignment.url or spec.livekit_url,
-            token=assignment.token,
-            participant_identity=entry.identity,
-            participant_name=entry.name,
-            participant_metadata=spec.participant_metadata,
-            participant_attributes=self._attributes(spec),
-            auto_subscribe=AUTO_SUBSCRIBE[spec.auto_subscribe],
-        )
 
     async def termination(self, termination: agent.JobTermination) -> None:
         entry = self.jobs.get(termination.job_id)
@@ -357,7 +324,7 @@ class DeploymentRuntime:
         entry = self.jobs.get(record.job_id)
         if entry is not None and entry.phase is Phase.STARTING:
             entry.phase = Phase.RUNNING
-        self.counts["jobsStarted"] += 1
+        self.ends.counts["jobsStarted"] += 1
         self.event(
             "JobStarted", f"job {record.job_id}: runner in pod {record.pod.name} joined room {record.room}"
         )
@@ -401,53 +368,25 @@ class DeploymentRuntime:
             )
 
     async def fail_unstarted(self, entry: Job, error: str) -> None:
-        """A job that ends without an outcome from its runner."""
-        await self.finish(entry, JobOutcome(OutcomeStatus.FAILED, "did not start", error), unstarted=True)
+        await self.ends.fail_unstarted(entry, error)
 
-    async def finish(self, entry: Job, outcome: JobOutcome, unstarted: bool = False) -> None:
-        """The one exit of a job: its outcome reported once, its pod removed, its slot freed."""
-        if not self.jobs.finish(entry):
-            return
-        fields = entry.log_fields(self.fields)
-        self._remember(outcome.status)
-        success = outcome.status is OutcomeStatus.SUCCESS
-        self.counts["jobsSucceeded" if success else "jobsFailed"] += 1
-        worker = self.registration.worker
-        status = agent.JS_SUCCESS if success else agent.JS_FAILED
-        if worker is None or not await worker.update_job(entry.job_id, status, outcome.error):
-            log.warning("could not report the job's end to LiveKit (not connected)", extra=fields)
-        if unstarted:
-            metrics.JOBS_ENDED.labels(*self._labels, "rejected").inc()
-            log.warning("job failed before it started: %s", outcome.error, extra=fields)
-            self.event("JobFailed", f"job {entry.job_id}: {outcome.error}", warning=True)
-        elif outcome.status is OutcomeStatus.KILLED and "unresponsive" in outcome.reason:
-            pod = entry.pod.name if entry.pod else ""
-            self.event(
-                "RunnerUnresponsive", f"job {entry.job_id}: {outcome.error}; pod {pod} deleted", warning=True
-            )
-        else:
-            detail = outcome.reason + (f": {outcome.error}" if outcome.error else "")
-            self.event(
-                "JobEnded", f"job {entry.job_id} {outcome.status.value}: {detail}", warning=not success
-            )
-        # the runner exits by itself; removing the pod now means no pod outlives its job. A
-        # killed runner's pod (and one that never started its job) gets no grace: a graceful
-        # delete would let a hung process linger for the whole grace period. The slot is
-        # freed once the delete is asked for, so idle + busy pods never exceed the cap
-        if entry.pod is not None:
-            no_grace = unstarted or outcome.status is OutcomeStatus.KILLED
-            try:
-                await self.services.pods.delete(entry.pod, grace_seconds=0 if no_grace else None)
-            except Exception as exc:
-                log.warning("could not delete the job's pod: %s", short(exc), extra=fields)
-        self.jobs.release(entry)
-        self._dirty.set()
-        self.pool.wake()
-
-    def _remember(self, status: OutcomeStatus) -> None:
-        self.recent = [*self.recent[-9:], status]
+    async def finish(self, entry: Job, outcome: JobOutcome) -> None:
+        await self.ends.finish(entry, outcome)
 
     # -- status -------------------------------------------------------------------------------
+    def _snapshot(self) -> StatusSnapshot:
+        return StatusSnapshot(
+            generation=self.generation,
+            conditions=self.conditions(),
+            worker_id=self.worker_id,
+            active_jobs=self.jobs.busy,
+            idle_pods=self.pool.ready,
+            busy_pods=len(self.jobs.with_pod),
+            max_jobs=self.spec.max_concurrent_jobs if self.spec else 0,
+            counts=dict(self.ends.counts),
+            labels=self._labels,
+        )
+
     def conditions(self) -> list[Condition]:
         return conditions(
             DeploymentState(
@@ -456,37 +395,9 @@ class DeploymentRuntime:
                 blocked_reason=self.blocked_reason,
                 blocked=self.blocked,
                 draining=self.draining,
-                recent=tuple(self.recent),
+                recent=tuple(self.ends.recent),
             )
         )
-
-    async def _status_loop(self) -> None:
-        pause = STATUS_MIN_INTERVAL
-        while True:
-            await self._dirty.wait()
-            self._dirty.clear()
-            busy = len(self.jobs.with_pod)
-            active = self.jobs.busy
-            fields = {
-                "workerId": self.worker_id,
-                "activeJobs": active,
-                "idlePods": self.pool.ready,
-                "busyPods": busy,
-                **self.counts,
-            }
-            metrics.JOBS_ACTIVE.labels(*self._labels).set(active)
-            max_jobs = self.spec.max_concurrent_jobs if self.spec else 0
-            metrics.MAX_CONCURRENT_JOBS.labels(*self._labels).set(max_jobs)
-            metrics.POOL_BUSY.labels(*self._labels).set(busy)
-            try:
-                await self.status_writer.write(self.generation, self.conditions(), fields)
-                pause = STATUS_MIN_INTERVAL  # at most two status writes a second
-            except Exception as exc:
-                if pause in (STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL):  # not twice a second
-                    log.warning("could not write status: %s", short(exc), extra=self.fields)
-                self._dirty.set()
-                pause = min(pause * 2, STATUS_MAX_RETRY_INTERVAL)
-            await asyncio.sleep(pause)
 
     # -- helpers ------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:
@@ -494,7 +405,3 @@ class DeploymentRuntime:
 
     def spawn(self, coro: Any) -> None:
         self._tasks.spawn(coro)
-
-
-def assignment_job(request: pb.StartJobRequest) -> agent.Job:
-    return agent.Job.FromString(request.job)

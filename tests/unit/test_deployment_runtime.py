@@ -40,7 +40,7 @@ async def test_a_job_is_reported_once_whichever_paths_end_it() -> None:
     await settle()
     assert [(j, s) for j, s, _ in h.reports.updates] == [("J1", agent.JS_FAILED)]
     assert "J1" not in h.dep.jobs
-    assert h.dep.counts["jobsFailed"] == 1
+    assert h.dep.ends.counts["jobsFailed"] == 1
 
 
 async def test_a_termination_while_the_job_is_placed_ends_it_once_placed() -> None:

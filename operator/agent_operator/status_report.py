@@ -1,0 +1,63 @@
+"""A deployment's status subresource and gauges, written when something changed: at most
+twice a second, and backing off while the API server fails."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from agent_operator import metrics
+from agent_operator.collaborators import StatusWriting
+from agent_operator.kube.status import Condition
+from agent_operator.registration import short
+
+log = logging.getLogger("agent_operator.deployment")
+
+STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL = 0.5, 8.0
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusSnapshot:
+    generation: int
+    conditions: list[Condition]
+    worker_id: str
+    active_jobs: int
+    idle_pods: int
+    busy_pods: int
+    max_jobs: int
+    counts: dict[str, int]
+    labels: tuple[str, str]
+
+
+async def report_status(
+    writer: StatusWriting,
+    dirty: asyncio.Event,
+    snapshot: Callable[[], StatusSnapshot],
+    fields: dict[str, str],
+) -> None:
+    pause = STATUS_MIN_INTERVAL
+    while True:
+        await dirty.wait()
+        dirty.clear()
+        now = snapshot()
+        metrics.JOBS_ACTIVE.labels(*now.labels).set(now.active_jobs)
+        metrics.MAX_CONCURRENT_JOBS.labels(*now.labels).set(now.max_jobs)
+        metrics.POOL_BUSY.labels(*now.labels).set(now.busy_pods)
+        status = {
+            "workerId": now.worker_id,
+            "activeJobs": now.active_jobs,
+            "idlePods": now.idle_pods,
+            "busyPods": now.busy_pods,
+            **now.counts,
+        }
+        try:
+            await writer.write(now.generation, now.conditions, status)
+            pause = STATUS_MIN_INTERVAL  # at most two status writes a second
+        except Exception as exc:
+            if pause in (STATUS_MIN_INTERVAL, STATUS_MAX_RETRY_INTERVAL):  # not twice a second
+                log.warning("could not write status: %s", short(exc), extra=fields)
+            dirty.set()
+            pause = min(pause * 2, STATUS_MAX_RETRY_INTERVAL)
+        await asyncio.sleep(pause)
