@@ -2,30 +2,31 @@
 
 Flow for one pod: the operator says it ``expect``s the pod (or a resolver vouches for it
 after a restart), ``assign``s it a job, and the supervisor sends ``StartJobRequest`` as soon
-as the pod's runner is attached. The job then lives in a ``JobRecord`` until exactly one
-outcome is reported to the listener. A failed or unresponsive runner's unit is terminated
-through the injected ``Terminator``.
+as the pod's runner is attached. Everything about the pod lives in its slot (``slots``);
+the job's state machine is ``job_machine``, which reports exactly one outcome per job to
+the listener. This module holds the server, the attach handshake and the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
 from agent_operator.supervisor.heartbeat import HeartbeatSettings
+from agent_operator.supervisor.job_machine import JobMachine
+from agent_operator.supervisor.job_machine import StartFailed as StartFailed
 from agent_operator.supervisor.logbridge import reemit
 from agent_operator.supervisor.session import RunnerSession, SessionClosed
+from agent_operator.supervisor.slots import PodSlot, Slots
 from agent_operator.supervisor.types import (
     Authenticator,
     AuthError,
@@ -58,10 +59,6 @@ class SupervisorSettings:
     default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
 
 
-class StartFailed(Exception):
-    """The job did not start; the message says why."""
-
-
 class Supervisor:
     def __init__(
         self,
@@ -79,14 +76,9 @@ class Supervisor:
         self.resolver = resolver
         self.clock = clock
         self._server: grpc.aio.Server | None = None
-        self._bindings: dict[str, RunnerBinding] = {}
-        self._sessions: dict[str, RunnerSession] = {}
-        self._jobs: dict[str, JobRecord] = {}
-        self._requests: dict[str, pb.StartJobRequest] = {}
-        self._started: dict[str, asyncio.Future[JobRecord]] = {}
-        self._ended: dict[str, asyncio.Event] = {}
-        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._slots = Slots()
         self._tasks = BackgroundTasks(log, "supervisor callback")
+        self._machine = JobMachine(self.listener, terminator, self.settings.reattach_grace, clock, self._call)
 
     # -- server ----------------------------------------------------------------------------
     async def start(
@@ -118,54 +110,52 @@ class Supervisor:
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving. Jobs are not ended: their runners keep running and re-attach to the
         next supervisor (an operator restart must not drop calls)."""
-        for session in list(self._sessions.values()):
-            session.close(grpc.StatusCode.UNAVAILABLE, "supervisor stopping")
+        for slot in self._slots:
+            if slot.session is not None:
+                slot.session.close(grpc.StatusCode.UNAVAILABLE, "supervisor stopping")
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
-        for task in self._timers.values():
-            task.cancel()
-        await asyncio.gather(*self._timers.values(), return_exceptions=True)
-        self._timers.clear()
+        for slot in self._slots:
+            await slot.close_timers()
         await self._tasks.close()
 
     # -- what the operator tells us ---------------------------------------------------------
     def expect(self, binding: RunnerBinding) -> None:
         """A pod whose runner may attach (created by, or adopted into, the operator)."""
-        self._bindings[binding.pod.uid] = binding
+        self._slots.bind(binding)
 
     async def forget(self, pod_uid: str) -> None:
         """The pod is gone: a job it still had ends now (failed: nothing else would end it,
-        its timers go with the pod), then everything about the pod is dropped and its
-        stream closed."""
-        await self._end_job(
-            pod_uid,
-            JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended"),
+        its timers go with the pod), then its slot is dropped and its stream closed."""
+        slot = self._slots.get(pod_uid)
+        if slot is None:
+            return
+        await self._machine.end(
+            slot, JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended")
         )
-        self._bindings.pop(pod_uid, None)
-        self._cancel_timer(pod_uid)
-        self._cancel_timer(pod_uid, kind="reattach")
-        session = self._sessions.get(pod_uid)
-        if session is not None:
-            session.close(grpc.StatusCode.NOT_FOUND, "pod removed")
-        self._drop_job(pod_uid)
+        self._slots.drop(pod_uid)
+        await slot.close_timers()
+        if slot.session is not None:
+            slot.session.close(grpc.StatusCode.NOT_FOUND, "pod removed")
 
     def job(self, pod_uid: str) -> JobRecord | None:
-        return self._jobs.get(pod_uid)
+        slot = self._slots.get(pod_uid)
+        return slot.job if slot is not None else None
 
     def jobs(self) -> list[JobRecord]:
-        return list(self._jobs.values())
+        return [slot.job for slot in self._slots if slot.job is not None]
 
     def attached(self, pod_uid: str) -> bool:
-        session = self._sessions.get(pod_uid)
-        return session is not None and not session.closed
+        slot = self._slots.get(pod_uid)
+        return slot is not None and slot.attached
 
     def idle_runners(self) -> list[RunnerBinding]:
-        """Attached runners with no job, oldest attach first."""
+        """Attached runners with no job."""
         return [
-            s.binding
-            for s in self._sessions.values()
-            if not s.closed and s.idle and s.pod_uid not in self._jobs
+            slot.binding
+            for slot in self._slots
+            if slot.session is not None and not slot.session.closed and slot.session.idle and slot.job is None
         ]
 
     async def assign(self, pod_uid: str, request: pb.StartJobRequest, path: str = "") -> JobRecord:
@@ -173,77 +163,39 @@ class Supervisor:
 
         ``path`` labels the start in the metrics; by default "warm" when the runner is attached
         and idle, else "cold"."""
-        binding = self._bindings.get(pod_uid)
-        if binding is None:
+        slot = self._slots.get(pod_uid)
+        if slot is None:
             raise StartFailed(f"pod {pod_uid} is not expected by this supervisor")
-        if pod_uid in self._jobs:
-            raise StartFailed(f"pod {binding.pod} already had a job; a pod is never reused")
-        job = lk_agent.Job()
-        job.ParseFromString(request.job)
-        session = self._sessions.get(pod_uid)
-        path = path or ("warm" if session is not None and not session.closed and session.idle else "cold")
-        record = JobRecord(
-            job_id=job.id, room=job.room.name, binding=binding, assigned_at=self.clock(), path=path
-        )
-        self._jobs[pod_uid] = record
-        self._requests[pod_uid] = request
-        self._started[pod_uid] = asyncio.get_running_loop().create_future()
-        self._ended[pod_uid] = asyncio.Event()
-        self._set_timer(pod_uid, self._start_timeout(pod_uid, path))
-        log.info("job assigned to pod (%s path)", path, extra=record.log_fields())
-        if session is not None and not session.closed:
-            await self._send_start(session, record)
-        return record
+        return await self._machine.assign(slot, request, path)
 
     async def unit_exited(self, pod_uid: str, detail: str) -> None:
         """The pod's container ended: a job whose runner never started it fails now, not at the
         start timeout (a bad image, a crash at import, a command that does not exist)."""
-        record = self._jobs.get(pod_uid)
-        if record is None or record.state is not JobState.ASSIGNED or self.attached(pod_uid):
-            return
-        await self._end_job(
-            pod_uid,
-            JobOutcome(OutcomeStatus.FAILED, "runner exited before starting the job", detail),
-            terminate="runner exited before starting the job",
-        )
+        slot = self._slots.get(pod_uid)
+        if slot is not None:
+            await self._machine.unit_exited(slot, detail)
 
     async def wait_started(self, pod_uid: str) -> JobRecord:
         """Wait for the runner's StartJobResponse; raises StartFailed if the job failed to start."""
-        fut = self._started.get(pod_uid)
-        if fut is None:
+        slot = self._slots.get(pod_uid)
+        if slot is None or slot.started is None:
             raise StartFailed(f"no job assigned to pod {pod_uid}")
-        return await asyncio.shield(fut)
+        return await asyncio.shield(slot.started)
 
     async def wait_ended(self, pod_uid: str) -> JobOutcome | None:
-        event = self._ended.get(pod_uid)
-        record = self._jobs.get(pod_uid)
-        if event is None or record is None:
+        slot = self._slots.get(pod_uid)
+        if slot is None or slot.ended is None or slot.job is None:
             return None
-        await event.wait()
+        record = slot.job
+        await slot.ended.wait()
         return record.outcome
 
     async def shutdown_job(self, pod_uid: str, reason: str, grace: float) -> JobOutcome | None:
         """Ask the runner to end its job within ``grace``; kill its unit if it does not."""
-        record = self._jobs.get(pod_uid)
-        if record is None or record.state is JobState.ENDED:
-            return record.outcome if record else None
-        session = self._sessions.get(pod_uid)
-        if session is not None and not session.closed:
-            with contextlib.suppress(SessionClosed):
-                await session.send(
-                    pb.SupervisorMessage(
-                        shutdown=pb.ShutdownRequest(reason=reason, grace_ms=max(0, int(grace * 1000)))
-                    )
-                )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended[pod_uid].wait(), timeout=grace)
-        if record.outcome is None:
-            await self._end_job(
-                pod_uid,
-                JobOutcome(OutcomeStatus.KILLED, "shutdown", f"runner did not shut down within {grace:.1f}s"),
-                terminate="runner did not shut down within its grace period",
-            )
-        return record.outcome
+        slot = self._slots.get(pod_uid)
+        if slot is None:
+            return None
+        return await self._machine.shutdown(slot, reason, grace)
 
     # -- attach ------------------------------------------------------------------------------
     async def _attach(self, requests: AsyncIterator[pb.RunnerMessage], context: Any) -> None:
@@ -298,7 +250,8 @@ class Supervisor:
                 claimed,
             )
             return
-        binding = self._bindings.get(proven.uid)
+        slot = self._slots.get(proven.uid)
+        binding = slot.binding if slot is not None else None
         if binding is None and self.resolver is not None:
             try:
                 binding = await self.resolver(proven)
@@ -306,7 +259,7 @@ class Supervisor:
                 await self._refuse(context, "handover", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed)
                 return
             if binding is not None:
-                self._bindings[proven.uid] = binding
+                self._slots.bind(binding)
         if binding is None:
             await self._refuse(
                 context,
@@ -344,7 +297,7 @@ class Supervisor:
         await context.abort(code, details)
 
     def _check_reattach(self, binding: RunnerBinding, hello: pb.Hello) -> str:
-        record = self._jobs.get(binding.pod.uid)
+        record = self.job(binding.pod.uid)
         if hello.state == pb.RUNNER_STATE_RUNNING:
             if record is not None and record.job_id != hello.running_job.job_id:
                 return (
@@ -355,13 +308,13 @@ class Supervisor:
         return ""
 
     async def _serve(self, binding: RunnerBinding, hello: pb.Hello, requests: Any, context: Any) -> None:
-        uid = binding.pod.uid
+        slot = self._slots.bind(binding)
         session = RunnerSession(uuid.uuid4().hex[:12], binding, hello, context, self.clock)
-        previous = self._sessions.get(uid)
+        previous = slot.session
         if previous is not None:
             previous.close(grpc.StatusCode.ABORTED, "replaced by a newer stream of the same pod")
-        self._sessions[uid] = session
-        self._cancel_timer(uid, kind="reattach")
+        slot.session = session
+        slot.cancel_timer("reattach")
         labels = (binding.deployment.namespace, binding.deployment.name)
         metrics.RUNNERS_ATTACHED.labels(*labels).inc()
         # grpc.aio cancels this coroutine when the runner's connection drops (a killed
@@ -386,7 +339,7 @@ class Supervisor:
                     "session": session.session_id,
                 },
             )
-            await self._on_attached(session, hello)
+            await self._on_attached(slot, session, hello)
             why = await session.serve(requests, self._on_message, self._on_unresponsive)
         except SessionClosed:
             why = "stream closed during attach"
@@ -394,103 +347,40 @@ class Supervisor:
             metrics.RUNNERS_ATTACHED.labels(*labels).dec()
             if why.startswith("stream error"):
                 metrics.RUNNER_ATTACH_FAILURES.labels("stream_error").inc()
-            if self._sessions.get(uid) is session:
-                del self._sessions[uid]
-                self._on_detached(session, why)
+            if slot.session is session:
+                slot.session = None
+                self._on_detached(slot, session, why)
         if session.close_code is not None:
             await context.abort(session.close_code, session.close_details)
 
-    async def _on_attached(self, session: RunnerSession, hello: pb.Hello) -> None:
-        uid = session.pod_uid
-        record = self._jobs.get(uid)
+    async def _on_attached(self, slot: PodSlot, session: RunnerSession, hello: pb.Hello) -> None:
         self._call(self.listener.runner_attached(session.binding, session.idle))
-        if hello.state == pb.RUNNER_STATE_RUNNING:
-            if record is None:
-                await self._adopt(session, hello.running_job)
-            elif record.state is JobState.ASSIGNED:
-                # the StartJobResponse was lost with the old stream; the runner says it runs
-                await self._mark_started(uid)
-            log.info("runner re-attached with its running job", extra=self._fields(uid))
-        elif record is not None:
-            if record.state is JobState.ASSIGNED:
-                await self._send_start(session, record)
-            elif record.state is JobState.RUNNING:
-                await self._end_job(
-                    uid,
-                    JobOutcome(OutcomeStatus.FAILED, "runner lost its job", "runner re-attached idle"),
-                    terminate="runner restarted and lost its job",
-                )
+        await self._machine.attached(slot, session, hello)
 
-    async def _adopt(self, session: RunnerSession, running: pb.RunningJob) -> None:
-        uid = session.pod_uid
-        job = lk_agent.Job()
-        with contextlib.suppress(Exception):
-            job.ParseFromString(running.job)
-        record = JobRecord(
-            job_id=running.job_id,
-            room=running.room_name or job.room.name,
-            binding=session.binding,
-            assigned_at=self.clock(),
-            state=JobState.RUNNING,
-            started_at=self.clock(),
-            adopted=True,
-        )
-        self._jobs[uid] = record
-        fut: asyncio.Future[JobRecord] = asyncio.get_running_loop().create_future()
-        fut.set_result(record)
-        self._started[uid] = fut
-        self._ended[uid] = asyncio.Event()
-        log.info("adopted running job from re-attaching runner", extra=record.log_fields())
-        self._call(self.listener.job_adopted(record))
-
-    def _on_detached(self, session: RunnerSession, why: str) -> None:
-        uid = session.pod_uid
-        record = self._jobs.get(uid)
-        fields = self._fields(uid) if record else {"pod": str(session.binding.pod)}
-        log.info("runner stream ended: %s", why, extra=fields)
+    def _on_detached(self, slot: PodSlot, session: RunnerSession, why: str) -> None:
+        log.info("runner stream ended: %s", why, extra=slot.fields())
         self._call(self.listener.runner_detached(session.binding))
-        if record is not None and record.state is not JobState.ENDED and uid in self._bindings:
-            grace = self.settings.reattach_grace
-            self._set_timer(uid, self._reattach_timeout(uid, grace, why), kind="reattach")
+        if self._slots.get(slot.uid) is slot:  # the pod is still there: its runner may return
+            self._machine.detached(slot, why)
 
     # -- messages ----------------------------------------------------------------------------
     async def _on_message(self, session: RunnerSession, msg: pb.RunnerMessage) -> None:
         kind = msg.WhichOneof("message")
-        uid = session.pod_uid
+        slot = self._slots.get(session.pod_uid)
         if kind == "pong":
             self._on_pong(session, msg.pong)
         elif kind == "log":
-            reemit(
-                msg.log,
-                self._fields(uid)
-                if uid in self._jobs
-                else {"pod": str(session.binding.pod), "deployment": str(session.binding.deployment)},
-            )
-        elif kind == "start_job_response":
-            await self._on_start_response(session, msg.start_job_response)
-        elif kind == "job_status":
-            await self._on_job_status(session, msg.job_status)
-        elif kind == "user_exit":
-            if self._matches(session, msg.user_exit.job_id):
-                reason = msg.user_exit.reason or "entrypoint finished"
-                await self._end_job(uid, JobOutcome(OutcomeStatus.SUCCESS, reason))
-        elif kind == "shutdown_response":
-            if self._matches(session, msg.shutdown_response.job_id):
-                await self._end_job(uid, JobOutcome(OutcomeStatus.SUCCESS, "shut down on request"))
+            reemit(msg.log, slot.fields() if slot is not None else self._session_fields(session))
+        elif kind in ("start_job_response", "job_status", "user_exit", "shutdown_response"):
+            if slot is not None:
+                await self._machine.message(slot, session, kind, msg)
         else:
             metrics.RUNNER_ATTACH_FAILURES.labels("protocol").inc()
             session.close(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected message {kind!r} after Hello")
 
-    def _matches(self, session: RunnerSession, job_id: str) -> bool:
-        record = self._jobs.get(session.pod_uid)
-        if record is None or record.job_id != job_id:
-            log.warning(
-                "runner spoke of job %r, which is not its job",
-                job_id,
-                extra={"pod": str(session.binding.pod), "deployment": str(session.binding.deployment)},
-            )
-            return False
-        return True
+    @staticmethod
+    def _session_fields(session: RunnerSession) -> dict[str, str]:
+        return {"pod": str(session.binding.pod), "deployment": str(session.binding.deployment)}
 
     def _on_pong(self, session: RunnerSession, pong: pb.Pong) -> None:
         report = session.monitor.pong_received(pong.ping_timestamp_us, self.clock())
@@ -500,56 +390,11 @@ class Supervisor:
         metrics.HEARTBEAT_RTT.labels(deployment.namespace, deployment.name).observe(report.rtt)
         if report.high:
             metrics.HEARTBEAT_HIGH_PINGS.labels(deployment.namespace, deployment.name).inc()
-            fields = (
-                self._fields(session.pod_uid)
-                if session.pod_uid in self._jobs
-                else {"pod": str(session.binding.pod), "deployment": str(deployment)}
-            )
+            slot = self._slots.get(session.pod_uid)
+            fields = slot.fields() if slot is not None else self._session_fields(session)
             log.warning(
                 "high ping: runner answered in %.3fs", report.rtt, extra={**fields, "rtt": report.rtt}
             )
-
-    async def _on_start_response(self, session: RunnerSession, resp: pb.StartJobResponse) -> None:
-        uid = session.pod_uid
-        if not self._matches(session, resp.job_id):
-            return
-        if resp.error:
-            await self._end_job(
-                uid,
-                JobOutcome(OutcomeStatus.FAILED, "start failed", resp.error),
-                terminate="job failed to start",
-            )
-            return
-        await self._mark_started(uid)
-
-    async def _mark_started(self, uid: str) -> None:
-        record = self._jobs[uid]
-        if record.state is not JobState.ASSIGNED:
-            return
-        record.state = JobState.RUNNING
-        record.started_at = self.clock()
-        self._cancel_timer(uid)
-        metrics.JOB_START_LATENCY.labels(
-            record.deployment.namespace, record.deployment.name, record.path
-        ).observe(record.started_at - record.assigned_at)
-        metrics.JOBS_STARTED.labels(record.deployment.namespace, record.deployment.name, record.path).inc()
-        fut = self._started.get(uid)
-        if fut is not None and not fut.done():
-            fut.set_result(record)
-        log.info("job started in %.3fs", record.started_at - record.assigned_at, extra=record.log_fields())
-        self._call(self.listener.job_started(record))
-
-    async def _on_job_status(self, session: RunnerSession, status: pb.JobStatus) -> None:
-        if not self._matches(session, status.job_id):
-            return
-        if status.state == pb.JOB_STATE_FAILED:
-            await self._end_job(
-                session.pod_uid,
-                JobOutcome(OutcomeStatus.FAILED, "entrypoint failed", status.error or "unknown error"),
-                terminate="job failed",
-            )
-        else:
-            log.debug("job status %s", pb.JobState.Name(status.state), extra=self._fields(session.pod_uid))
 
     async def _on_unresponsive(self, session: RunnerSession) -> None:
         uid = session.pod_uid
@@ -558,10 +403,11 @@ class Supervisor:
         metrics.HEARTBEAT_TIMEOUTS.labels(deployment.namespace, deployment.name).inc()
         timeout = session.binding.heartbeat.ping_timeout
         reason = f"runner unresponsive: no pong for {silent:.1f}s (ping timeout {timeout}s)"
-        record = self._jobs.get(uid)
-        if record is not None and record.state is not JobState.ENDED:
-            await self._end_job(
-                uid, JobOutcome(OutcomeStatus.KILLED, "unresponsive", reason), terminate=reason
+        slot = self._slots.get(uid)
+        record = slot.job if slot is not None else None
+        if slot is not None and record is not None and record.state is not JobState.ENDED:
+            await self._machine.end(
+                slot, JobOutcome(OutcomeStatus.KILLED, "unresponsive", reason), terminate=reason
             )
         else:
             log.warning(
@@ -572,114 +418,7 @@ class Supervisor:
             self._call(self.terminator.terminate(session.binding.pod, reason))
         session.close(grpc.StatusCode.DEADLINE_EXCEEDED, reason)
 
-    # -- job end -------------------------------------------------------------------------------
-    async def _send_start(self, session: RunnerSession, record: JobRecord) -> None:
-        request = self._requests.get(session.pod_uid)
-        if request is None or session.start_sent:
-            return  # at most once per stream: assign() and the attach path may both get here
-        session.start_sent = True
-        session.idle = False
-        try:
-            await session.send(pb.SupervisorMessage(start_job=request))
-        except SessionClosed:
-            log.info(
-                "stream closed before StartJobRequest went out; will resend on re-attach",
-                extra=record.log_fields(),
-            )
-
-    async def _start_timeout(self, uid: str, path: str) -> None:
-        record = self._jobs[uid]
-        timeout = record.binding.heartbeat.start_timeout
-        await asyncio.sleep(timeout)
-        if record.state is JobState.ASSIGNED:
-            attached = "attached" if self.attached(uid) else "never attached"
-            await self._end_job(
-                uid,
-                JobOutcome(
-                    OutcomeStatus.FAILED,
-                    "start timeout",
-                    f"runner did not start the job within {timeout:.1f}s ({path} path, {attached})",
-                ),
-                terminate="start timeout",
-            )
-
-    async def _reattach_timeout(self, uid: str, grace: float, why: str) -> None:
-        await asyncio.sleep(grace)
-        record = self._jobs.get(uid)
-        if record is not None and record.state is not JobState.ENDED and not self.attached(uid):
-            await self._end_job(
-                uid,
-                JobOutcome(OutcomeStatus.FAILED, "runner lost", f"{why}; no re-attach within {grace:.1f}s"),
-                terminate="runner stream lost",
-            )
-
-    async def _end_job(self, uid: str, outcome: JobOutcome, terminate: str | None = None) -> None:
-        """The one place a job ends: exactly one outcome per job."""
-        record = self._jobs.get(uid)
-        if record is None or record.state is JobState.ENDED:
-            return
-        record.state = JobState.ENDED
-        record.outcome = outcome
-        self._cancel_timer(uid)
-        self._cancel_timer(uid, kind="reattach")
-        self._requests.pop(uid, None)
-        fut = self._started.get(uid)
-        if fut is not None and not fut.done():
-            fut.set_exception(
-                StartFailed(f"{outcome.reason}: {outcome.error}" if outcome.error else outcome.reason)
-            )
-            fut.exception()  # retrieved: nobody may be waiting
-        self._ended[uid].set()
-        metrics.JOBS_ENDED.labels(
-            record.deployment.namespace, record.deployment.name, outcome.status.value
-        ).inc()
-        if record.started_at is not None:
-            metrics.JOB_DURATION.labels(
-                record.deployment.namespace, record.deployment.name, outcome.status.value
-            ).observe(self.clock() - record.started_at)
-        level = logging.INFO if outcome.status is OutcomeStatus.SUCCESS else logging.WARNING
-        log.log(
-            level,
-            "job ended: %s (%s)%s",
-            outcome.status.value,
-            outcome.reason,
-            f": {outcome.error}" if outcome.error else "",
-            extra=record.log_fields(),
-        )
-        if terminate is not None:
-            log.warning("terminating pod: %s", terminate, extra=record.log_fields())
-            self._call(self.terminator.terminate(record.pod, terminate))
-            session = self._sessions.get(uid)
-            if session is not None and outcome.status is OutcomeStatus.KILLED:
-                session.close(grpc.StatusCode.ABORTED, terminate)
-        self._call(self.listener.job_ended(record, outcome))
-
-    def _drop_job(self, uid: str) -> None:
-        self._jobs.pop(uid, None)
-        self._requests.pop(uid, None)
-        self._started.pop(uid, None)
-        self._ended.pop(uid, None)
-
     # -- helpers -------------------------------------------------------------------------------
-    def _fields(self, uid: str) -> dict[str, str]:
-        record = self._jobs.get(uid)
-        if record is not None:
-            return record.log_fields()
-        binding = self._bindings.get(uid)
-        return {"pod": str(binding.pod), "deployment": str(binding.deployment)} if binding else {}
-
-    def _set_timer(self, uid: str, coro: Coroutine[Any, Any, None], kind: str = "start") -> None:
-        key = f"{kind}:{uid}"
-        self._cancel_timer(uid, kind)
-        task = asyncio.create_task(coro, name=key)
-        self._timers[key] = task
-        task.add_done_callback(lambda t: self._timers.pop(key, None) if self._timers.get(key) is t else None)
-
-    def _cancel_timer(self, uid: str, kind: str = "start") -> None:
-        task = self._timers.pop(f"{kind}:{uid}", None)
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-
     def _call(self, coro: Awaitable[Any]) -> None:
         """Run a listener/terminator call in the background; log its failure, never raise it."""
         self._tasks.spawn(coro)

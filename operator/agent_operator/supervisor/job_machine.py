@@ -1,0 +1,293 @@
+"""The supervisor's job state machine: a job on a pod goes assigned -> running -> ended, by
+what its runner says, by its timers (start timeout, re-attach grace) and by the operator.
+
+``end`` is the one place a job ends: exactly one outcome per job reaches the listener. A
+failed or unresponsive runner's unit is terminated through the injected ``Terminator``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from livekit.protocol import agent as lk_agent
+
+from agent_jobrunner.protocol import pb
+from agent_operator import metrics
+from agent_operator.supervisor.session import RunnerSession, SessionClosed
+from agent_operator.supervisor.slots import PodSlot
+from agent_operator.supervisor.types import (
+    JobOutcome,
+    JobRecord,
+    JobState,
+    OutcomeStatus,
+    SupervisorListener,
+    Terminator,
+)
+
+log = logging.getLogger("agent_operator.supervisor")
+
+
+class StartFailed(Exception):
+    """The job did not start; the message says why."""
+
+
+class JobMachine:
+    def __init__(
+        self,
+        listener: SupervisorListener,
+        terminator: Terminator,
+        reattach_grace: float,
+        clock: Callable[[], float],
+        call: Callable[[Awaitable[Any]], None],
+    ) -> None:
+        self.listener = listener
+        self.terminator = terminator
+        self.reattach_grace = reattach_grace
+        self.clock = clock
+        self._call = call  # runs a listener/terminator call in the background
+
+    # -- what the operator asks ----------------------------------------------------------------
+    async def assign(self, slot: PodSlot, request: pb.StartJobRequest, path: str) -> JobRecord:
+        if slot.job is not None:
+            raise StartFailed(f"pod {slot.binding.pod} already had a job; a pod is never reused")
+        job = lk_agent.Job()
+        job.ParseFromString(request.job)
+        session = slot.session
+        path = path or ("warm" if session is not None and not session.closed and session.idle else "cold")
+        record = JobRecord(
+            job_id=job.id, room=job.room.name, binding=slot.binding, assigned_at=self.clock(), path=path
+        )
+        slot.hold_job(record, request)
+        slot.set_timer("start", self._start_timeout(slot, path))
+        log.info("job assigned to pod (%s path)", path, extra=record.log_fields())
+        if session is not None and not session.closed:
+            await self.send_start(slot, session)
+        return record
+
+    async def shutdown(self, slot: PodSlot, reason: str, grace: float) -> JobOutcome | None:
+        record = slot.job
+        if record is None or record.state is JobState.ENDED:
+            return record.outcome if record else None
+        session = slot.session
+        if session is not None and not session.closed:
+            with contextlib.suppress(SessionClosed):
+                await session.send(
+                    pb.SupervisorMessage(
+                        shutdown=pb.ShutdownRequest(reason=reason, grace_ms=max(0, int(grace * 1000)))
+                    )
+                )
+        assert slot.ended is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.ended.wait(), timeout=grace)
+        if record.outcome is None:
+            await self.end(
+                slot,
+                JobOutcome(OutcomeStatus.KILLED, "shutdown", f"runner did not shut down within {grace:.1f}s"),
+                terminate="runner did not shut down within its grace period",
+            )
+        return record.outcome
+
+    async def unit_exited(self, slot: PodSlot, detail: str) -> None:
+        record = slot.job
+        if record is None or record.state is not JobState.ASSIGNED or slot.attached:
+            return
+        await self.end(
+            slot,
+            JobOutcome(OutcomeStatus.FAILED, "runner exited before starting the job", detail),
+            terminate="runner exited before starting the job",
+        )
+
+    # -- what the runner's stream tells ----------------------------------------------------------
+    async def attached(self, slot: PodSlot, session: RunnerSession, hello: pb.Hello) -> None:
+        record = slot.job
+        if hello.state == pb.RUNNER_STATE_RUNNING:
+            if record is None:
+                self._adopt(slot, hello.running_job)
+            elif record.state is JobState.ASSIGNED:
+                # the StartJobResponse was lost with the old stream; the runner says it runs
+                self._mark_started(slot)
+            log.info("runner re-attached with its running job", extra=slot.fields())
+        elif record is not None:
+            if record.state is JobState.ASSIGNED:
+                await self.send_start(slot, session)
+            elif record.state is JobState.RUNNING:
+                await self.end(
+                    slot,
+                    JobOutcome(OutcomeStatus.FAILED, "runner lost its job", "runner re-attached idle"),
+                    terminate="runner restarted and lost its job",
+                )
+
+    def detached(self, slot: PodSlot, why: str) -> None:
+        record = slot.job
+        if record is not None and record.state is not JobState.ENDED:
+            grace = self.reattach_grace
+            slot.set_timer("reattach", self._reattach_timeout(slot, grace, why))
+
+    def _adopt(self, slot: PodSlot, running: pb.RunningJob) -> None:
+        job = lk_agent.Job()
+        with contextlib.suppress(Exception):
+            job.ParseFromString(running.job)
+        record = JobRecord(
+            job_id=running.job_id,
+            room=running.room_name or job.room.name,
+            binding=slot.binding,
+            assigned_at=self.clock(),
+            state=JobState.RUNNING,
+            started_at=self.clock(),
+            adopted=True,
+        )
+        slot.hold_job(record, None)
+        assert slot.started is not None
+        slot.started.set_result(record)
+        log.info("adopted running job from re-attaching runner", extra=record.log_fields())
+        self._call(self.listener.job_adopted(record))
+
+    async def message(self, slot: PodSlot, session: RunnerSession, kind: str, msg: pb.RunnerMessage) -> None:
+        """A job message of the runner: start_job_response, job_status, user_exit or
+        shutdown_response."""
+        if kind == "start_job_response":
+            resp = msg.start_job_response
+            if not self._matches(slot, session, resp.job_id):
+                return
+            if resp.error:
+                await self.end(
+                    slot,
+                    JobOutcome(OutcomeStatus.FAILED, "start failed", resp.error),
+                    terminate="job failed to start",
+                )
+            else:
+                self._mark_started(slot)
+        elif kind == "job_status":
+            status = msg.job_status
+            if not self._matches(slot, session, status.job_id):
+                return
+            if status.state == pb.JOB_STATE_FAILED:
+                await self.end(
+                    slot,
+                    JobOutcome(OutcomeStatus.FAILED, "entrypoint failed", status.error or "unknown error"),
+                    terminate="job failed",
+                )
+            else:
+                log.debug("job status %s", pb.JobState.Name(status.state), extra=slot.fields())
+        elif kind == "user_exit" and self._matches(slot, session, msg.user_exit.job_id):
+            reason = msg.user_exit.reason or "entrypoint finished"
+            await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, reason))
+        elif kind == "shutdown_response" and self._matches(slot, session, msg.shutdown_response.job_id):
+            await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, "shut down on request"))
+
+    def _matches(self, slot: PodSlot, session: RunnerSession, job_id: str) -> bool:
+        record = slot.job
+        if record is None or record.job_id != job_id:
+            log.warning(
+                "runner spoke of job %r, which is not its job",
+                job_id,
+                extra={"pod": str(session.binding.pod), "deployment": str(session.binding.deployment)},
+            )
+            return False
+        return True
+
+    def _mark_started(self, slot: PodSlot) -> None:
+        record = slot.job
+        if record is None or record.state is not JobState.ASSIGNED:
+            return
+        record.state = JobState.RUNNING
+        record.started_at = self.clock()
+        slot.cancel_timer("start")
+        metrics.JOB_START_LATENCY.labels(
+            record.deployment.namespace, record.deployment.name, record.path
+        ).observe(record.started_at - record.assigned_at)
+        metrics.JOBS_STARTED.labels(record.deployment.namespace, record.deployment.name, record.path).inc()
+        if slot.started is not None and not slot.started.done():
+            slot.started.set_result(record)
+        log.info("job started in %.3fs", record.started_at - record.assigned_at, extra=record.log_fields())
+        self._call(self.listener.job_started(record))
+
+    async def send_start(self, slot: PodSlot, session: RunnerSession) -> None:
+        request = slot.request
+        if request is None or session.start_sent or slot.job is None:
+            return  # at most once per stream: assign() and the attach path may both get here
+        session.start_sent = True
+        session.idle = False
+        try:
+            await session.send(pb.SupervisorMessage(start_job=request))
+        except SessionClosed:
+            log.info(
+                "stream closed before StartJobRequest went out; will resend on re-attach",
+                extra=slot.job.log_fields(),
+            )
+
+    # -- timers ----------------------------------------------------------------------------------
+    async def _start_timeout(self, slot: PodSlot, path: str) -> None:
+        record = slot.job
+        assert record is not None
+        timeout = record.binding.heartbeat.start_timeout
+        await asyncio.sleep(timeout)
+        if record.state is JobState.ASSIGNED:
+            attached = "attached" if slot.attached else "never attached"
+            await self.end(
+                slot,
+                JobOutcome(
+                    OutcomeStatus.FAILED,
+                    "start timeout",
+                    f"runner did not start the job within {timeout:.1f}s ({path} path, {attached})",
+                ),
+                terminate="start timeout",
+            )
+
+    async def _reattach_timeout(self, slot: PodSlot, grace: float, why: str) -> None:
+        await asyncio.sleep(grace)
+        record = slot.job
+        if record is not None and record.state is not JobState.ENDED and not slot.attached:
+            await self.end(
+                slot,
+                JobOutcome(OutcomeStatus.FAILED, "runner lost", f"{why}; no re-attach within {grace:.1f}s"),
+                terminate="runner stream lost",
+            )
+
+    # -- the end -----------------------------------------------------------------------------------
+    async def end(self, slot: PodSlot, outcome: JobOutcome, terminate: str | None = None) -> None:
+        """The one place a job ends: exactly one outcome per job."""
+        record = slot.job
+        if record is None or record.state is JobState.ENDED:
+            return
+        record.state = JobState.ENDED
+        record.outcome = outcome
+        slot.cancel_timer("start")
+        slot.cancel_timer("reattach")
+        slot.request = None
+        fut = slot.started
+        if fut is not None and not fut.done():
+            fut.set_exception(
+                StartFailed(f"{outcome.reason}: {outcome.error}" if outcome.error else outcome.reason)
+            )
+            fut.exception()  # retrieved: nobody may be waiting
+        if slot.ended is not None:
+            slot.ended.set()
+        metrics.JOBS_ENDED.labels(
+            record.deployment.namespace, record.deployment.name, outcome.status.value
+        ).inc()
+        if record.started_at is not None:
+            metrics.JOB_DURATION.labels(
+                record.deployment.namespace, record.deployment.name, outcome.status.value
+            ).observe(self.clock() - record.started_at)
+        level = logging.INFO if outcome.status is OutcomeStatus.SUCCESS else logging.WARNING
+        log.log(
+            level,
+            "job ended: %s (%s)%s",
+            outcome.status.value,
+            outcome.reason,
+            f": {outcome.error}" if outcome.error else "",
+            extra=record.log_fields(),
+        )
+        if terminate is not None:
+            log.warning("terminating pod: %s", terminate, extra=record.log_fields())
+            self._call(self.terminator.terminate(record.pod, terminate))
+            session = slot.session
+            if session is not None and outcome.status is OutcomeStatus.KILLED:
+                session.close(grpc.StatusCode.ABORTED, terminate)
+        self._call(self.listener.job_ended(record, outcome))
