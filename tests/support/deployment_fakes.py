@@ -99,6 +99,14 @@ class FakeSupervisor:
         self.records: dict[str, JobRecord] = {}
         self.attached_uids: set[str] = set()
         self.shutdowns: list[tuple[str, str]] = []
+        self.forgotten: list[str] = []
+        self.exited: list[tuple[str, str]] = []
+
+    async def forget(self, pod_uid: str) -> None:
+        self.forgotten.append(pod_uid)
+
+    async def unit_exited(self, pod_uid: str, detail: str) -> None:
+        self.exited.append((pod_uid, detail))
 
     def expect(self, binding: RunnerBinding) -> None:
         self.bindings[binding.pod.uid] = binding
