@@ -21,6 +21,7 @@ import grpc
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
+from agent_operator.supervisor import handshake
 from agent_operator.supervisor.heartbeat import HeartbeatSettings
 from agent_operator.supervisor.job_machine import JobMachine
 from agent_operator.supervisor.job_machine import StartFailed as StartFailed
@@ -29,12 +30,9 @@ from agent_operator.supervisor.session import RunnerSession, SessionClosed
 from agent_operator.supervisor.slots import PodSlot, Slots
 from agent_operator.supervisor.types import (
     Authenticator,
-    AuthError,
-    AuthUnavailable,
     JobOutcome,
     JobRecord,
     JobState,
-    NotServingRunners,
     NullListener,
     OutcomeStatus,
     PodIdentity,
@@ -78,6 +76,14 @@ class Supervisor:
         self._server: grpc.aio.Server | None = None
         self._slots = Slots()
         self._tasks = BackgroundTasks(log, "supervisor callback")
+        self._handshake = handshake.Context(
+            hello_timeout=self.settings.hello_timeout,
+            authenticator=authenticator,
+            resolver=resolver,
+            binding_of=lambda uid: slot.binding if (slot := self._slots.get(uid)) is not None else None,
+            bind=self._slots.bind,
+            job_of=self.job,
+        )
         self._machine = JobMachine(self.listener, terminator, self.settings.reattach_grace, clock, self._call)
 
     # -- server ----------------------------------------------------------------------------
@@ -200,83 +206,15 @@ class Supervisor:
     # -- attach ------------------------------------------------------------------------------
     async def _attach(self, requests: AsyncIterator[pb.RunnerMessage], context: Any) -> None:
         peer = context.peer()
-        try:
-            first = await asyncio.wait_for(anext(requests), timeout=self.settings.hello_timeout)
-        except TimeoutError:
-            await self._refuse(
-                context, "protocol", grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello in time", peer
-            )
+        hs = handshake.Handshake(requests, peer)
+        refusal = await handshake.run(self._handshake, hs)
+        if refusal is not None:
+            if refusal.code is not None:
+                await self._refuse(context, refusal.reason, refusal.code, refusal.details, peer, hs.claimed)
             return
-        except StopAsyncIteration:
-            return
-        except Exception as exc:
-            await self._refuse(
-                context, "protocol", grpc.StatusCode.INVALID_ARGUMENT, f"unreadable: {exc}", peer
-            )
-            return
-        if first.WhichOneof("message") != "hello":
-            await self._refuse(
-                context, "protocol", grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello", peer
-            )
-            return
-        hello = first.hello
-        if hello.protocol_version != PROTOCOL_VERSION:
-            await self._refuse(
-                context,
-                "protocol",
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"protocol version {hello.protocol_version} is not supported (want {PROTOCOL_VERSION})",
-                peer,
-            )
-            return
-        claimed = PodIdentity(hello.pod_namespace, hello.pod_name, hello.pod_uid)
-        try:
-            proven = await self.authenticator.authenticate(hello.credential)
-        except AuthError as exc:
-            await self._refuse(context, "auth", grpc.StatusCode.UNAUTHENTICATED, str(exc), peer, claimed)
-            return
-        except AuthUnavailable as exc:
-            await self._refuse(
-                context, "auth_unavailable", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed
-            )
-            return
-        if proven != claimed:
-            await self._refuse(
-                context,
-                "auth",
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"credential belongs to pod {proven} ({proven.uid}), not {claimed} ({claimed.uid})",
-                peer,
-                claimed,
-            )
-            return
-        slot = self._slots.get(proven.uid)
-        binding = slot.binding if slot is not None else None
-        if binding is None and self.resolver is not None:
-            try:
-                binding = await self.resolver(proven)
-            except NotServingRunners as exc:
-                await self._refuse(context, "handover", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed)
-                return
-            if binding is not None:
-                self._slots.bind(binding)
-        if binding is None:
-            await self._refuse(
-                context,
-                "unknown_pod",
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"pod {proven} is not a runner pod of this operator",
-                peer,
-                claimed,
-            )
-            return
-        refusal = self._check_reattach(binding, hello)
-        if refusal:
-            await self._refuse(
-                context, "protocol", grpc.StatusCode.FAILED_PRECONDITION, refusal, peer, claimed
-            )
-            return
-        await self._serve(binding, hello, requests, context)
+        assert hs.binding is not None
+        assert hs.hello is not None
+        await self._serve(hs.binding, hs.hello, requests, context)
 
     async def _refuse(
         self,
@@ -295,17 +233,6 @@ class Supervisor:
             extra={"peer": peer, "pod": str(claimed) if claimed else "", "reason": reason},
         )
         await context.abort(code, details)
-
-    def _check_reattach(self, binding: RunnerBinding, hello: pb.Hello) -> str:
-        record = self.job(binding.pod.uid)
-        if hello.state == pb.RUNNER_STATE_RUNNING:
-            if record is not None and record.job_id != hello.running_job.job_id:
-                return (
-                    f"pod {binding.pod} runs job {hello.running_job.job_id}, but was assigned {record.job_id}"
-                )
-            if record is not None and record.state is JobState.ENDED:
-                return f"job {record.job_id} has already ended ({record.outcome})"
-        return ""
 
     async def _serve(self, binding: RunnerBinding, hello: pb.Hello, requests: Any, context: Any) -> None:
         slot = self._slots.bind(binding)
