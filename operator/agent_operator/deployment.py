@@ -114,7 +114,8 @@ class DeploymentRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
         """A new generation of the resource (from the watch)."""
-        if generation == self.generation and spec == self.spec:
+        invalid = self.blocked if self.blocked_reason == "InvalidSpec" else ""
+        if generation == self.generation and spec == self.spec and error == invalid:
             return
         self.spec, self.generation = spec, generation
         if error:

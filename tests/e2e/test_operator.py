@@ -503,6 +503,41 @@ async def test_bad_input_is_refused_or_reported_and_others_keep_working(
     assert operator.alive()
 
 
+async def test_a_participant_template_that_cannot_render_is_an_invalid_spec(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """Defect 4: ``identityTemplate: "agent-{job_id"`` used to be accepted (Ready=True) and the
+    first offer tore the worker connection down. Now it is InvalidSpec; fixed, it serves,
+    and the identity LiveKit was told is the one the agent joins with."""
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
+    body = agent_deployment(
+        "tmpl", livekit, f"{AGENTS}:beacon_forever", participant={"identityTemplate": "agent-{job_id"}
+    )
+    await deployments.create(body)
+    await operator.wait_ready()
+
+    async def invalid() -> dict[str, Any] | None:
+        cond = await deployments.condition("tmpl", "Ready")
+        return cond if cond and cond["status"] == "False" and cond["reason"] == "InvalidSpec" else None
+
+    cond = await eventually(invalid, 60, "Ready=False with reason InvalidSpec")
+    assert "participant.identityTemplate" in cond["message"]
+
+    await deployments.patch("tmpl", {"spec": {"participant": {"identityTemplate": "agent-{room}-{job_id}"}}})
+    await deployments.wait_condition("tmpl", "Ready", "True", timeout=60)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, body["spec"]["agentName"], room)
+    joined = await wait_participant(lk, room, f"agent-{room}-")
+    assert joined.identity.startswith(f"agent-{room}-AJ_")
+    page = await operator.metrics()
+    assert metric_value(page, "agent_operator_worker_reconnects_total", deployment="tmpl") == 0
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
 async def test_no_token_or_secret_leaks(
     operator: OperatorProcess,
     deployments: Deployments,

@@ -237,3 +237,14 @@ async def test_a_pod_found_finished_after_a_restart_is_reported_by_its_exit_code
     await settle(lambda: h.reports.updates)
     assert [(j, s) for j, s, _ in h.reports.updates] == [("J2", agent.JS_SUCCESS)]
     assert [pod.uid for pod, _ in h.pods.deleted] == ["uid-2"]
+
+
+async def test_a_deployment_created_with_an_invalid_spec_is_blocked_at_once() -> None:
+    """Defect 4: a spec that does not parse at creation (the first generation) used to leave
+    the deployment "Connecting": the update with the error was taken for no change."""
+    h = harness(registered=False)
+    h.dep.spec = None
+    h.dep.update(None, 1, "participant.identityTemplate: 'agent-{job_id': expected '}' before end of string")
+    ready = {c.type: c for c in h.dep.conditions()}["Ready"]
+    assert (ready.status, ready.reason) == (False, "InvalidSpec")
+    assert "identityTemplate" in ready.message
