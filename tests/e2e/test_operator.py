@@ -585,3 +585,38 @@ async def test_runner_that_cannot_start_fails_the_job_at_once(
     assert elapsed < 40, f"took {elapsed:.1f}s: the start timeout (60s) decided, not the pod's exit"
     events = [e for e in await deployments.events("broken") if e.reason == "JobEnded"]
     assert any("exit code 7" in e.message for e in events), [e.message for e in events]
+
+
+async def test_a_job_whose_pod_is_deleted_before_it_started_ends_as_failed(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """Defect 2: a cold-path pod that never starts (bound to a node that is gone) is
+    force-deleted, as for a lost node. The job ends as failed at once and its slot is free;
+    before, the supervisor kept it open with no timer and LiveKit never heard."""
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
+    body = agent_deployment(
+        "lost", livekit, f"{AGENTS}:idle", maxConcurrentJobs=1, heartbeat={"startTimeout": "600s"}
+    )
+    body["spec"]["template"]["spec"]["nodeName"] = "a-node-that-is-gone"
+    created = await deployments.create(body)
+    await operator.wait_ready()
+    await deployments.wait_condition("lost", "Ready", "True")
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, created["spec"]["agentName"], room)
+    pod = await job_pod(deployments, "lost")
+    assert pod.status.phase == "Pending"
+    await status_equals(deployments, "lost", "activeJobs", 1, timeout=30)
+    t0 = time.monotonic()
+    await client.CoreV1Api(k8s).delete_namespaced_pod(
+        pod.metadata.name, deployments.namespace, grace_period_seconds=0
+    )
+    status = await status_equals(deployments, "lost", "jobsFailed", 1, timeout=60)
+    print(f"pod force-deleted -> job reported failed: {time.monotonic() - t0:.2f}s")
+    assert status["activeJobs"] == 0, "the slot is free again"
+    events = [e.message for e in await deployments.events("lost") if e.reason == "JobEnded"]
+    assert any("deleted before its job ended" in m for m in events), events
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
