@@ -17,7 +17,8 @@ RUNNER_ATTACH_FAILURES = Counter(
     "agent_operator_runner_attach_failures_total",
     "Runner attach attempts refused, by reason: auth (credential refused), auth_unavailable "
     "(TokenReview unreachable or throttled; the runner retries), protocol, unknown_pod, handover "
-    "(a pod this operator does not know, while it hands over; the runner retries), stream_error.",
+    "(a pod this operator does not know, while it hands over; the runner retries), stream_error, "
+    "overload (too many streams not yet attached), peer_limit (too many of them from one address).",
     ["reason"],
 )
 RUNNERS_ATTACHED = Gauge(
@@ -138,7 +139,16 @@ AVAILABILITY = (
     ("no", "blocked"),
     ("no", "handover"),
 )
-ATTACH_FAILURE_REASONS = ("auth", "auth_unavailable", "protocol", "unknown_pod", "handover", "stream_error")
+ATTACH_FAILURE_REASONS = (
+    "auth",
+    "auth_unavailable",
+    "protocol",
+    "unknown_pod",
+    "handover",
+    "stream_error",
+    "overload",
+    "peer_limit",
+)
 KUBE_OPERATIONS = (
     "create_pod",
     "delete_pod",

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import pytest
 from kubernetes_asyncio import client
-from prometheus_client import REGISTRY
 
 from agent_jobrunner.protocol import ATTACH_METHOD, PROTOCOL_VERSION, now_us, pb, pb_grpc
 from agent_operator.kube.tokenreview import TokenReviewAuthenticator
@@ -33,6 +32,7 @@ from tests.support.supervision import (
     ObservedTerminator,
     RecordingListener,
     binding_for,
+    failures,
     parked_pod,
     pod_token,
 )
@@ -103,10 +103,6 @@ class ScriptedRunner:
                 await self._ponger
         self.call.cancel()
         await self.channel.close()
-
-
-def failures(reason: str) -> float:
-    return REGISTRY.get_sample_value("agent_operator_runner_attach_failures_total", {"reason": reason}) or 0.0
 
 
 @pytest.fixture

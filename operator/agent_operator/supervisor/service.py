@@ -23,6 +23,12 @@ from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
+from agent_operator.supervisor.admission import (
+    AdmissionSettings,
+    AttachGate,
+    GuardedAuthenticator,
+    LogThrottle,
+)
 from agent_operator.supervisor.heartbeat import HeartbeatSettings
 from agent_operator.supervisor.logbridge import reemit
 from agent_operator.supervisor.session import RunnerSession, SessionClosed
@@ -56,6 +62,8 @@ class SupervisorSettings:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     # for pods attached through the resolver without settings of their own
     default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
+    # caps on streams that have not attached yet and on credential checks (see admission)
+    admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
 
 
 class StartFailed(Exception):
@@ -72,10 +80,12 @@ class Supervisor:
         resolver: Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.authenticator = authenticator
         self.terminator = terminator
         self.listener: SupervisorListener = listener or NullListener()
         self.settings = settings or SupervisorSettings()
+        self.gate = AttachGate(self.settings.admission)
+        self.authenticator = GuardedAuthenticator(authenticator, self.settings.admission, clock)
+        self._refusal_log = LogThrottle()
         self.resolver = resolver
         self.clock = clock
         self._server: grpc.aio.Server | None = None
@@ -243,25 +253,41 @@ class Supervisor:
     # -- attach ------------------------------------------------------------------------------
     async def _attach(self, requests: AsyncIterator[pb.RunnerMessage], context: Any) -> None:
         peer = context.peer()
+        with self.gate.admitting(peer) as refusal:  # a pending slot until attached or refused
+            if refusal is not None:
+                reason, details = refusal
+                await self._refuse(context, reason, grpc.StatusCode.RESOURCE_EXHAUSTED, details, peer)
+                return
+            admitted = await self._handshake(requests, context, peer)
+        if admitted is not None:
+            await self._serve(*admitted, requests, context)
+
+    async def _handshake(
+        self, requests: AsyncIterator[pb.RunnerMessage], context: Any, peer: str
+    ) -> tuple[RunnerBinding, pb.Hello] | None:
+        """Read the Hello and check it: the pod's binding, or None once the stream is refused."""
         try:
             first = await asyncio.wait_for(anext(requests), timeout=self.settings.hello_timeout)
         except TimeoutError:
             await self._refuse(
                 context, "protocol", grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello in time", peer
             )
-            return
+            return None
         except StopAsyncIteration:
-            return
+            await self._refuse(
+                context, "protocol", grpc.StatusCode.INVALID_ARGUMENT, "stream ended before its Hello", peer
+            )
+            return None
         except Exception as exc:
             await self._refuse(
                 context, "protocol", grpc.StatusCode.INVALID_ARGUMENT, f"unreadable: {exc}", peer
             )
-            return
+            return None
         if first.WhichOneof("message") != "hello":
             await self._refuse(
                 context, "protocol", grpc.StatusCode.INVALID_ARGUMENT, "the first message must be Hello", peer
             )
-            return
+            return None
         hello = first.hello
         if hello.protocol_version != PROTOCOL_VERSION:
             await self._refuse(
@@ -271,18 +297,18 @@ class Supervisor:
                 f"protocol version {hello.protocol_version} is not supported (want {PROTOCOL_VERSION})",
                 peer,
             )
-            return
+            return None
         claimed = PodIdentity(hello.pod_namespace, hello.pod_name, hello.pod_uid)
         try:
             proven = await self.authenticator.authenticate(hello.credential)
         except AuthError as exc:
             await self._refuse(context, "auth", grpc.StatusCode.UNAUTHENTICATED, str(exc), peer, claimed)
-            return
+            return None
         except AuthUnavailable as exc:
             await self._refuse(
                 context, "auth_unavailable", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed
             )
-            return
+            return None
         if proven != claimed:
             await self._refuse(
                 context,
@@ -292,14 +318,14 @@ class Supervisor:
                 peer,
                 claimed,
             )
-            return
+            return None
         binding = self._bindings.get(proven.uid)
         if binding is None and self.resolver is not None:
             try:
                 binding = await self.resolver(proven)
             except NotServingRunners as exc:
                 await self._refuse(context, "handover", grpc.StatusCode.UNAVAILABLE, str(exc), peer, claimed)
-                return
+                return None
             if binding is not None:
                 self._bindings[proven.uid] = binding
         if binding is None:
@@ -311,14 +337,14 @@ class Supervisor:
                 peer,
                 claimed,
             )
-            return
+            return None
         refusal = self._check_reattach(binding, hello)
         if refusal:
             await self._refuse(
                 context, "protocol", grpc.StatusCode.FAILED_PRECONDITION, refusal, peer, claimed
             )
-            return
-        await self._serve(binding, hello, requests, context)
+            return None
+        return binding, hello
 
     async def _refuse(
         self,
@@ -330,7 +356,10 @@ class Supervisor:
         claimed: PodIdentity | None = None,
     ) -> None:
         metrics.RUNNER_ATTACH_FAILURES.labels(reason).inc()
-        log.warning(
+        # a flood is refused by the hundred: one warning per reason and interval, the rest debug
+        level = logging.WARNING if self._refusal_log.allow(reason, self.clock()) else logging.DEBUG
+        log.log(
+            level,
             "runner attach refused (%s): %s",
             reason,
             details,
