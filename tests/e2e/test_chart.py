@@ -29,10 +29,10 @@ ALL = ["-f", str(VALUES_ALL)]
 VALUES = yaml.safe_load(VALUES_ALL.read_text())
 
 # Optional objects, off by default: the values switch and the kind it adds. The dashboard
-# ConfigMap is on by default: test_dashboard_configmap_is_on_by_default_and_carries_the_dashboard.
+# ConfigMap is on by default: test_dashboard_configmap_is_on_by_default_and_carries_the_dashboard;
+# so is the NetworkPolicy: test_network_policy_is_on_by_default.
 OPTIONAL = [
     ("serviceMonitor", "ServiceMonitor"),
-    ("networkPolicy", "NetworkPolicy"),
     ("prometheusRule", "PrometheusRule"),
 ]
 
@@ -314,6 +314,13 @@ def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
         assert not selects(selector, other["metadata"]["labels"])
 
 
+def test_network_policy_is_on_by_default() -> None:
+    """Only runner pods may reach the runner port unless the user says otherwise (issue 14,
+    defect 8: anything that reached port 50051 could load the operator)."""
+    assert kinds(render("t", "ops")).count("NetworkPolicy") == 1
+    assert "NetworkPolicy" not in kinds(render("t", "ops", *sets("networkPolicy.enabled=false")))
+
+
 def test_network_policy_admits_runner_pods_and_the_scraper() -> None:
     docs = render("t", "ops", *ALL)
     policy, deploy = one(docs, "NetworkPolicy"), one(docs, "Deployment")
@@ -334,7 +341,7 @@ def test_network_policy_admits_runner_pods_and_the_scraper() -> None:
     ]
     assert by_port["http-metrics"]["from"] == VALUES["networkPolicy"]["metricsFrom"]
     # no metricsFrom peers: the metrics port is open to any source
-    alone = one(render("t", "ops", *sets("networkPolicy.enabled=true")), "NetworkPolicy")
+    alone = one(render("t", "ops"), "NetworkPolicy")
     metrics_rule = next(r for r in alone["spec"]["ingress"] if r["ports"][0]["port"] == "http-metrics")
     assert "from" not in metrics_rule
 
