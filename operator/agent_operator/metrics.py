@@ -18,7 +18,8 @@ RUNNER_ATTACH_FAILURES = Counter(
     "Runner attach attempts refused, by reason: auth (credential refused), auth_unavailable "
     "(TokenReview unreachable or throttled; the runner retries), protocol, unknown_pod, handover "
     "(a pod this operator does not know, while it hands over; the runner retries), stream_error, "
-    "overload (too many streams not yet attached), peer_limit (too many of them from one address).",
+    "overload (too many streams not yet attached), peer_limit (too many of them from one address), "
+    "duplicate_session (a second stream for a pod whose stream still answers pings).",
     ["reason"],
 )
 RUNNERS_ATTACHED = Gauge(
@@ -148,6 +149,7 @@ ATTACH_FAILURE_REASONS = (
     "stream_error",
     "overload",
     "peer_limit",
+    "duplicate_session",
 )
 KUBE_OPERATIONS = (
     "create_pod",

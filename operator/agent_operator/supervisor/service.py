@@ -23,6 +23,7 @@ from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
+from agent_operator.supervisor import takeover
 from agent_operator.supervisor.admission import (
     AdmissionSettings,
     AttachGate,
@@ -367,6 +368,18 @@ class Supervisor:
         )
         await context.abort(code, details)
 
+    async def _current_session_answers(self, binding: RunnerBinding) -> bool:
+        """The pod has a live session that answers a ping now (then a newer stream is refused:
+        it may be a replayed token; see ``takeover``)."""
+        previous = self._sessions.get(binding.pod.uid)
+        if previous is None or previous.closed:
+            return False
+        within = takeover.probe_timeout(binding.heartbeat)
+        if await takeover.still_answers(previous, within, self.clock):
+            return True
+        current = self._sessions.get(binding.pod.uid)  # another stream may have won meanwhile
+        return current is not None and current is not previous and not current.closed
+
     def _check_reattach(self, binding: RunnerBinding, hello: pb.Hello) -> str:
         record = self._jobs.get(binding.pod.uid)
         if hello.state == pb.RUNNER_STATE_RUNNING:
@@ -380,6 +393,16 @@ class Supervisor:
 
     async def _serve(self, binding: RunnerBinding, hello: pb.Hello, requests: Any, context: Any) -> None:
         uid = binding.pod.uid
+        if await self._current_session_answers(binding):
+            await self._refuse(
+                context,
+                takeover.DUPLICATE_SESSION,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"pod {binding.pod} is attached on a stream that answers; a second stream is refused",
+                context.peer(),
+                binding.pod,
+            )
+            return
         session = RunnerSession(uuid.uuid4().hex[:12], binding, hello, context, self.clock)
         previous = self._sessions.get(uid)
         if previous is not None:
