@@ -20,6 +20,8 @@ from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics, resume
+from agent_operator.deployment_trust import DeploymentTrust
+from agent_operator.kube import pod_trust
 from agent_operator.kube.pods import brief, transient
 from agent_operator.kube.podspec import (
     ANNOTATION_ROOM,
@@ -103,6 +105,7 @@ class DeploymentRuntime:
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
         self._labels = (owner.namespace, owner.name)
+        self.trust = DeploymentTrust(owner, self.fields, self._event)
         self.pool = WarmPool(self)
 
     def mark_dirty(self) -> None:
@@ -174,6 +177,7 @@ class DeploymentRuntime:
                         worker = self._start_worker(spec, new_creds)
                         key, creds = new_key, new_creds
                         self.credentials = new_creds
+                        self.trust.use(new_creds)
                         self._credentials_ready.set()
                 elif worker is not None:
                     await self._stop_worker(worker)
@@ -198,6 +202,7 @@ class DeploymentRuntime:
             await self._tasks.close()
             del creds
             self.credentials = None
+            self.trust.use(None)
             if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
 
@@ -322,7 +327,9 @@ class DeploymentRuntime:
                 await self._fail_unstarted(entry, str(exc))
                 return
             log.info("job assigned to idle pool pod", extra={**fields, "pod": str(pod)})
-            self._spawn(self.rt.pods.mark_busy(pod, self._job_info(job, request, fields)))
+            info = self._job_info(job, request, fields)
+            signature = self.trust.busy_signature(pod, warm.template_hash, info)
+            self._spawn(self.rt.pods.mark_busy(pod, info, signature))
             self._event(
                 "JobAssigned", f"job {job.id} in room {job.room.name}: idle pod {pod.name} (warm pool)"
             )
@@ -330,7 +337,7 @@ class DeploymentRuntime:
         metrics.JOB_STARTS_BY_PATH.labels(*self._labels, "cold").inc()
         name = decisions.pod_name(self.owner.name, job.id, secrets.token_hex(2))
         info = self._job_info(job, request, fields)
-        body = build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info)
+        body = self.trust.seal(build_runner_pod(self.owner, spec, self.rt.runner_settings, name, info))
         try:
             # a job may start as late as its start timeout: ride out an API server blip
             pod = await self.rt.pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
@@ -341,7 +348,7 @@ class DeploymentRuntime:
         log.info("job assigned; pod created (cold path)", extra={**fields, "pod": str(pod)})
         self._event("JobAssigned", f"job {job.id} in room {job.room.name}: pod {pod.name} created")
         self.rt.track_pod(pod, self)
-        self.rt.supervisor.expect(RunnerBinding(pod, self.ref, spec.heartbeat))
+        self.rt.supervisor.expect(RunnerBinding(pod, self.ref, spec.heartbeat, job_id=job.id))
         try:
             await self.rt.supervisor.assign(pod.uid, request)
         except StartFailed as exc:
@@ -486,29 +493,49 @@ class DeploymentRuntime:
         except Exception as exc:
             log.warning("could not list existing pods: %s", _short(exc), extra=self.fields)
             return
+        key = await self._adoption_key()
         for pod in pods:
-            self.adopt(pod)
+            self.adopt(pod, key=key)
         if pods:
             log.info(
                 "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=self.fields
             )
 
-    def adopt(self, pod: dict[str, Any], jobs_only: bool = False) -> None:
+    async def _adoption_key(self) -> bytes | None:
+        """The pod-record key to check the pods found at start with (the worker's credentials
+        are read only after them)."""
+        if self.spec is None:
+            return None
+        try:
+            credentials = await read_credentials(self.rt.api, self.owner.namespace, self.spec.credentials)
+        except Exception as exc:
+            log.warning(
+                "cannot check the signatures of existing pods (LiveKit credentials unreadable: %s)",
+                _short(exc),
+                extra=self.fields,
+            )
+            return None
+        return pod_trust.signing_key(credentials.api_secret)
+
+    def adopt(self, pod: dict[str, Any], jobs_only: bool = False, key: bytes | None = None) -> bool:
         """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
-        created after this one listed them)."""
+        created after this one listed them); False when the pod is not trusted (see
+        ``pod_trust``). ``key``: the pod-record key, when not the current credentials'."""
         meta: dict[str, Any] = pod["metadata"]
         status: dict[str, Any] = pod.get("status") or {}
         identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
         labels = meta.get("labels") or {}
         job_id = labels.get(LABEL_JOB_ID, "")
+        if not self.trust.check(pod, key or self.trust.key):
+            return False
         if jobs_only and not job_id:
-            return
+            return True
         if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
             self._spawn(self.rt.pods.delete(identity))
-            return
+            return True
         heartbeat = self.spec.heartbeat if self.spec else self.rt.config.default_heartbeat
         self.rt.track_pod(identity, self)
-        self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat))
+        self.rt.supervisor.expect(RunnerBinding(identity, self.ref, heartbeat, job_id=job_id))
         if not job_id and labels.get(LABEL_STATE) == "idle":
             self.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
         elif job_id and job_id not in self.jobs:
@@ -526,6 +553,7 @@ class DeploymentRuntime:
             self._spawn(self._expect_reattach(job_id, identity, heartbeat.start_timeout + 30))
             if self.rt.supervisor.attached(identity.uid):  # attached before we got here
                 self.runner_attached(identity, idle=self.rt.supervisor.job(identity.uid) is None)
+        return True
 
     def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
         """A runner attached; one without a job whose pod has one gets it now."""
@@ -552,14 +580,22 @@ class DeploymentRuntime:
                 entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
             )
             return
-        if await self._room_gone(kept.url or spec.livekit_url, credentials, entry.room, fields):
+        why = await self.trust.recheck(self.rt.pods, entry.pod, pod_trust.signing_key(credentials.api_secret))
+        if why:
+            self.trust.distrust(entry.pod, why, entry.job_id)
+            await self._fail_unstarted(entry, f"its pod is not trusted ({why}): not resumed")
+            return
+        # the credentials go to the spec's LiveKit only, never to a URL read from the pod
+        if await self._room_gone(spec.livekit_url, credentials, entry.room, fields):
             await self._fail_unstarted(entry, "its room is gone: the call ended before the job was resumed")
             return
         token = resume.agent_token(
             kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
         )
+        request = resume.with_token(kept, token)
+        request.url = spec.livekit_url
         try:
-            await self.rt.supervisor.assign(entry.pod.uid, resume.with_token(kept, token), path="resumed")
+            await self.rt.supervisor.assign(entry.pod.uid, request, path="resumed")
         except StartFailed as exc:
             await self._fail_unstarted(entry, str(exc))
             return

@@ -156,6 +156,7 @@ KUBE_OPERATIONS = (
     "delete_pod",
     "patch_pod",
     "list_pods",
+    "read_pod",
     "patch_status",
     "create_event",
     "read_secret",

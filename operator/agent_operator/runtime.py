@@ -21,7 +21,7 @@ from agent_operator.deployment import DeploymentRuntime
 from agent_operator.kube import timeouts
 from agent_operator.kube.events import EventRecorder
 from agent_operator.kube.pods import PodManager, PodTerminator
-from agent_operator.kube.podspec import LABEL_DEPLOYMENT, Owner, RunnerSettings
+from agent_operator.kube.podspec import LABEL_DEPLOYMENT, LABEL_JOB_ID, Owner, RunnerSettings
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE, TokenReviewAuthenticator
 from agent_operator.spec import DeploymentSpec, SpecError
 from agent_operator.supervisor import (
@@ -211,9 +211,13 @@ class OperatorRuntime:
             if owner is None:
                 return None
             # a job pod created after this operator listed its pods (by the one before it,
-            # during a handover): its job is taken up like those found at start
-            owner.adopt(self.api.sanitize_for_serialization(found), jobs_only=True)
+            # during a handover): its job is taken up like those found at start, if trusted
+            if not owner.adopt(self.api.sanitize_for_serialization(found), jobs_only=True):
+                return None
             self._pod_owner[pod.uid] = owner
+            job_id = (found.metadata.labels or {}).get(LABEL_JOB_ID, "")
+            heartbeat = owner.spec.heartbeat if owner.spec else self.config.default_heartbeat
+            return RunnerBinding(pod, owner.ref, heartbeat, job_id=job_id)
         heartbeat = owner.spec.heartbeat if owner.spec else self.config.default_heartbeat
         return RunnerBinding(pod, owner.ref, heartbeat)
 

@@ -121,11 +121,11 @@ class WarmPool:
             pod.deleting = True
             log.info("replacing idle pod %s: %s", pod.name, reason, extra={**dep.fields, "pod": pod.name})
             await dep.rt.pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
-        if spec is None or dep.blocked_reason == "InvalidSpec":
-            return
+        if spec is None or dep.blocked_reason == "InvalidSpec" or dep.trust.key is None:
+            return  # no pods before the credentials: they could not be signed (deployment_trust)
         for _ in range(plan.create):
             name = decisions.pod_name(dep.owner.name, "pool", secrets.token_hex(3))
-            body = build_runner_pod(dep.owner, spec, dep.rt.runner_settings, name, None)
+            body = dep.trust.seal(build_runner_pod(dep.owner, spec, dep.rt.runner_settings, name, None))
             identity = await dep.rt.pods.create(body)
             self.pods[identity.uid] = PoolPod(
                 identity.uid, identity.name, identity.namespace, template_hash, time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -468,3 +469,44 @@ async def test_replayed_token_cannot_take_over_an_answering_session(
     finally:
         await runner.close()
         await thief.close()
+
+
+async def test_reattaching_runner_must_claim_the_job_its_pod_is_labelled_with(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    """Issue 14, defect 9: after a restart a runner's word was taken for which job it runs."""
+    sup, port, listener, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    binding = binding_for(pod)
+    sup.expect(dataclasses.replace(binding, job_id="AJ_labelled"))
+    token = await pod_token(core, pod)
+
+    async def reattach(job_id: str) -> tuple[ScriptedRunner, Any]:
+        runner = ScriptedRunner(port)
+        hello = pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            pod_namespace=namespace,
+            pod_name=pod.metadata.name,
+            pod_uid=pod.metadata.uid,
+            credential=token,
+            state=pb.RUNNER_STATE_RUNNING,
+            running_job=pb.RunningJob(job_id=job_id, room_name="r"),
+        )
+        await runner.call.write(pb.RunnerMessage(hello=hello))
+        return runner, await runner.read()
+
+    before = failures("protocol")
+    runner, answer = await reattach("AJ_other")
+    assert answer is grpc.aio.EOF
+    code, details = await runner.status()
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "labelled with job AJ_labelled" in details
+    assert failures("protocol") == before + 1
+    assert sup.job(pod.metadata.uid) is None
+    await runner.close()
+
+    runner, answer = await reattach("AJ_labelled")
+    assert answer.WhichOneof("message") == "welcome"
+    adopted = await listener.wait_for("adopted")
+    assert adopted.detail.job_id == "AJ_labelled"
+    await runner.close()

@@ -383,6 +383,11 @@ class Supervisor:
     def _check_reattach(self, binding: RunnerBinding, hello: pb.Hello) -> str:
         record = self._jobs.get(binding.pod.uid)
         if hello.state == pb.RUNNER_STATE_RUNNING:
+            if binding.job_id and binding.job_id != hello.running_job.job_id:
+                return (
+                    f"pod {binding.pod} is labelled with job {binding.job_id}, but its runner"
+                    f" claims job {hello.running_job.job_id}"
+                )
             if record is not None and record.job_id != hello.running_job.job_id:
                 return (
                     f"pod {binding.pod} runs job {hello.running_job.job_id}, but was assigned {record.job_id}"
