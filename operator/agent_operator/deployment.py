@@ -526,7 +526,15 @@ class DeploymentRuntime:
         identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
         labels = meta.get("labels") or {}
         job_id = labels.get(LABEL_JOB_ID, "")
-        if not self.trust.check(pod, key or self.trust.key):
+        verdict = self.trust.check(pod, key or self.trust.key)
+        if verdict == "unverified":  # an idle pod, no key to check it with: replace it
+            log.info(
+                "replacing idle pod %s: no credentials to check its signature",
+                identity.name,
+                extra=self.fields,
+            )
+            self._spawn(self.rt.pods.delete(identity))
+        if verdict != "trusted":
             return False
         if jobs_only and not job_id:
             return True

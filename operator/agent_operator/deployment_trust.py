@@ -7,14 +7,14 @@ warm pool, its runner is not expected (the supervisor refuses it as an unknown p
 token is minted for it, and it is not deleted either (a pod that is not ours, or whose record
 was rewritten, is left for a person to look at). A job pod whose signature cannot be checked
 yet (the LiveKit Secret unreadable at start) is checked again, as it then is, before its job
-is resumed.
+is resumed; an idle pod whose signature cannot be checked yet is replaced.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from agent_operator.kube import pod_trust
 from agent_operator.kube.pods import PodManager, brief
@@ -25,6 +25,7 @@ from agent_operator.supervisor import PodIdentity
 log = logging.getLogger("agent_operator.deployment")
 
 EventSink = Callable[[str, str, bool], None]  # (reason, message, warning)
+Verdict = Literal["trusted", "untrusted", "unverified"]
 
 
 class DeploymentTrust:
@@ -54,19 +55,20 @@ class DeploymentTrust:
         )
 
     # -- what the deployment reads back -----------------------------------------------------
-    def check(self, pod: dict[str, Any], key: bytes | None) -> bool:
+    def check(self, pod: dict[str, Any], key: bytes | None) -> Verdict:
         """Whether a found pod may be taken up. A pool pod (no job) needs its signature checked
-        now; a job pod's is checked now when there is a key, else before its job is resumed."""
+        now, else it is "unverified" (the caller replaces it: an idle pod has no call to lose);
+        a job pod's is checked now when there is a key, else before its job is resumed."""
         meta: dict[str, Any] = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
         why = pod_trust.untrusted(pod, self.owner.uid, key)
-        if not why and key is None and not labels.get(LABEL_JOB_ID):
-            why = "its signature cannot be checked (no LiveKit credentials yet)"
         if why:
             identity = PodIdentity(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
             self.distrust(identity, why, labels.get(LABEL_JOB_ID, ""))
-            return False
-        return True
+            return "untrusted"
+        if key is None and not labels.get(LABEL_JOB_ID):
+            return "unverified"
+        return "trusted"
 
     def distrust(self, pod: PodIdentity, why: str, job_id: str = "") -> None:
         if pod.uid in self._distrusted:

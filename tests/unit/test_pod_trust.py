@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.kube import pod_trust
 from agent_operator.kube.podspec import (
     ANNOTATION_JOB_ID,
@@ -21,6 +22,7 @@ from agent_operator.kube.podspec import (
     build_runner_pod,
     job_annotations,
 )
+from agent_operator.kube.secrets import Credentials
 from agent_operator.spec import DeploymentSpec
 
 pytestmark = pytest.mark.unit
@@ -135,3 +137,44 @@ def test_a_pool_pod_marked_busy_verifies_with_the_busy_signature() -> None:
 def test_the_key_is_not_the_secret() -> None:
     assert b"the-api-secret" not in KEY
     assert len(KEY) == 32
+
+
+class Events:
+    def __init__(self) -> None:
+        self.recorded: list[tuple[str, str, bool]] = []
+
+    def __call__(self, reason: str, message: str, warning: bool) -> None:
+        self.recorded.append((reason, message, warning))
+
+
+def test_deployment_trust_reports_an_untrusted_pod_once() -> None:
+    events = Events()
+    trust = DeploymentTrust(OWNER, {"deployment": "ns/voice"}, events)
+    pod = signed_cold_pod()
+    pod["metadata"]["annotations"][ANNOTATION_ROOM] = "victim"
+    assert trust.check(pod, KEY) == "untrusted"
+    assert trust.check(pod, KEY) == "untrusted"
+    assert len(events.recorded) == 1
+    reason, message, warning = events.recorded[0]
+    assert (reason, warning) == ("PodNotTrusted", True)
+    assert "voice-aj-1-abcd" in message
+    assert "no token" in message
+
+
+def test_deployment_trust_without_a_key() -> None:
+    """The LiveKit Secret unreadable at start: a job pod is taken (its runner may re-attach;
+    it is checked again before anything is minted for it); an idle pod cannot be checked."""
+    events = Events()
+    trust = DeploymentTrust(OWNER, {}, events)
+    assert trust.check(signed_cold_pod(), None) == "trusted"
+    idle = build_runner_pod(OWNER, SPEC, RunnerSettings("op:50051", "aud"), "voice-pool-abc", None)
+    assert trust.check(found(idle), None) == "unverified"
+    assert events.recorded == []
+
+
+def test_deployment_trust_signs_what_it_creates_once_it_has_credentials() -> None:
+    trust = DeploymentTrust(OWNER, {}, Events())
+    body = build_runner_pod(OWNER, SPEC, RunnerSettings("op:50051", "aud"), "voice-pool-abc", None)
+    assert pod_trust.ANNOTATION_SIGNATURE not in trust.seal(copy.deepcopy(body))["metadata"]["annotations"]
+    trust.use(Credentials("key", "the-api-secret"))
+    assert trust.check(found(trust.seal(body)), KEY) == "trusted"
