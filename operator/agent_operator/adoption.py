@@ -19,6 +19,7 @@ from agent_jobrunner.protocol import pb
 from agent_operator import resume
 from agent_operator.collaborators import Collaborators
 from agent_operator.jobs import Job, Phase
+from agent_operator.kube import pod_trust
 from agent_operator.kube.pods import brief, pod_outcome
 from agent_operator.kube.podspec import (
     ANNOTATION_ROOM,
@@ -46,6 +47,7 @@ class Adoption:
         self._dep = dep
         self._supervisor = services.supervisor
         self._pods = services.pods
+        self._read_credentials = services.read_credentials
 
     async def adopt_existing_pods(self) -> None:
         dep = self._dep
@@ -54,16 +56,35 @@ class Adoption:
         except Exception as exc:
             log.warning("could not list existing pods: %s", short(exc), extra=dep.fields)
             return
+        key = await self._adoption_key()
         for pod in pods:
-            self.adopt(pod)
+            self.adopt(pod, key=key)
         if pods:
             log.info(
                 "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=dep.fields
             )
 
-    def adopt(self, pod: dict[str, Any], jobs_only: bool = False) -> None:
+    async def _adoption_key(self) -> bytes | None:
+        """The pod-record key to check the pods found at start with (the worker's credentials
+        are read only after them)."""
+        dep = self._dep
+        if dep.spec is None:
+            return None
+        try:
+            credentials = await self._read_credentials(dep.owner.namespace, dep.spec.credentials)
+        except Exception as exc:
+            log.warning(
+                "cannot check the signatures of existing pods (LiveKit credentials unreadable: %s)",
+                short(exc),
+                extra=dep.fields,
+            )
+            return None
+        return pod_trust.signing_key(credentials.api_secret)
+
+    def adopt(self, pod: dict[str, Any], jobs_only: bool = False, key: bytes | None = None) -> bool:
         """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
-        created after this one listed them)."""
+        created after this one listed them); False when the pod is not trusted (see
+        ``kube.pod_trust``). ``key``: the pod-record key, when not the current credentials'."""
         dep = self._dep
         meta: dict[str, Any] = pod["metadata"]
         status: dict[str, Any] = pod.get("status") or {}
@@ -71,8 +92,18 @@ class Adoption:
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
         job_id = labels.get(LABEL_JOB_ID, "")
+        verdict = dep.trust.check(pod, key or dep.trust.key)
+        if verdict == "unverified":  # an idle pod, no key to check it with: replace it
+            log.info(
+                "replacing idle pod %s: no credentials to check its signature",
+                identity.name,
+                extra=dep.fields,
+            )
+            dep.spawn(self._pods.delete(identity))
+        if verdict != "trusted":
+            return False
         if jobs_only and not job_id:
-            return
+            return True
         finished = status.get("phase") in ("Succeeded", "Failed")
         known = job_id in dep.jobs
         entry = None
@@ -85,9 +116,9 @@ class Adoption:
                 dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), pod))
             else:
                 dep.spawn(self._pods.delete(identity))
-            return
+            return True
         heartbeat = dep.heartbeat()
-        dep.expect(identity, heartbeat)
+        dep.expect(identity, heartbeat, job_id=job_id)
         if not job_id and labels.get(LABEL_STATE) == "idle":
             dep.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
         elif entry is not None:
@@ -97,6 +128,7 @@ class Adoption:
             dep.spawn(self._expect_reattach(entry, heartbeat.start_timeout + 30))
             if self._supervisor.attached(identity.uid):  # attached before we got here
                 self.runner_attached(identity, idle=self._supervisor.job(identity.uid) is None)
+        return True
 
     async def _ended_unwatched(self, entry: Job, pod: dict[str, Any]) -> None:
         succeeded, detail = pod_outcome(pod)
@@ -131,14 +163,22 @@ class Adoption:
                 entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
             )
             return
-        if await self._room_gone(kept.url or spec.livekit_url, credentials, entry.room, fields):
+        why = await dep.trust.recheck(self._pods, entry.pod, pod_trust.signing_key(credentials.api_secret))
+        if why:
+            dep.trust.distrust(entry.pod, why, entry.job_id)
+            await dep.fail_unstarted(entry, f"its pod is not trusted ({why}): not resumed")
+            return
+        # the credentials go to the spec's LiveKit only, never to a URL read from the pod
+        if await self._room_gone(spec.livekit_url, credentials, entry.room, fields):
             await dep.fail_unstarted(entry, "its room is gone: the call ended before the job was resumed")
             return
         token = resume.agent_token(
             kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
         )
+        request = resume.with_token(kept, token)
+        request.url = spec.livekit_url
         try:
-            await self._supervisor.assign(entry.pod.uid, resume.with_token(kept, token), path="resumed")
+            await self._supervisor.assign(entry.pod.uid, request, path="resumed")
         except StartFailed as exc:
             await dep.fail_unstarted(entry, str(exc))
             return

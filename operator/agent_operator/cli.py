@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
             "",
             "PEM CA bundle runner pods verify the operator's certificate with (required with TLS)",
         ),
+        (
+            "--runner-tls-secret",
+            "",
+            "TLS with a CA and certificate the operator makes itself and keeps in this Secret"
+            " (reused on restart; instead of --runner-tls-cert/key/ca)",
+        ),
+        (
+            "--runner-tls-secret-namespace",
+            os.environ.get("POD_NAMESPACE", ""),
+            "namespace of --runner-tls-secret (default: $POD_NAMESPACE)",
+        ),
     ]
     for flag, default, help_text in flags:
         env = "AGENT_OPERATOR_" + flag.removeprefix("--").replace("-", "_").upper()
@@ -135,6 +146,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--renew-deadline must be at least 0 and under the Lease's {LEASE_SECONDS:.0f}s")
 
     runner_tls = _runner_tls(parser, args)
+    managed_tls = None
+    if args.runner_tls_secret:
+        from agent_operator.runtime import ManagedTLS
+
+        if runner_tls is not None:
+            parser.error("--runner-tls-secret and --runner-tls-cert/key/ca exclude each other")
+        if not args.runner_tls_secret_namespace:
+            parser.error("--runner-tls-secret needs --runner-tls-secret-namespace (or POD_NAMESPACE)")
+        managed_tls = ManagedTLS(args.runner_tls_secret_namespace, args.runner_tls_secret)
 
     setup_logging(args.log_level, json_lines=not args.plain_logs)
     if args.kubeconfig:
@@ -146,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         reattach_grace=args.reattach_grace,
         kubeconfig=args.kubeconfig,
         runner_tls=runner_tls,
+        managed_tls=managed_tls,
     )
     election = None
     if args.leader_election_namespace:

@@ -21,6 +21,7 @@ from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption
 from agent_operator.collaborators import Collaborators
 from agent_operator.conditions import DeploymentState, conditions
+from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.drain import drain
 from agent_operator.handover import pass_on
 from agent_operator.job_ends import JobEnds
@@ -72,6 +73,8 @@ class DeploymentRuntime:
         self.registration = Registration(
             owner, services.read_credentials, self, self.fields, self._block, self._unblock_credentials
         )
+        # signs the pods this deployment makes and checks the ones it finds (kube.pod_trust)
+        self.trust = DeploymentTrust(owner, self.fields, self.event, lambda: self.registration.credentials)
         self.pool = WarmPool(
             owner,
             services.pods,
@@ -80,6 +83,7 @@ class DeploymentRuntime:
             expect=self.expect,
             changed=self.mark_dirty,
             fields=self.fields,
+            trust=self.trust,
         )
         self.ends = JobEnds(
             self.jobs,
@@ -107,9 +111,9 @@ class DeploymentRuntime:
     def heartbeat(self) -> HeartbeatSettings:
         return self.spec.heartbeat if self.spec else self.services.default_heartbeat
 
-    def expect(self, pod: PodIdentity, heartbeat: HeartbeatSettings) -> None:
+    def expect(self, pod: PodIdentity, heartbeat: HeartbeatSettings, job_id: str = "") -> None:
         """A pod of ours whose runner may attach."""
-        self.services.supervisor.expect(RunnerBinding(pod, self.ref, heartbeat))
+        self.services.supervisor.expect(RunnerBinding(pod, self.ref, heartbeat, job_id=job_id))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
@@ -254,12 +258,13 @@ class DeploymentRuntime:
         metrics.JOB_STARTS_BY_PATH.labels(*self._labels, placement.path).inc()
         if pooled:
             log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
-            self._tasks.spawn(self.services.pods.mark_busy(pod, info))
+            signature = self.trust.busy_signature(pod, spec.template_hash(), info)
+            self._tasks.spawn(self.services.pods.mark_busy(pod, info, signature))
             self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
         else:
             log.info("job assigned; pod created (cold path)", extra=fields)
             self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pod {pod.name} created")
-            self.expect(pod, spec.heartbeat)
+            self.expect(pod, spec.heartbeat, job_id=entry.job_id)
         try:
             await self.services.supervisor.assign(pod.uid, request)
         except StartFailed as exc:

@@ -17,7 +17,9 @@ RUNNER_ATTACH_FAILURES = Counter(
     "agent_operator_runner_attach_failures_total",
     "Runner attach attempts refused, by reason: auth (credential refused), auth_unavailable "
     "(TokenReview unreachable or throttled; the runner retries), protocol, unknown_pod, handover "
-    "(a pod this operator does not know, while it hands over; the runner retries), stream_error.",
+    "(a pod this operator does not know, while it hands over; the runner retries), stream_error, "
+    "overload (too many streams not yet attached), peer_limit (too many of them from one address), "
+    "duplicate_session (a second stream for a pod whose stream still answers pings).",
     ["reason"],
 )
 RUNNERS_ATTACHED = Gauge(
@@ -138,12 +140,23 @@ AVAILABILITY = (
     ("no", "blocked"),
     ("no", "handover"),
 )
-ATTACH_FAILURE_REASONS = ("auth", "auth_unavailable", "protocol", "unknown_pod", "handover", "stream_error")
+ATTACH_FAILURE_REASONS = (
+    "auth",
+    "auth_unavailable",
+    "protocol",
+    "unknown_pod",
+    "handover",
+    "stream_error",
+    "overload",
+    "peer_limit",
+    "duplicate_session",
+)
 KUBE_OPERATIONS = (
     "create_pod",
     "delete_pod",
     "patch_pod",
     "list_pods",
+    "read_pod",
     "patch_status",
     "create_event",
     "read_secret",

@@ -13,6 +13,7 @@ import logging
 import os
 from typing import Any
 
+import grpc
 from kopf import DaemonStoppingReason
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -20,10 +21,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment import DeploymentRuntime
 from agent_operator.handover import Handover
-from agent_operator.kube import timeouts
+from agent_operator.kube import runner_tls_secret, timeouts
 from agent_operator.kube.events import EventRecorder
 from agent_operator.kube.pods import PodManager, PodTerminator, exit_detail
-from agent_operator.kube.podspec import LABEL_DEPLOYMENT, Owner, RunnerSettings
+from agent_operator.kube.podspec import LABEL_DEPLOYMENT, LABEL_JOB_ID, Owner, RunnerSettings
 from agent_operator.kube.secrets import read_credentials
 from agent_operator.kube.status import StatusWriter
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE, TokenReviewAuthenticator
@@ -58,7 +59,8 @@ class OperatorConfig:
     reattach_grace: float = 15.0
     kubeconfig: str | None = None
     default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
-    runner_tls: RunnerTLS | None = None  # None: plaintext gRPC
+    runner_tls: RunnerTLS | None = None  # None: plaintext gRPC, unless managed_tls
+    managed_tls: ManagedTLS | None = None  # the operator's own CA and certificate, in a Secret
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +70,19 @@ class RunnerTLS:
 
     certificate: ReloadingServerCertificate
     ca_pem: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ManagedTLS:
+    """TLS with a CA and serving certificate the operator makes and keeps in this Secret."""
+
+    namespace: str
+    secret: str
+
+
+def runner_host(address: str) -> str:
+    """The host part of a runner address ("svc.ns.svc:50051" -> "svc.ns.svc", "[::1]:1" -> "::1")."""
+    return address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
 
 
 async def kube_client(kubeconfig: str | None) -> client.ApiClient:
@@ -112,7 +127,17 @@ class OperatorRuntime:
         )
         tls = self.config.runner_tls
         credentials = tls.certificate.credentials() if tls is not None else None
+        if self.config.managed_tls is not None:
+            credentials = await self._managed_credentials(self.config.managed_tls)
         self.runner_port = await self.supervisor.start(self.config.runner_bind, credentials)
+
+    async def _managed_credentials(self, managed: ManagedTLS) -> grpc.ServerCredentials:
+        """Serve with the operator-managed certificate; runner pods get its CA."""
+        host = runner_host(self.config.runner_address)
+        pki = await runner_tls_secret.load_or_create(self.api, managed.namespace, managed.secret, (host,))
+        self.runner_settings = dataclasses.replace(self.runner_settings, tls_ca_pem=pki.ca_cert_pem)
+        return grpc.ssl_server_credentials([(pki.key_pem.encode(), pki.cert_pem.encode())])
+
 
     async def stop(self) -> None:
         if self.supervisor is not None:
@@ -203,9 +228,11 @@ class OperatorRuntime:
         if owner is None:
             return None
         # a job pod created after this operator listed its pods (by the one before it,
-        # during a handover): its job is taken up like those found at start
-        owner.adoption.adopt(self.api.sanitize_for_serialization(found), jobs_only=True)
-        return RunnerBinding(pod, owner.ref, owner.heartbeat())
+        # during a handover): its job is taken up like those found at start, if trusted
+        if not owner.adoption.adopt(self.api.sanitize_for_serialization(found), jobs_only=True):
+            return None
+        job_id = (found.metadata.labels or {}).get(LABEL_JOB_ID, "")
+        return RunnerBinding(pod, owner.ref, owner.heartbeat(), job_id=job_id)
 
     async def on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from agent_operator import metrics
 from agent_operator.collaborators import Pods
+from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.kube.pods import brief
 from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings, build_runner_pod
 from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool
@@ -52,9 +53,11 @@ class WarmPool:
         expect: Callable[[PodIdentity, HeartbeatSettings], None],
         changed: Callable[[], None],
         fields: dict[str, str],
+        trust: DeploymentTrust,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.owner = owner
+        self._trust = trust
         self._pods = pods
         self._runner_settings = runner_settings
         self._demand = demand
@@ -86,7 +89,7 @@ class WarmPool:
                 if self._creating:
                     await self._created.wait()
         name = pod_name(self.owner.name, info.job_id, secrets.token_hex(2))
-        body = build_runner_pod(self.owner, spec, self._runner_settings, name, info)
+        body = self._trust.seal(build_runner_pod(self.owner, spec, self._runner_settings, name, info))
         # a job may start as late as its start timeout: ride out an API server blip
         created = await self._pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
         return Placement(created, "cold"), False
@@ -212,8 +215,10 @@ class WarmPool:
         live = sum(1 for p in self.pods.values() if not p.deleting)
         if spec is None or demand.paused or live + self._creating >= self._desired(demand):
             return False
+        if self._trust.key is None:
+            return False  # no pods before the credentials: they could not be signed (deployment_trust)
         name = pod_name(self.owner.name, "pool", secrets.token_hex(3))
-        body = build_runner_pod(self.owner, spec, self._runner_settings, name, None)
+        body = self._trust.seal(build_runner_pod(self.owner, spec, self._runner_settings, name, None))
         self._creating += 1
         try:
             identity = await self._pods.create(body)

@@ -29,10 +29,10 @@ ALL = ["-f", str(VALUES_ALL)]
 VALUES = yaml.safe_load(VALUES_ALL.read_text())
 
 # Optional objects, off by default: the values switch and the kind it adds. The dashboard
-# ConfigMap is on by default: test_dashboard_configmap_is_on_by_default_and_carries_the_dashboard.
+# ConfigMap is on by default: test_dashboard_configmap_is_on_by_default_and_carries_the_dashboard;
+# so is the NetworkPolicy: test_network_policy_is_on_by_default.
 OPTIONAL = [
     ("serviceMonitor", "ServiceMonitor"),
-    ("networkPolicy", "NetworkPolicy"),
     ("prometheusRule", "PrometheusRule"),
 ]
 
@@ -102,11 +102,10 @@ def test_default_render_is_cluster_wide_and_least_privilege() -> None:
 
 def test_watch_namespaces_render_namespaced_roles() -> None:
     docs = render("t", "ops", *sets("watchNamespaces={a,b}"))
-    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith("-leader")]
+    own = ("-leader", "-runner-tls")  # in the operator's own namespace, in both modes
+    roles = [d for d in docs if d["kind"] == "Role" and not d["metadata"]["name"].endswith(own)]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["a", "b"]
-    bindings = [
-        d for d in docs if d["kind"] == "RoleBinding" and not d["metadata"]["name"].endswith("-leader")
-    ]
+    bindings = [d for d in docs if d["kind"] == "RoleBinding" and not d["metadata"]["name"].endswith(own)]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
     # cluster-wide: only what is cluster-scoped by nature (TokenReviews)
     (cluster_role,) = [d for d in docs if d["kind"] == "ClusterRole"]
@@ -127,7 +126,7 @@ def test_leader_election_rolls_over_with_a_lease_of_its_own() -> None:
     assert env["AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE"]["value"] == "ops"
     assert env["AGENT_OPERATOR_LEADER_ELECTION_LEASE"]["value"] == "t-livekit-agent-operator"
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader")]
     assert role["metadata"] == {
         **role["metadata"],
         "name": "t-livekit-agent-operator-leader",
@@ -144,12 +143,12 @@ def test_leader_election_rolls_over_with_a_lease_of_its_own() -> None:
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]},  # its own pod's leader label
     ]
     assert env["AGENT_OPERATOR_LEADER_LABEL_POD"]["value"] == "$(POD_NAME)"
-    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith("-leader")]
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
     off = render("t", "ops", *sets("leaderElection.enabled=false"))
     assert one(off, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}, "never two operators at once"
-    assert "Role" not in kinds(off)
+    assert not [d for d in off if d["kind"] == "Role" and d["metadata"]["name"].endswith("-leader")]
     off_env = {e["name"] for e in one(off, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert "AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE" not in off_env
     assert "AGENT_OPERATOR_LEADER_LABEL_POD" not in off_env
@@ -269,9 +268,41 @@ def test_every_option_reaches_the_render() -> None:
     assert one(docs, "Deployment")["metadata"]["name"] == f"t-{VALUES['nameOverride']}"
 
 
-def test_runner_tls_mounts_the_secret_and_points_the_operator_at_it() -> None:
-    plain = one(render("t", "ops"), "Deployment")["spec"]["template"]["spec"]
+def test_runner_tls_is_on_by_default_with_a_certificate_the_operator_manages() -> None:
+    """Issue 14, defect 10: the runner stream (room tokens) was plaintext by default."""
+    docs = render("t", "ops")
+    spec = one(docs, "Deployment")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"] if "TLS" in e["name"]}
+    assert env == {
+        "AGENT_OPERATOR_RUNNER_TLS_SECRET": "t-livekit-agent-operator-runner-tls",
+        "AGENT_OPERATOR_RUNNER_TLS_SECRET_NAMESPACE": "ops",
+    }
+    assert not [v for v in spec["volumes"] if "secret" in v], "nothing to mount: it reads the Secret itself"
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-runner-tls")]
+    assert role["metadata"]["namespace"] == "ops"
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["t-livekit-agent-operator-runner-tls"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    (binding,) = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"].endswith("-runner-tls")
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == one(docs, "ServiceAccount")["metadata"]["name"]
+
+    off = render("t", "ops", *sets("runner.tls.enabled=false"))
+    plain = one(off, "Deployment")["spec"]["template"]["spec"]
     assert not [e for e in plain["containers"][0]["env"] if "TLS" in e["name"]]
+    assert not [d for d in off if d["metadata"]["name"].endswith("-runner-tls")]
+
+
+def test_runner_tls_mounts_the_secret_and_points_the_operator_at_it() -> None:
+    assert not [d for d in render("t", "ops", *ALL) if d["metadata"]["name"].endswith("-runner-tls")]
     spec = one(render("t", "ops", *ALL), "Deployment")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -283,10 +314,7 @@ def test_runner_tls_mounts_the_secret_and_points_the_operator_at_it() -> None:
     for variable, key in (("CERT", "tls.crt"), ("KEY", "tls.key"), ("CA", "ca.crt")):
         assert env[f"AGENT_OPERATOR_RUNNER_TLS_{variable}"] == f"{mount['mountPath']}/{key}"
     assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"], "key readable"
-
-    out = helm("template", "t", str(CHART), *sets("runner.tls.enabled=true"))
-    assert out.returncode != 0
-    assert "runner.tls.secretName is required" in out.stderr
+    assert "AGENT_OPERATOR_RUNNER_TLS_SECRET" not in env
 
 
 def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
@@ -314,6 +342,13 @@ def test_service_monitor_scrapes_the_operators_metrics_port() -> None:
         assert not selects(selector, other["metadata"]["labels"])
 
 
+def test_network_policy_is_on_by_default() -> None:
+    """Only runner pods may reach the runner port unless the user says otherwise (issue 14,
+    defect 8: anything that reached port 50051 could load the operator)."""
+    assert kinds(render("t", "ops")).count("NetworkPolicy") == 1
+    assert "NetworkPolicy" not in kinds(render("t", "ops", *sets("networkPolicy.enabled=false")))
+
+
 def test_network_policy_admits_runner_pods_and_the_scraper() -> None:
     docs = render("t", "ops", *ALL)
     policy, deploy = one(docs, "NetworkPolicy"), one(docs, "Deployment")
@@ -334,7 +369,7 @@ def test_network_policy_admits_runner_pods_and_the_scraper() -> None:
     ]
     assert by_port["http-metrics"]["from"] == VALUES["networkPolicy"]["metricsFrom"]
     # no metricsFrom peers: the metrics port is open to any source
-    alone = one(render("t", "ops", *sets("networkPolicy.enabled=true")), "NetworkPolicy")
+    alone = one(render("t", "ops"), "NetworkPolicy")
     metrics_rule = next(r for r in alone["spec"]["ingress"] if r["ports"][0]["port"] == "http-metrics")
     assert "from" not in metrics_rule
 

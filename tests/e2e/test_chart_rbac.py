@@ -82,12 +82,13 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
     watch = [ns] if mode == "namespaced" else []
     docs = render(release, ns, *sets(f"watchNamespaces={{{ns}}}")) if watch else render(release, ns)
     roles = {d["metadata"]["name"] for d in docs if d["kind"] == "Role"}
-    leader_role = f"{release}-livekit-agent-operator-leader"
-    assert roles == ({f"{release}-livekit-agent-operator", leader_role} if watch else {leader_role})
+    own = {f"{release}-livekit-agent-operator-leader", f"{release}-livekit-agent-operator-runner-tls"}
+    assert roles == ({f"{release}-livekit-agent-operator", *own} if watch else own)
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     lease = env["AGENT_OPERATOR_LEADER_ELECTION_LEASE"]
+    tls_secret = env["AGENT_OPERATOR_RUNNER_TLS_SECRET"]  # TLS by default, its own certificate
     assert env["AGENT_OPERATOR_LEADER_ELECTION_NAMESPACE"] == ns
     assert env["AGENT_OPERATOR_LEADER_LABEL_POD"] == "$(POD_NAME)"
     applier = Applier(k8s)
@@ -150,6 +151,8 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
                 f"--leader-election-lease={lease}",
                 "--identity=op",
                 "--leader-label-pod=op",
+                f"--runner-tls-secret={tls_secret}",
+                f"--runner-tls-secret-namespace={env['AGENT_OPERATOR_RUNNER_TLS_SECRET_NAMESPACE']}",
             ],
         )
         op.start()
@@ -165,6 +168,8 @@ async def test_operator_runs_under_the_charts_rbac_and_no_more(
         await starts_reported(deployments, "rbac", 1)
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
         await status_equals(deployments, "rbac", "jobsSucceeded", 1, timeout=90)
+        made = await core.read_namespaced_secret(tls_secret, ns)  # the runner attached over TLS with it
+        assert set(made.data) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
         held = await client.CoordinationV1Api(k8s).read_namespaced_lease(lease, ns)
         assert held.spec.holder_identity == "op"
         assert await leader_label(core, ns, "op") == "true", "the runner Service selects the leader's pod"

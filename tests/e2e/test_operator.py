@@ -20,6 +20,7 @@ from livekit import api
 from livekit.protocol import agent
 
 from agent_operator import resume
+from agent_operator.kube import pod_trust
 from agent_operator.kube.podspec import (
     ANNOTATION_DISPATCH_ID,
     ANNOTATION_JOB_ID,
@@ -31,6 +32,7 @@ from agent_operator.worker.connection import STATUS_INTERVAL
 from devenv.environment import TestEnvironment
 from devenv.kubeclient import eventually, process_gone
 from devenv.livekit import LiveKitAccess
+from tests.support.listener import Listener
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -389,7 +391,9 @@ async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_at
 ) -> None:
     """During a handover the leaving operator may still create a job's pod after the new one
     listed its pods: the new operator meets that pod only when its runner attaches (idle).
-    Here such a pod is made from a real job pod, for another job and room."""
+    Here such a pod is made from a real job pod, for another job and room, and signed as that
+    operator signs it (same LiveKit secret). Its start request names another URL: the job is
+    resumed on the spec's LiveKit URL, and nothing goes to the other one."""
     _, first, model = await slow_job(operator, deployments, k8s, livekit, lk, "late2")
 
     kept = resume.decode(model.metadata.annotations[ANNOTATION_START])
@@ -399,6 +403,8 @@ async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_at
     job.room.name = room = f"room-{uuid.uuid4().hex[:6]}"
     kept.job = job.SerializeToString()
     kept.participant_identity = f"agent-{job.id}"
+    elsewhere = Listener()
+    kept.url = f"ws://127.0.0.1:{elsewhere.port}"
     pod = deployments.core.api_client.sanitize_for_serialization(model)
     meta = pod["metadata"]
     name = f"late2-{job.id.lower().replace('_', '-')}"
@@ -412,11 +418,13 @@ async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_at
     meta["annotations"].pop(ANNOTATION_DISPATCH_ID, None)
     pod.pop("status", None)
     pod["spec"].pop("nodeName", None)
+    pod_trust.sign_pod(pod_trust.signing_key(livekit.api_secret), pod)
     await lk.room.create_room(api.CreateRoomRequest(name=room))  # the caller's room exists
-    await deployments.core.create_namespaced_pod(deployments.namespace, pod)
-
-    joined = await wait_participant(lk, room, "agent-", timeout=90)
+    async with elsewhere.serving():
+        await deployments.core.create_namespaced_pod(deployments.namespace, pod)
+        joined = await wait_participant(lk, room, "agent-", timeout=90)
     assert joined.identity == f"agent-{job.id}"
+    assert elsewhere.connections == 0, "the credentials went to the spec's URL only"
     assert "resumed the job" in operator.log_text()
     await wait_participant(lk, first, "agent-", timeout=60)  # the model's own job goes on
     await starts_reported(deployments, "late2", 2)

@@ -6,6 +6,7 @@ restart while a broken pair is refused and the current one kept."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator.supervisor.tls import ReloadingServerCertificate
 from devenv.environment import TestEnvironment
 from devenv.kube import KubeAccess
+from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from devenv.pki import CertPair, LocalCA
 from tests.support.operator import (
@@ -208,3 +210,67 @@ async def test_bad_tls_flags_stop_the_operator_with_a_clear_error(tmp_path: Path
         assert proc.returncode == 2, err
         assert message in err.decode(), err
         assert "BEGIN" not in err.decode(), "no key material in the error"
+
+
+async def test_managed_certificate_is_made_once_and_reused_after_a_restart(
+    kube: KubeAccess,
+    ns: str,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+    local_kubelet: TestEnvironment,
+    tmp_path: Path,
+) -> None:
+    """No certificate brought: the operator makes a CA and a serving certificate, keeps them in
+    a Secret, gives runner pods the CA, and a restarted operator serves the same ones, so a
+    call that outlives the restart re-attaches and the next job attaches too."""
+    core = client.CoreV1Api(k8s)
+    op = OperatorProcess(
+        kube.kubeconfig,
+        [ns],
+        local_kubelet.workdir / "logs" / f"operator-managed-tls-{ns}.log",
+        extra_args=["--runner-tls-secret=runner-tls", f"--runner-tls-secret-namespace={ns}"],
+    )
+    op.start()
+    try:
+        deployments = Deployments(k8s, ns)
+        await create_credentials(core, ns, livekit)
+        body = await deployments.create(agent_deployment("managed", livekit, f"{AGENTS}:beacon_forever"))
+        await op.wait_ready()
+        await deployments.wait_condition("managed", "Ready", "True", timeout=90)
+        secret = await core.read_namespaced_secret("runner-tls", ns)
+        assert set(secret.data) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+        ca_pem = base64.b64decode(secret.data["ca.crt"]).decode()
+        ca_path = tmp_path / "ca.crt"
+        ca_path.write_text(ca_pem)
+        served = await asyncio.to_thread(served_common_name, op.runner_port, ca_path)
+        assert served == "127.0.0.1", "the serving certificate names the runner address"
+
+        room = f"tls-{uuid.uuid4().hex[:6]}"
+        await dispatch(lk, body["spec"]["agentName"], room)
+        pod = await job_pod(deployments, "managed")
+        env = {e.name: e.value for e in pod.spec.containers[0].env}
+        assert env["AGENT_OPERATOR_TLS_CA_PEM"] == ca_pem
+        agent = await wait_participant(lk, room, "agent-")
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await plaintext_hello(op.runner_port, ns)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        op.kill()
+        op.start()
+        await op.wait_ready()
+        await deployments.wait_condition("managed", "Ready", "True", timeout=90)
+        again = await core.read_namespaced_secret("runner-tls", ns)
+        assert again.metadata.resource_version == secret.metadata.resource_version, "reused, not remade"
+        assert await asyncio.to_thread(served_common_name, op.runner_port, ca_path) == "127.0.0.1"
+
+        async def adopted() -> bool:
+            return any(e.reason == "JobAdopted" for e in await deployments.events("managed"))
+
+        await eventually(adopted, 60, "the running job's runner re-attached over TLS")
+        assert (await wait_participant(lk, room, "agent-")).sid == agent.sid
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        await status_equals(deployments, "managed", "jobsSucceeded", 1, timeout=90)
+        assert op.log_text().count("runner TLS: created a CA") == 1, "one CA, made by the first operator"
+    finally:
+        op.stop()

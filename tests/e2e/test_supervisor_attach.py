@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 import grpc
 import pytest
 from kubernetes_asyncio import client
-from prometheus_client import REGISTRY
+from livekit.protocol import agent as lk_agent
+from livekit.protocol import models as lk_models
 
 from agent_jobrunner.protocol import ATTACH_METHOD, PROTOCOL_VERSION, now_us, pb, pb_grpc
 from agent_operator.kube.tokenreview import TokenReviewAuthenticator
@@ -33,6 +35,7 @@ from tests.support.supervision import (
     ObservedTerminator,
     RecordingListener,
     binding_for,
+    failures,
     parked_pod,
     pod_token,
 )
@@ -103,10 +106,6 @@ class ScriptedRunner:
                 await self._ponger
         self.call.cancel()
         await self.channel.close()
-
-
-def failures(reason: str) -> float:
-    return REGISTRY.get_sample_value("agent_operator_runner_attach_failures_total", {"reason": reason}) or 0.0
 
 
 @pytest.fixture
@@ -412,3 +411,102 @@ async def test_tokenreview_unreachable_is_unavailable_not_a_refusal(
         finally:
             await runner.close()
             await sup.stop()
+
+
+async def test_replayed_token_cannot_take_over_an_answering_session(
+    make_supervisor: Callable[..., Any],
+    core: client.CoreV1Api,
+    namespace: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14, defect 10: a copy of a pod's token used to replace the pod's live stream and
+    receive its next StartJobRequest, room token included."""
+    sup, port, _, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    sup.expect(binding_for(pod, HeartbeatSettings(ping_interval=0.3, ping_timeout=30)))
+    token = await pod_token(core, pod)
+    runner, thief = ScriptedRunner(port), ScriptedRunner(port)
+    try:
+        assert (await runner.hello(pod, token)).WhichOneof("message") == "welcome"
+        runner.answer_pings()
+        before = failures("duplicate_session")
+        with caplog.at_level(logging.DEBUG, "agent_operator.supervisor"):
+            assert await thief.hello(pod, token) is grpc.aio.EOF
+        code, details = await thief.status()
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+        assert "answers" in details
+        assert failures("duplicate_session") == before + 1
+        refusals = [r for r in caplog.records if "attach refused (duplicate_session)" in r.getMessage()]
+        assert refusals
+        assert token not in caplog.text
+        assert sup.attached(pod.metadata.uid)
+
+        # the job goes to the runner's own stream
+        job = lk_agent.Job(id="AJ_takeover", room=lk_models.Room(name="r"))
+        await sup.assign(pod.metadata.uid, pb.StartJobRequest(job=job.SerializeToString(), token="room-jwt"))
+        for _ in range(100):
+            if any(m.WhichOneof("message") == "start_job" for m in runner.received):
+                break
+            await asyncio.sleep(0.05)
+        assert any(m.WhichOneof("message") == "start_job" for m in runner.received)
+
+        # once the first stream stops answering, a new stream takes over (a runner whose
+        # network dropped under it must not wait for the ping timeout)
+        runner.answering = False
+        successor = ScriptedRunner(port)
+        t0 = asyncio.get_running_loop().time()
+        welcome = await successor.hello(pod, token)
+        assert welcome is not grpc.aio.EOF, await successor.status()
+        assert welcome.WhichOneof("message") == "welcome"
+        assert asyncio.get_running_loop().time() - t0 < 10
+        assert (await runner.status())[0] == grpc.StatusCode.ABORTED
+        # the job was not started yet: the runner's new stream gets its request again
+        resent = await successor.read()
+        while resent.WhichOneof("message") == "ping":
+            resent = await successor.read()
+        assert resent.WhichOneof("message") == "start_job"
+        await successor.close()
+    finally:
+        await runner.close()
+        await thief.close()
+
+
+async def test_reattaching_runner_must_claim_the_job_its_pod_is_labelled_with(
+    make_supervisor: Callable[..., Any], core: client.CoreV1Api, namespace: str
+) -> None:
+    """Issue 14, defect 9: after a restart a runner's word was taken for which job it runs."""
+    sup, port, listener, _ = await make_supervisor()
+    pod = await parked_pod(core, namespace)
+    binding = binding_for(pod)
+    sup.expect(dataclasses.replace(binding, job_id="AJ_labelled"))
+    token = await pod_token(core, pod)
+
+    async def reattach(job_id: str) -> tuple[ScriptedRunner, Any]:
+        runner = ScriptedRunner(port)
+        hello = pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            pod_namespace=namespace,
+            pod_name=pod.metadata.name,
+            pod_uid=pod.metadata.uid,
+            credential=token,
+            state=pb.RUNNER_STATE_RUNNING,
+            running_job=pb.RunningJob(job_id=job_id, room_name="r"),
+        )
+        await runner.call.write(pb.RunnerMessage(hello=hello))
+        return runner, await runner.read()
+
+    before = failures("protocol")
+    runner, answer = await reattach("AJ_other")
+    assert answer is grpc.aio.EOF
+    code, details = await runner.status()
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "labelled with job AJ_labelled" in details
+    assert failures("protocol") == before + 1
+    assert sup.job(pod.metadata.uid) is None
+    await runner.close()
+
+    runner, answer = await reattach("AJ_labelled")
+    assert answer.WhichOneof("message") == "welcome"
+    adopted = await listener.wait_for("adopted")
+    assert adopted.detail.job_id == "AJ_labelled"
+    await runner.close()

@@ -23,20 +23,12 @@ from tests.support.operator import (
     agent_deployment,
     create_credentials,
     dispatch,
+    idle_pods,
     metric_value,
     wait_participant,
 )
 
 pytestmark = pytest.mark.e2e
-
-
-async def idle_pods(deployments: Deployments, name: str) -> list[Any]:
-    pods = await deployments.pods(name)
-    return [
-        p
-        for p in pods
-        if p.metadata.labels.get("agentoperator.dev/state") == "idle" and not p.metadata.deletion_timestamp
-    ]
 
 
 async def wait_pool(deployments: Deployments, name: str, ready: int, timeout: float = 90) -> dict[str, Any]:

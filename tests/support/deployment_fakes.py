@@ -85,8 +85,12 @@ class FakePods:
         self.deleted.append((pod, grace_seconds))
         await self.delete_gate.passed()
 
-    async def mark_busy(self, pod: PodIdentity, job: JobInfo) -> None:
+    async def mark_busy(self, pod: PodIdentity, job: JobInfo, signature: str = "") -> None:
         self.busy.append((pod, job.job_id))
+
+    async def read(self, pod: PodIdentity) -> dict[str, object] | None:
+        found = next((p for p in self.listed if cast(dict[str, Any], p["metadata"])["uid"] == pod.uid), None)
+        return found
 
     async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
         return list(self.listed)

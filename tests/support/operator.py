@@ -382,6 +382,16 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels or ''} not in the metrics")
 
 
+async def idle_pods(deployments: Deployments, name: str) -> list[Any]:
+    """The deployment's warm-pool pods labelled idle and not being deleted."""
+    pods = await deployments.pods(name)
+    return [
+        p
+        for p in pods
+        if p.metadata.labels.get("agentoperator.dev/state") == "idle" and not p.metadata.deletion_timestamp
+    ]
+
+
 async def job_pod(deployments: Deployments, name: str, timeout: float = 60) -> Any:
     async def one() -> Any:
         pods = await deployments.pods(name)

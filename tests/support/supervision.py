@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 from kubernetes_asyncio import client
+from prometheus_client import REGISTRY
 
 from agent_operator.kube.pods import PodTerminator
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE
@@ -89,6 +90,11 @@ class ObservedTerminator:
 
 
 DEPLOYMENT = DeploymentRef("test", "agent")
+
+
+def failures(reason: str) -> float:
+    """agent_operator_runner_attach_failures_total{reason} in this process."""
+    return REGISTRY.get_sample_value("agent_operator_runner_attach_failures_total", {"reason": reason}) or 0.0
 
 
 def binding_for(pod: dict[str, Any] | Any, heartbeat: HeartbeatSettings | None = None) -> RunnerBinding:

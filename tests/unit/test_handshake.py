@@ -107,7 +107,8 @@ async def test_a_runner_claiming_another_job_or_an_ended_one_is_refused() -> Non
     assert await check(hello(running="J1"), ctx=context(job=record)) is None
 
 
-async def test_a_stream_that_ends_before_its_hello_is_just_closed() -> None:
+async def test_a_stream_that_ends_before_its_hello_is_refused_with_an_error() -> None:
     refusal = await check()
     assert refusal is not None
-    assert refusal.code is None
+    assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal.reason == "protocol"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agent_operator.supervisor.heartbeat import HeartbeatMonitor, HeartbeatSettings
+from agent_operator.supervisor.takeover import probe_timeout
 
 pytestmark = pytest.mark.unit
 
@@ -68,3 +69,26 @@ def test_old_pings_are_forgotten() -> None:
     for t in range(100):
         m.ping_sent(t, now=float(t))
     assert m.in_flight <= 11
+
+
+def test_pongs_count_only_answers_to_our_pings() -> None:
+    m = HeartbeatMonitor(HeartbeatSettings(), now=0.0)
+    m.ping_sent(1, 0.0)
+    assert m.pong_received(99, 0.1) is None
+    assert m.pongs == 0
+    assert m.pong_received(1, 0.1) is not None
+    assert m.pongs == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (HeartbeatSettings(), 2.0),
+        (HeartbeatSettings(high_ping_threshold=1.5), 6.0),
+        (HeartbeatSettings(ping_interval=0.1, ping_timeout=1.0), 1.0),
+    ],
+)
+def test_takeover_probe_waits_a_few_high_pings_within_the_ping_timeout(
+    settings: HeartbeatSettings, expected: float
+) -> None:
+    assert probe_timeout(settings) == expected

@@ -15,6 +15,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator import metrics
 from agent_operator.kube import timeouts
+from agent_operator.kube.pod_trust import ANNOTATION_SIGNATURE
 from agent_operator.kube.podspec import LABEL_JOB_ID, LABEL_STATE, JobInfo, job_annotations
 from agent_operator.vocabulary import PodIdentity
 
@@ -153,18 +154,37 @@ class PodManager:
             if exc.status not in (404, 409):
                 raise
 
-    async def mark_busy(self, pod: PodIdentity, job: JobInfo) -> None:
-        """Label a pool pod with the job it took (the record that survives a restart)."""
+    async def mark_busy(self, pod: PodIdentity, job: JobInfo, signature: str = "") -> None:
+        """Label a pool pod with the job it took (the record that survives a restart), signed
+        with ``signature`` (``pod_trust.busy_signature``)."""
+        # no signature: drop the pool pod's own (None deletes a key in a merge patch)
+        annotations: dict[str, str | None] = {**job_annotations(job), ANNOTATION_SIGNATURE: signature or None}
         patch = {
             "metadata": {
                 "labels": {LABEL_STATE: "busy", LABEL_JOB_ID: job.job_id},
-                "annotations": job_annotations(job),
+                "annotations": annotations,
             }
         }
         with metrics.kube_call("patch_pod"):
             await self._core.patch_namespaced_pod(
                 pod.name, pod.namespace, patch, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
             )
+
+    async def read(self, pod: PodIdentity) -> dict[str, object] | None:
+        """The pod as it is now, or None when it is gone (or another pod has its name)."""
+        try:
+            with metrics.kube_call("read_pod", expected=(404,)):
+                found = await self._core.read_namespaced_pod(
+                    pod.name, pod.namespace, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if found.metadata.uid != pod.uid:
+            return None
+        body: dict[str, object] = self._core.api_client.sanitize_for_serialization(found)
+        return body
 
     async def list(self, namespace: str, selector: str) -> list[dict[str, object]]:
         with metrics.kube_call("list_pods"):

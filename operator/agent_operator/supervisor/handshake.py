@@ -4,7 +4,7 @@ Each check looks at what the handshake learned so far and returns None (go on) o
 ``Refusal``: the metrics reason, the gRPC status code and the details the runner is told.
 The chain, in order: a Hello arrives in time, in our protocol version, with a credential
 that proves a pod, the pod it claims, one this operator runs, and (re-attaching with a job)
-the job this operator knows for it. A new rule is one more check in ``CHECKS``.
+the job its pod's signed record names and this operator knows for it. A new rule is one more check in ``CHECKS``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from agent_operator.supervisor.types import (
 @dataclasses.dataclass(frozen=True)
 class Refusal:
     reason: str  # the metrics label: protocol, auth, auth_unavailable, handover, unknown_pod
-    code: grpc.StatusCode | None  # None: the stream ended before a Hello, nothing to tell
+    code: grpc.StatusCode
     details: str
 
 
@@ -69,7 +69,7 @@ async def hello_in_time(ctx: Context, hs: Handshake) -> Refusal | None:
     except TimeoutError:
         return Refusal("protocol", grpc.StatusCode.DEADLINE_EXCEEDED, "no Hello in time")
     except StopAsyncIteration:
-        return Refusal("", None, "the stream ended before a Hello")
+        return Refusal("protocol", grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its Hello")
     except Exception as exc:
         return Refusal("protocol", grpc.StatusCode.INVALID_ARGUMENT, f"unreadable: {exc}")
     if first.WhichOneof("message") != "hello":
@@ -139,10 +139,15 @@ async def the_job_we_know(ctx: Context, hs: Handshake) -> Refusal | None:
     hello, binding = hs.hello, hs.binding
     assert hello is not None
     assert binding is not None
-    record = ctx.job_of(binding.pod.uid)
-    if hello.state != pb.RUNNER_STATE_RUNNING or record is None:
+    if hello.state != pb.RUNNER_STATE_RUNNING:
         return None
     running = hello.running_job.job_id
+    if binding.job_id and binding.job_id != running:  # the job the pod's signed record names
+        details = f"pod {binding.pod} is labelled with job {binding.job_id}, but its runner claims job {running}"
+        return Refusal("protocol", grpc.StatusCode.FAILED_PRECONDITION, details)
+    record = ctx.job_of(binding.pod.uid)
+    if record is None:
+        return None
     if record.job_id != running:
         details = f"pod {binding.pod} runs job {running}, but was assigned {record.job_id}"
         return Refusal("protocol", grpc.StatusCode.FAILED_PRECONDITION, details)

@@ -22,6 +22,7 @@ class HeartbeatMonitor:
     def __init__(self, settings: HeartbeatSettings, now: float) -> None:
         self.settings = settings
         self.last_pong = now
+        self.pongs = 0  # pongs of pings we sent, ever
         self._in_flight: dict[int, float] = {}
 
     def ping_sent(self, timestamp_us: int, now: float) -> None:
@@ -37,6 +38,7 @@ class HeartbeatMonitor:
         if sent is None:
             return None
         self.last_pong = now
+        self.pongs += 1
         rtt = now - sent
         return PongReport(rtt=rtt, high=rtt > self.settings.high_ping_threshold)
 

@@ -21,7 +21,13 @@ import grpc
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
-from agent_operator.supervisor import handshake
+from agent_operator.supervisor import handshake, takeover
+from agent_operator.supervisor.admission import (
+    AdmissionSettings,
+    AttachGate,
+    GuardedAuthenticator,
+    LogThrottle,
+)
 from agent_operator.supervisor.heartbeat import HeartbeatSettings
 from agent_operator.supervisor.job_machine import JobMachine
 from agent_operator.supervisor.job_machine import StartFailed as StartFailed
@@ -55,6 +61,8 @@ class SupervisorSettings:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     # for pods attached through the resolver without settings of their own
     default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
+    # caps on streams that have not attached yet and on credential checks (see admission)
+    admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
 
 
 class Supervisor:
@@ -67,10 +75,12 @@ class Supervisor:
         resolver: Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.authenticator = authenticator
         self.terminator = terminator
         self.listener: SupervisorListener = listener or NullListener()
         self.settings = settings or SupervisorSettings()
+        self.gate = AttachGate(self.settings.admission)
+        self.authenticator = GuardedAuthenticator(authenticator, self.settings.admission, clock)
+        self._refusal_log = LogThrottle()
         self.resolver = resolver
         self.clock = clock
         self._server: grpc.aio.Server | None = None
@@ -78,7 +88,7 @@ class Supervisor:
         self._tasks = BackgroundTasks(log, "supervisor callback")
         self._handshake = handshake.Context(
             hello_timeout=self.settings.hello_timeout,
-            authenticator=authenticator,
+            authenticator=self.authenticator,
             resolver=resolver,
             binding_of=lambda uid: slot.binding if (slot := self._slots.get(uid)) is not None else None,
             bind=self._slots.bind,
@@ -207,10 +217,14 @@ class Supervisor:
     async def _attach(self, requests: AsyncIterator[pb.RunnerMessage], context: Any) -> None:
         peer = context.peer()
         hs = handshake.Handshake(requests, peer)
-        refusal = await handshake.run(self._handshake, hs)
+        with self.gate.admitting(peer) as admission:  # a pending slot until attached or refused
+            if admission is not None:
+                reason, details = admission
+                await self._refuse(context, reason, grpc.StatusCode.RESOURCE_EXHAUSTED, details, peer)
+                return
+            refusal = await handshake.run(self._handshake, hs)
         if refusal is not None:
-            if refusal.code is not None:
-                await self._refuse(context, refusal.reason, refusal.code, refusal.details, peer, hs.claimed)
+            await self._refuse(context, refusal.reason, refusal.code, refusal.details, peer, hs.claimed)
             return
         assert hs.binding is not None
         assert hs.hello is not None
@@ -226,7 +240,10 @@ class Supervisor:
         claimed: PodIdentity | None = None,
     ) -> None:
         metrics.RUNNER_ATTACH_FAILURES.labels(reason).inc()
-        log.warning(
+        # a flood is refused by the hundred: one warning per reason and interval, the rest debug
+        level = logging.WARNING if self._refusal_log.allow(reason, self.clock()) else logging.DEBUG
+        log.log(
+            level,
             "runner attach refused (%s): %s",
             reason,
             details,
@@ -234,8 +251,30 @@ class Supervisor:
         )
         await context.abort(code, details)
 
+    async def _current_session_answers(self, slot: PodSlot) -> bool:
+        """The pod has a live session that answers a ping now (then a newer stream is refused:
+        it may be a replayed token; see ``takeover``)."""
+        previous = slot.session
+        if previous is None or previous.closed:
+            return False
+        within = takeover.probe_timeout(slot.binding.heartbeat)
+        if await takeover.still_answers(previous, within, self.clock):
+            return True
+        current = slot.session  # another stream may have won meanwhile
+        return current is not None and current is not previous and not current.closed
+
     async def _serve(self, binding: RunnerBinding, hello: pb.Hello, requests: Any, context: Any) -> None:
         slot = self._slots.bind(binding)
+        if await self._current_session_answers(slot):
+            await self._refuse(
+                context,
+                takeover.DUPLICATE_SESSION,
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"pod {binding.pod} is attached on a stream that answers; a second stream is refused",
+                context.peer(),
+                binding.pod,
+            )
+            return
         session = RunnerSession(uuid.uuid4().hex[:12], binding, hello, context, self.clock)
         previous = slot.session
         if previous is not None:

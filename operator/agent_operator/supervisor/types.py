@@ -21,6 +21,9 @@ class RunnerBinding:
     pod: PodIdentity
     deployment: DeploymentRef
     heartbeat: HeartbeatSettings
+    # the job the pod's (signed) record names; a runner re-attaching with another is refused.
+    # "": the pod's record names none (a pool pod), the runner's word is taken
+    job_id: str = ""
 
 
 class Authenticator(Protocol):
