@@ -16,7 +16,8 @@ from agent_jobrunner.protocol import pb
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment import DeploymentRuntime
 from agent_operator.handover import Handover
-from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings
+from agent_operator.kube import pod_trust
+from agent_operator.kube.podspec import ANNOTATION_JOB_ID, LABEL_JOB_ID, JobInfo, Owner, RunnerSettings
 from agent_operator.kube.secrets import Credentials
 from agent_operator.spec import DeploymentSpec, SecretRef
 from agent_operator.supervisor import JobOutcome, JobRecord, RunnerBinding
@@ -191,9 +192,25 @@ def harness(deployment_spec: DeploymentSpec | None = None, registered: bool = Tr
     )
     owner = Owner(NAMESPACE, "voice", "uid-voice")
     dep = DeploymentRuntime(services, owner, deployment_spec or spec(), 1)
-    if registered:
+    if registered:  # as Registration.run leaves it: credentials read, the worker connected
+        dep.registration.credentials = Credentials("key", "secret")
         dep.registration.worker = cast(Any, reports)
     return Harness(dep, pods, supervisor, events, reports)
+
+
+def ours(body: dict[str, Any]) -> dict[str, Any]:
+    """A found pod body as the harness deployment made it: owned by it and signed with the
+    key of its credentials (kube.pod_trust), its job annotation beside its job label."""
+    meta = body["metadata"]
+    meta["ownerReferences"] = [
+        {"apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "name": "voice",
+         "uid": "uid-voice", "controller": True}
+    ]
+    job_id = (meta.get("labels") or {}).get(LABEL_JOB_ID)
+    if job_id:
+        meta.setdefault("annotations", {})[ANNOTATION_JOB_ID] = job_id
+    pod_trust.sign_pod(pod_trust.signing_key("secret"), body)
+    return body
 
 
 def offer(job_id: str, room: str = "room-1") -> agent.AvailabilityRequest:

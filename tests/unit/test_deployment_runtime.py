@@ -13,7 +13,7 @@ from agent_operator.pool_plan import PoolPod
 from agent_operator.supervisor import JobOutcome, OutcomeStatus
 from agent_operator.vocabulary import PodIdentity
 from agent_operator.worker import WorkerConnection, WorkerOptions
-from tests.support.deployment_fakes import assignment, harness, offer, settle, spec
+from tests.support.deployment_fakes import assignment, harness, offer, ours, settle, spec
 
 pytestmark = pytest.mark.unit
 
@@ -191,16 +191,18 @@ async def test_an_adopted_job_whose_pod_exited_0_unwatched_is_a_success() -> Non
     none ran); its pod's exit code 0 says so, and LiveKit hears success, not failure."""
     h = harness()
     pod = PodIdentity("ns", "voice-j1-ab", "uid-1")
-    body = {
-        "metadata": {
-            "namespace": "ns",
-            "name": pod.name,
-            "uid": pod.uid,
-            "labels": {"agentoperator.dev/deployment": "voice", "agentoperator.dev/job-id": "J1"},
-            "annotations": {"agentoperator.dev/room": "r1"},
-        },
-        "status": {"phase": "Running"},
-    }
+    body = ours(
+        {
+            "metadata": {
+                "namespace": "ns",
+                "name": pod.name,
+                "uid": pod.uid,
+                "labels": {"agentoperator.dev/deployment": "voice", "agentoperator.dev/job-id": "J1"},
+                "annotations": {"agentoperator.dev/room": "r1"},
+            },
+            "status": {"phase": "Running"},
+        }
+    )
     h.dep.adoption.adopt(body)
     assert h.dep.jobs.get("J1") is not None
     final = {
@@ -224,15 +226,17 @@ async def test_a_pod_found_finished_after_a_restart_is_reported_by_its_exit_code
     """Defect 7: a job pod that exited 0 while the operator was down is a success."""
     h = harness()
     h.dep.adoption.adopt(
-        {
-            "metadata": {
-                "namespace": "ns",
-                "name": "voice-j2-ab",
-                "uid": "uid-2",
-                "labels": {"agentoperator.dev/deployment": "voice", "agentoperator.dev/job-id": "J2"},
-            },
-            "status": {"phase": "Succeeded"},
-        }
+        ours(
+            {
+                "metadata": {
+                    "namespace": "ns",
+                    "name": "voice-j2-ab",
+                    "uid": "uid-2",
+                    "labels": {"agentoperator.dev/deployment": "voice", "agentoperator.dev/job-id": "J2"},
+                },
+                "status": {"phase": "Succeeded"},
+            }
+        )
     )
     await settle(lambda: h.reports.updates)
     assert [(j, s) for j, s, _ in h.reports.updates] == [("J2", agent.JS_SUCCESS)]

@@ -149,7 +149,7 @@ class Events:
 
 def test_deployment_trust_reports_an_untrusted_pod_once() -> None:
     events = Events()
-    trust = DeploymentTrust(OWNER, {"deployment": "ns/voice"}, events)
+    trust = DeploymentTrust(OWNER, {"deployment": "ns/voice"}, events, lambda: None)
     pod = signed_cold_pod()
     pod["metadata"]["annotations"][ANNOTATION_ROOM] = "victim"
     assert trust.check(pod, KEY) == "untrusted"
@@ -165,7 +165,7 @@ def test_deployment_trust_without_a_key() -> None:
     """The LiveKit Secret unreadable at start: a job pod is taken (its runner may re-attach;
     it is checked again before anything is minted for it); an idle pod cannot be checked."""
     events = Events()
-    trust = DeploymentTrust(OWNER, {}, events)
+    trust = DeploymentTrust(OWNER, {}, events, lambda: None)
     assert trust.check(signed_cold_pod(), None) == "trusted"
     idle = build_runner_pod(OWNER, SPEC, RunnerSettings("op:50051", "aud"), "voice-pool-abc", None)
     assert trust.check(found(idle), None) == "unverified"
@@ -173,8 +173,9 @@ def test_deployment_trust_without_a_key() -> None:
 
 
 def test_deployment_trust_signs_what_it_creates_once_it_has_credentials() -> None:
-    trust = DeploymentTrust(OWNER, {}, Events())
+    credentials: Credentials | None = None
+    trust = DeploymentTrust(OWNER, {}, Events(), lambda: credentials)
     body = build_runner_pod(OWNER, SPEC, RunnerSettings("op:50051", "aud"), "voice-pool-abc", None)
     assert pod_trust.ANNOTATION_SIGNATURE not in trust.seal(copy.deepcopy(body))["metadata"]["annotations"]
-    trust.use(Credentials("key", "the-api-secret"))
+    credentials = Credentials("key", "the-api-secret")
     assert trust.check(found(trust.seal(body)), KEY) == "trusted"

@@ -4,7 +4,8 @@ Each check looks at what the handshake learned so far and returns None (go on) o
 ``Refusal``: the metrics reason, the gRPC status code and the details the runner is told.
 The chain, in order: a Hello arrives in time, in our protocol version, with a credential
 that proves a pod, the pod it claims, one this operator runs, and (re-attaching with a job)
-the job its pod's signed record names and this operator knows for it. A new rule is one more check in ``CHECKS``.
+the job its pod's signed record names and this operator knows for it. A new rule is one
+more check in ``CHECKS``.
 """
 
 from __future__ import annotations
@@ -143,7 +144,9 @@ async def the_job_we_know(ctx: Context, hs: Handshake) -> Refusal | None:
         return None
     running = hello.running_job.job_id
     if binding.job_id and binding.job_id != running:  # the job the pod's signed record names
-        details = f"pod {binding.pod} is labelled with job {binding.job_id}, but its runner claims job {running}"
+        details = (
+            f"pod {binding.pod} is labelled with job {binding.job_id}, but its runner claims job {running}"
+        )
         return Refusal("protocol", grpc.StatusCode.FAILED_PRECONDITION, details)
     record = ctx.job_of(binding.pod.uid)
     if record is None:
