@@ -197,17 +197,24 @@ class Containerd:
                     self.ctr("containers", "delete", cid, timeout=10)
         return containers
 
-    def _kill_shims(self) -> None:
-        """Shims daemonize out of containerd's process group: find ours by socket address."""
+    def shims(self) -> list[int]:
+        """Our shims' PIDs: they daemonize out of containerd's process group, so find them by
+        the socket address on their command line."""
         marker = str(self.socket).encode()
+        found = []
         for pid in _pids():
             try:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
             if b"containerd-shim" in cmdline and marker in cmdline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+                found.append(pid)
+        return found
+
+    def _kill_shims(self) -> None:
+        for pid in self.shims():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _remove_cni_results(ids: list[str]) -> None:
@@ -225,8 +232,7 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def unmount_under(folder: Path) -> list[str]:
-    """Unmount (lazily, deepest first) every mount point under ``folder``; return them."""
+def mounts_under(folder: Path) -> list[str]:
     prefix = str(folder.resolve()) + "/"
     points = []
     with open("/proc/self/mountinfo") as f:
@@ -234,6 +240,12 @@ def unmount_under(folder: Path) -> list[str]:
             point = line.split()[4].replace("\\040", " ")
             if point.startswith(prefix):
                 points.append(point)
+    return points
+
+
+def unmount_under(folder: Path) -> list[str]:
+    """Unmount (lazily, deepest first) every mount point under ``folder``; return them."""
+    points = mounts_under(folder)
     for point in sorted(set(points), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
     return points

@@ -27,7 +27,7 @@ import yaml
 from kubernetes_asyncio.client import V1Pod
 
 from devenv import binaries, oci
-from devenv.containerd import Containerd, unmount_under
+from devenv.containerd import Containerd, mounts_under, unmount_under
 from devenv.kube import LocalKubeCluster
 from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
@@ -225,6 +225,18 @@ class RealNode:
         self._remove_cgroup_root()
         self._remove_log_links()
 
+    def leftovers(self) -> list[str]:
+        """What a stopped node left on the machine (empty after a clean ``stop``)."""
+        left = [f"mount {m}" for m in mounts_under(self.workdir)]
+        left += [f"shim pid {pid}" for pid in self.containerd.shims()]
+        left += [
+            f"cgroup {h / self.cgroup_root.lstrip('/')}"
+            for h in _cgroup_hierarchies()
+            if (h / self.cgroup_root.lstrip("/")).exists()
+        ]
+        left += [f"log link {link}" for link in self._log_links()]
+        return left
+
     def _remove_cgroup_root(self) -> None:
         for hierarchy in _cgroup_hierarchies():
             top = hierarchy / self.cgroup_root.lstrip("/")
@@ -235,14 +247,21 @@ class RealNode:
                 with contextlib.suppress(OSError):
                     d.rmdir()
 
-    def _remove_log_links(self) -> None:
+    def _log_links(self) -> list[Path]:
         """The kubelet links ``/var/log/containers/<pod>_<ns>_<container>-<id>.log`` to our logs."""
         logs = str(self.workdir / "pod-logs")
+        links = []
         with contextlib.suppress(FileNotFoundError):
             for link in CONTAINER_LOG_LINKS.iterdir():
                 with contextlib.suppress(OSError):
                     if link.is_symlink() and os.readlink(link).startswith(logs):
-                        link.unlink()
+                        links.append(link)
+        return links
+
+    def _remove_log_links(self) -> None:
+        for link in self._log_links():
+            with contextlib.suppress(OSError):
+                link.unlink()
 
 
 def container_id(pod: V1Pod, container: str | None = None) -> str:
@@ -257,7 +276,10 @@ def container_id(pod: V1Pod, container: str | None = None) -> str:
 def _cgroup_hierarchies() -> list[Path]:
     if not CGROUP_FS.is_dir():
         return []
-    return [p for p in CGROUP_FS.iterdir() if p.is_dir() and not p.is_symlink() and (p / "tasks").exists()]
+    if (CGROUP_FS / "cgroup.controllers").exists():  # cgroup v2 alone
+        return [CGROUP_FS]
+    # cgroup v1 (and a hybrid's v2 "unified"): every controller's mount point
+    return [p for p in CGROUP_FS.iterdir() if not p.is_symlink() and os.path.ismount(p)]
 
 
 def _go_env(name: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 from kubernetes_asyncio import client
 
 from devenv import oci
-from devenv.environment import TestEnvironment
+from devenv.environment import TestEnvironment, node_kind_from_env
 from devenv.kubeclient import api_client, create_namespace, eventually
 from devenv.node import RealNode
 from tests.support import environments
@@ -37,24 +37,39 @@ RESTRICTED: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def real_env() -> Iterator[TestEnvironment]:
+def real_env(request: pytest.FixtureRequest) -> Iterator[TestEnvironment]:
+    """The session's environment when it already runs a real node (one node per network
+    namespace: a second would fight over its bridge, iptables and DNS address); else one of its own."""
+    if node_kind_from_env() == "real":
+        env: TestEnvironment = request.getfixturevalue("test_env")
+        _import_busybox(env)
+        yield env
+        return
     env = environments.register(
         TestEnvironment(Path(tempfile.mkdtemp(prefix="agent-operator-node-")), livekit=False, node="real")
     )
     t0 = time.monotonic()
     try:
         env.start()
-        assert env.node is not None
-        archive = env.workdir / "busybox.tar"
-        oci.busybox_image(archive, BUSYBOX)
-        env.node.import_image(archive)
+        _import_busybox(env)
     except BaseException:
         env.stop()
         raise
     parts = ", ".join(f"{k} {v:.1f}s" for k, v in env.timings.items())
     print(f"\n[real-node] environment up in {time.monotonic() - t0:.1f}s ({parts})")
     yield env
+    node = env.node
     env.stop()
+    assert node is not None
+    # pods were running: teardown must have killed their containers and unmounted their volumes
+    assert node.leftovers() == []
+
+
+def _import_busybox(env: TestEnvironment) -> None:
+    assert env.node is not None
+    archive = env.workdir / "busybox.tar"
+    oci.busybox_image(archive, BUSYBOX)
+    env.node.import_image(archive)
 
 
 @pytest.fixture
