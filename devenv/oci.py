@@ -172,6 +172,7 @@ def build_pause(out: Path, source: Path) -> Path:
 BUSYBOX = Path("/bin/busybox")  # Debian's busybox-static
 BUSYBOX_APPLETS = (
     "sh",
+    "test",
     "nc",
     "printf",
     "cat",

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from kubernetes_asyncio.stream import WsApiClient
 
 from devenv import oci
 from devenv.environment import TestEnvironment, node_kind_from_env
@@ -26,6 +27,8 @@ from tests.support import environments
 pytestmark = [pytest.mark.e2e, pytest.mark.smoke]
 
 BUSYBOX = "localhost/agent-operator-test/busybox:smoke"
+# Debian's static busybox wget crashes (it segfaults even on the host); nc speaks the HTTP needed
+HTTP_GET = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3"
 RESTRICTED: dict[str, Any] = {
     "runAsUser": 65532,
     "runAsGroup": 65532,
@@ -213,13 +216,11 @@ async def test_dns_and_service_cluster_ip(api: client.ApiClient, ns: str) -> Non
         },
     )
     await wait_phase(core, ns, "web", {"Running"})
-    # Debian's static busybox wget crashes (glibc's static NSS); nc speaks the HTTP needed
-    get = "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2"
     script = (
         "nslookup kubernetes.default.svc.cluster.local;"
-        f"for i in 1 2 3 4 5 6 7 8 9 10; do {get} {svc.spec.cluster_ip} 80 > /tmp/by-ip && break; sleep 1;"
+        f"for i in 1 2 3 4 5 6 7 8; do {HTTP_GET} {svc.spec.cluster_ip} 80 > /tmp/by-ip && break; sleep 1;"
         " done; echo by-ip: $(tail -1 /tmp/by-ip);"
-        f"{get} web.{ns}.svc.cluster.local 80 > /tmp/by-name; echo by-name: $(tail -1 /tmp/by-name)"
+        f"{HTTP_GET} web.{ns}.svc.cluster.local 80 > /tmp/by-name; echo by-name: $(tail -1 /tmp/by-name)"
     )
     await run_pod(core, ns, pod("client", script))
     await wait_phase(core, ns, "client", {"Succeeded", "Failed"})
@@ -257,3 +258,34 @@ async def test_readiness_probe_is_honoured(api: client.ApiClient, ns: str) -> No
 
     await eventually(became_ready, 60, "pod Ready after its probe passes", interval=0.3)
     assert seen_unready_running, "the pod was Ready before its readiness probe could pass"
+
+
+async def test_pod_reaches_the_api_with_its_service_account_token(api: client.ApiClient, ns: str) -> None:
+    """The kubelet mounts a projected token (TokenRequest under the Node authorizer) and the
+    ``kubernetes`` Service's ClusterIP leads to the API server's node-IP address."""
+    core = client.CoreV1Api(api)
+    body = pod(
+        "sa",
+        "test -s /var/run/secrets/kubernetes.io/serviceaccount/token && echo token: present;"
+        # plain HTTP to the TLS port: only the API server answers that with this complaint
+        f"{HTTP_GET} kubernetes.default.svc.cluster.local 443",
+    )
+    body["spec"]["automountServiceAccountToken"] = True
+    await run_pod(core, ns, body)
+    await wait_phase(core, ns, "sa", {"Succeeded", "Failed"})
+    logs = await core.read_namespaced_pod_log("sa", ns)
+    assert "token: present" in logs, logs
+    assert "Client sent an HTTP request to an HTTPS server" in logs, logs
+
+
+async def test_exec_through_the_api(api: client.ApiClient, ns: str) -> None:
+    """API server -> kubelet (InternalIP, its serving cert) -> containerd's stream server."""
+    core = client.CoreV1Api(api)
+    await run_pod(core, ns, pod("exec", "echo inside > /tmp/mark; sleep 3600"))
+    await wait_phase(core, ns, "exec", {"Running"})
+    assert api.configuration is not None
+    async with WsApiClient(configuration=api.configuration) as ws:
+        out = await client.CoreV1Api(ws).connect_get_namespaced_pod_exec(
+            "exec", ns, command=["cat", "/tmp/mark"], stdout=True, stderr=True, stdin=False, tty=False
+        )
+    assert "inside" in out
