@@ -215,6 +215,10 @@ class RealNode:
         """Send ``sig`` to a pod's container through containerd (its task, by ``containerID``)."""
         self.containerd.kill_task(container_id(pod, container), sig)
 
+    def container_pid(self, pod: V1Pod, container: str | None = None) -> int:
+        """The host PID of a pod's container's main process, from containerd."""
+        return self.containerd.task_pid(container_id(pod, container))
+
     # -- stop ------------------------------------------------------------------------------
     def stop(self) -> None:
         for proc in (self.kube_proxy, self.kubelet):

@@ -6,6 +6,7 @@ run in ``make test`` while the rest of the suite stays on the process kubelet.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import tempfile
 import time
@@ -133,6 +134,14 @@ async def wait_phase(
     return await eventually(probe, timeout, f"pod {name} in {sorted(phases)}", interval=0.3)
 
 
+def _cmdline(pid: int) -> list[str]:
+    """A process's argv, or [] once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    except FileNotFoundError:
+        return []
+
+
 def terminated(p: Any) -> Any:
     state = p.status.container_statuses[0].state
     assert state.terminated is not None, state
@@ -234,9 +243,12 @@ async def test_sigkill_through_containerd_exits_137(api: client.ApiClient, ns: s
     core = client.CoreV1Api(api)
     await run_pod(core, ns, pod("victim", "sleep 3600"))
     p = await wait_phase(core, ns, "victim", {"Running"})
-    node.signal_container(p, signal.SIGKILL)
+    pid = await asyncio.to_thread(node.container_pid, p)
+    assert (await asyncio.to_thread(_cmdline, pid))[:2] == ["sleep", "3600"]
+    await asyncio.to_thread(node.signal_container, p, signal.SIGKILL)
     p = await wait_phase(core, ns, "victim", {"Failed"}, timeout=30)
     assert terminated(p).exit_code == 137
+    assert await asyncio.to_thread(_cmdline, pid) == []
 
 
 async def test_readiness_probe_is_honoured(api: client.ApiClient, ns: str) -> None:
