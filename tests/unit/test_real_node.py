@@ -34,30 +34,13 @@ def test_accepted_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
         require_own_netns()
 
 
+def _status(name: str, cid: str) -> V1ContainerStatus:
+    return V1ContainerStatus(name=name, container_id=cid, image="i", image_id="", ready=True, restart_count=0)
+
+
 def test_container_id_reads_the_pods_container_status() -> None:
-    pod = V1Pod(
-        metadata=V1ObjectMeta(name="p"),
-        status=V1PodStatus(
-            container_statuses=[
-                V1ContainerStatus(
-                    name="side",
-                    container_id="containerd://aaa",
-                    image="i",
-                    image_id="",
-                    ready=True,
-                    restart_count=0,
-                ),
-                V1ContainerStatus(
-                    name="main",
-                    container_id="containerd://bbb",
-                    image="i",
-                    image_id="",
-                    ready=True,
-                    restart_count=0,
-                ),
-            ]
-        ),
-    )
+    statuses = [_status("side", "containerd://aaa"), _status("main", "containerd://bbb")]
+    pod = V1Pod(metadata=V1ObjectMeta(name="p"), status=V1PodStatus(container_statuses=statuses))
     assert container_id(pod) == "aaa"
     assert container_id(pod, "main") == "bbb"
     with pytest.raises(NodeError, match="no started container other"):
