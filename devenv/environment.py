@@ -28,7 +28,7 @@ from devenv import binaries
 from devenv.dns import ClusterDNS
 from devenv.kube import KubeAccess, LocalKubeCluster, external_access
 from devenv.livekit import LiveKitAccess, LocalLiveKit
-from devenv.node import NodeError, RealNode
+from devenv.node import NodeError, RealNode, require_own_netns
 from devenv.procs import ServerProcess, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +145,7 @@ class TestEnvironment:
             node_ip = os.environ.get("AGENT_OPERATOR_TEST_NODE_IP")
             if not node_ip:
                 raise NodeError("the real node needs AGENT_OPERATOR_TEST_NODE_IP: run under devenv/netns-run")
+            require_own_netns()  # before the API server listens beyond loopback
         self.cluster = LocalKubeCluster(self.workdir / "kube", node_ip=node_ip)
         self.kube = self.cluster.start()
         self.timings["kube"] = time.monotonic() - t0
