@@ -20,7 +20,8 @@ system-packages:
 setup: system-packages $(VENV)/.installed binaries
 
 # Build (or reuse from ~/.cache/livekit-agent-operator) etcd, kube-apiserver,
-# kube-controller-manager, livekit-server and helm from their pinned Go modules, and fetch
+# kube-controller-manager, the real node's kube-scheduler, kubelet, kube-proxy and CoreDNS,
+# livekit-server and helm from their pinned Go modules, and fetch
 # the Prometheus Operator CRDs the chart test installs (devenv/crds.py).
 binaries: $(VENV)/.installed
 	$(PY) -m devenv.binaries

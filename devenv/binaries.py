@@ -63,6 +63,12 @@ BINARIES: tuple[GoBinary, ...] = (
         "kubernetes",
         _K8S_LDFLAGS,
     ),
+    # the real node (devenv/node.py): scheduler, kubelet and kube-proxy of the same release
+    GoBinary("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler", "kubernetes", _K8S_LDFLAGS),
+    GoBinary("kubelet", "k8s.io/kubernetes/cmd/kubelet", "kubernetes", _K8S_LDFLAGS),
+    GoBinary("kube-proxy", "k8s.io/kubernetes/cmd/kube-proxy", "kubernetes", _K8S_LDFLAGS),
+    # cluster DNS for the real node (devenv/dns.py)
+    GoBinary("coredns", "github.com/coredns/coredns", "coredns"),
     GoBinary("livekit-server", "github.com/livekit/livekit-server/cmd/server", "livekit-server"),
     GoBinary(
         "helm",

@@ -8,6 +8,10 @@ that already exist, set (opt-in):
 * ``AGENT_OPERATOR_TEST_LIVEKIT_URL``, ``AGENT_OPERATOR_TEST_LIVEKIT_API_KEY``,
   ``AGENT_OPERATOR_TEST_LIVEKIT_API_SECRET``: an existing LiveKit server.
 
+``AGENT_OPERATOR_TEST_NODE=real`` (or ``TestEnvironment(node="real")``) runs pods on a real node
+instead of the process kubelet: kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS
+(``devenv/node.py``, ``devenv/dns.py``), inside the network namespace of ``devenv/netns-run``.
+
     python -m devenv.environment      # start everything, print access, wait for Ctrl-C
 """
 
@@ -21,11 +25,22 @@ import time
 from pathlib import Path
 
 from devenv import binaries
+from devenv.dns import ClusterDNS
 from devenv.kube import KubeAccess, LocalKubeCluster, external_access
 from devenv.livekit import LiveKitAccess, LocalLiveKit
+from devenv.node import NodeError, RealNode, require_own_netns
 from devenv.procs import ServerProcess, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+NODE_KINDS = ("process", "real")
+REAL_NODE_BINARIES = ["kube-scheduler", "kubelet", "kube-proxy", "coredns"]
+
+
+def node_kind_from_env() -> str:
+    kind = os.environ.get("AGENT_OPERATOR_TEST_NODE", "process")
+    if kind not in NODE_KINDS:
+        raise ValueError(f"AGENT_OPERATOR_TEST_NODE={kind!r}: expected one of {NODE_KINDS}")
+    return kind
 
 
 class ProcessKubeletRunner:
@@ -72,16 +87,27 @@ class ProcessKubeletRunner:
 class TestEnvironment:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, workdir: Path, livekit: bool = True, kubelet: bool = True) -> None:
+    def __init__(
+        self, workdir: Path, livekit: bool = True, kubelet: bool = True, node: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.want_livekit = livekit
         self.want_kubelet = kubelet
+        self.node_kind = node or node_kind_from_env()
+        if self.node_kind not in NODE_KINDS:
+            raise ValueError(f"node={self.node_kind!r}: expected one of {NODE_KINDS}")
         self.cluster: LocalKubeCluster | None = None
         self.kubelet: ProcessKubeletRunner | None = None
+        self.node: RealNode | None = None
+        self.dns: ClusterDNS | None = None
         self.livekit_server: LocalLiveKit | None = None
         self.kube: KubeAccess | None = None
         self.livekit: LiveKitAccess | None = None
         self.timings: dict[str, float] = {}
+
+    @property
+    def real_node(self) -> bool:
+        return self.want_kubelet and self.node_kind == "real"
 
     @property
     def local_kube(self) -> bool:
@@ -94,6 +120,8 @@ class TestEnvironment:
         needed = []
         if not external_kube:
             needed += ["etcd", "kube-apiserver", "kube-controller-manager"]
+            if self.real_node:
+                needed += REAL_NODE_BINARIES
         if not external_lk and self.want_livekit:
             needed += ["livekit-server"]
         if needed:
@@ -112,10 +140,24 @@ class TestEnvironment:
         if external:
             self.kube = external_access(Path(external))
             return
-        self.cluster = LocalKubeCluster(self.workdir / "kube")
+        node_ip = None
+        if self.real_node:
+            node_ip = os.environ.get("AGENT_OPERATOR_TEST_NODE_IP")
+            if not node_ip:
+                raise NodeError("the real node needs AGENT_OPERATOR_TEST_NODE_IP: run under devenv/netns-run")
+            require_own_netns()  # before the API server listens beyond loopback
+        self.cluster = LocalKubeCluster(self.workdir / "kube", node_ip=node_ip)
         self.kube = self.cluster.start()
         self.timings["kube"] = time.monotonic() - t0
-        if self.want_kubelet:
+        if node_ip is not None:
+            self.node = RealNode(self.workdir / "node", self.cluster, node_ip)
+            self.node.start()
+            self.timings.update(self.node.timings)
+            t0 = time.monotonic()
+            self.dns = ClusterDNS(self.workdir / "dns", self.cluster, node_ip)
+            self.dns.start()
+            self.timings["dns"] = time.monotonic() - t0
+        elif self.want_kubelet:
             t0 = time.monotonic()
             self.kubelet = ProcessKubeletRunner(self.workdir, self.kube.kubeconfig)
             self.kubelet.start()
@@ -135,7 +177,7 @@ class TestEnvironment:
         self.timings["livekit"] = time.monotonic() - t0
 
     def stop(self) -> None:
-        for part in (self.kubelet, self.livekit_server, self.cluster):
+        for part in (self.dns, self.kubelet, self.node, self.livekit_server, self.cluster):
             if part is not None:
                 part.stop()
 
@@ -147,6 +189,10 @@ class TestEnvironment:
                 self.workdir / "kube" / "logs",
                 self.workdir / "livekit" / "logs",
                 self.workdir / "kubelet",
+                self.workdir / "node" / "logs",
+                self.workdir / "node" / "containerd" / "logs",
+                self.workdir / "node" / "pod-logs",
+                self.workdir / "dns" / "logs",
             )
             if p.exists()
         ]

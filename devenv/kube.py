@@ -6,13 +6,21 @@ ServiceAccount signing key pair, so ServiceAccount tokens, TokenRequest and Toke
 work as in a cluster. The controller-manager runs only the controllers the tests rely
 on (garbage collection, namespaces, default ServiceAccounts, the root CA ConfigMap, and the
 EndpointSlices that say which pods a Service sends traffic to).
+
+With ``node_ip`` set (the real node, ``devenv/node.py``), the API server also listens on that
+address and advertises it (pods reach it through the ``kubernetes`` Service), authorizes with
+``Node,RBAC``, reaches kubelets by their InternalIP with a client cert of its own (logs, exec),
+cluster IPs become real (kube-proxy routes them), and a kube-scheduler places pods.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import ssl
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -21,6 +29,11 @@ from devenv.pki import CertPair, LocalCA, service_account_keys
 from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
+# a real node registers tainted not-ready; the node lifecycle controller lifts the taint once
+# the kubelet reports Ready
+NODE_CONTROLLERS = ("node-lifecycle-controller",)
+SERVICE_CIDR = "10.96.0.0/24"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 CONTROLLERS = (
     "garbage-collector-controller",
     "namespace-controller",
@@ -81,8 +94,11 @@ def write_token_kubeconfig(path: Path, server: str, ca: Path | None, user: str, 
 class LocalKubeCluster:
     """etcd + kube-apiserver + kube-controller-manager, started on free loopback ports."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, node_ip: str | None = None) -> None:
         self.workdir = workdir
+        self.node_ip = node_ip
+        self.ca: LocalCA | None = None
+        self.scheduler: ServerProcess | None = None
         self.logs = workdir / "logs"
         self.pki = workdir / "pki"
         self.etcd: ServerProcess | None = None
@@ -96,13 +112,11 @@ class LocalKubeCluster:
     # -- start -----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> KubeAccess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        ca = LocalCA(self.pki)
-        serving = ca.issue(
-            "apiserver",
-            "kube-apiserver",
-            hosts=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-            server=True,
-        )
+        ca = self.ca = LocalCA(self.pki)
+        hosts = ["127.0.0.1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+        if self.node_ip:
+            hosts += [self.node_ip, KUBERNETES_SERVICE_IP, "kubernetes.default.svc.cluster.local"]
+        serving = ca.issue("apiserver", "kube-apiserver", hosts=tuple(hosts), server=True)
         admin = ca.issue("admin", "test-admin", orgs=("system:masters",))
         kcm = ca.issue("controller-manager", "system:kube-controller-manager")
         self.sa_keys = service_account_keys(self.pki)
@@ -116,7 +130,19 @@ class LocalKubeCluster:
         self.access = KubeAccess(server, kubeconfig, ca.cert_path, admin)
         self._wait_ready(timeout)
         self._start_controller_manager(ca, timeout)
+        if self.node_ip:
+            self._start_scheduler()
         return self.access
+
+    def client_kubeconfig(self, name: str, common_name: str, orgs: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig with a client cert of the cluster CA (a node's, kube-proxy's, ...)."""
+        assert self.ca is not None
+        assert self.access is not None
+        path = self.workdir / f"{name}.kubeconfig"
+        write_kubeconfig(
+            path, self.access.server, self.ca.cert_path, name, self.ca.issue(name, common_name, orgs=orgs)
+        )
+        return path
 
     def _start_etcd(self, timeout: float) -> None:
         client, peer = free_port(), free_port()
@@ -148,8 +174,6 @@ class LocalKubeCluster:
             [
                 str(binaries.find("kube-apiserver")),
                 f"--etcd-servers=http://127.0.0.1:{self._etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
                 f"--secure-port={self._api_port}",
                 f"--cert-dir={self.pki}",
                 f"--tls-cert-file={serving.cert}",
@@ -159,16 +183,72 @@ class LocalKubeCluster:
                 f"--service-account-signing-key-file={self.sa_keys.key}",
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--api-audiences={SERVICE_ACCOUNT_ISSUER}",
-                "--authorization-mode=RBAC",
-                # virtual cluster IPs: allocated in etcd only, no traffic is ever sent to them
-                "--service-cluster-ip-range=10.96.0.0/24",
+                # without a real node, cluster IPs are allocated in etcd only and no traffic is
+                # ever sent to them; with one, kube-proxy routes them
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=false",
-                "--endpoint-reconciler-type=none",
+                *self._node_flags(ca),
                 "--v=1",
             ],
             self.logs,
         )
         self.apiserver.start()
+
+    def request_json(self, method: str, path: str, body: object | None = None) -> Any:
+        """One admin call to the API server (plain JSON, for setting up the environment)."""
+        assert self.access is not None
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(  # noqa: S310 - the local API server
+            self.access.server + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=10, context=self.access.ssl_context()) as resp:  # noqa: S310
+            return json.loads(resp.read() or b"{}")
+
+    def get_json(self, path: str) -> Any:
+        return self.request_json("GET", path)
+
+    def _node_flags(self, ca: LocalCA) -> list[str]:
+        if not self.node_ip:
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--authorization-mode=RBAC",
+                "--endpoint-reconciler-type=none",
+            ]
+        # the API server's own client cert for kubelets (logs, exec); system:masters passes the
+        # kubelet's webhook authorization
+        kubelet_client = ca.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", orgs=("system:masters",)
+        )
+        return [
+            "--bind-address=0.0.0.0",  # inside the run's own network namespace only
+            f"--advertise-address={self.node_ip}",
+            "--authorization-mode=Node,RBAC",
+            "--endpoint-reconciler-type=lease",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={ca.cert_path}",
+            f"--kubelet-client-certificate={kubelet_client.cert}",
+            f"--kubelet-client-key={kubelet_client.key}",
+        ]
+
+    def _start_scheduler(self) -> None:
+        kubeconfig = self.client_kubeconfig("scheduler", "system:kube-scheduler")
+        self.scheduler = ServerProcess(
+            "kube-scheduler",
+            [
+                str(binaries.find("kube-scheduler")),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                "--v=1",
+            ],
+            self.logs,
+        )
+        self.scheduler.start()
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.access is not None
@@ -187,7 +267,7 @@ class LocalKubeCluster:
             [
                 str(binaries.find("kube-controller-manager")),
                 f"--kubeconfig={self.workdir / 'kcm.kubeconfig'}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(CONTROLLERS + (NODE_CONTROLLERS if self.node_ip else ()))}",
                 "--leader-elect=false",
                 "--bind-address=127.0.0.1",
                 f"--secure-port={free_port()}",
@@ -203,7 +283,7 @@ class LocalKubeCluster:
 
     # -- stop ------------------------------------------------------------------------------
     def stop(self) -> None:
-        for proc in (self.controller_manager, self.apiserver, self.etcd):
+        for proc in (self.scheduler, self.controller_manager, self.apiserver, self.etcd):
             if proc is not None:
                 proc.stop()
 

@@ -17,6 +17,7 @@ from devenv.environment import REPO_ROOT, TestEnvironment
 from devenv.kube import KubeAccess
 from devenv.kubeclient import api_client, create_namespace
 from devenv.livekit import LiveKitAccess
+from tests.support import environments
 
 _ENV: TestEnvironment | None = None
 
@@ -43,16 +44,20 @@ def test_env() -> Iterator[TestEnvironment]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Keep the servers' logs when a test failed (or AGENT_OPERATOR_TEST_KEEP_LOGS=1); remove the
     work folder otherwise."""
-    if _ENV is None:
-        return
-    if session.testsfailed or os.environ.get("AGENT_OPERATOR_TEST_KEEP_LOGS") == "1":
-        dest = Path(os.environ.get("AGENT_OPERATOR_TEST_LOGS", REPO_ROOT / ".test-logs")) / time.strftime(
-            "%Y%m%d-%H%M%S"
-        )
-        for folder in _ENV.log_dirs():
-            shutil.copytree(folder, dest / folder.relative_to(_ENV.workdir), dirs_exist_ok=True)
-        print(f"\n[testenv] server logs kept in {dest}")
-    shutil.rmtree(_ENV.workdir, ignore_errors=True)
+    envs = [*([_ENV] if _ENV is not None else []), *environments.EXTRA]
+    keep = session.testsfailed or os.environ.get("AGENT_OPERATOR_TEST_KEEP_LOGS") == "1"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i, env in enumerate(envs):
+        if keep:
+            dest = Path(os.environ.get("AGENT_OPERATOR_TEST_LOGS", REPO_ROOT / ".test-logs")) / stamp
+            if i:
+                dest = dest / env.workdir.name
+            for folder in env.log_dirs():
+                shutil.copytree(
+                    folder, dest / folder.relative_to(env.workdir), dirs_exist_ok=True, symlinks=True
+                )
+            print(f"\n[testenv] server logs kept in {dest}")
+        shutil.rmtree(env.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
