@@ -47,6 +47,16 @@ def test_defaults() -> None:
     assert spec.drain_timeout == 600
     assert spec.warm_pool_size == 0
     assert spec.target_load == 0.7
+    assert spec.runtime == "native"
+
+
+def test_runtime_livekit_agents_is_part_of_the_pod_template_hash() -> None:
+    native = DeploymentSpec.parse(minimal())
+    lka = DeploymentSpec.parse(minimal(runtime="livekit-agents"))
+    assert lka.runtime == "livekit-agents"
+    assert lka.template_hash() != native.template_hash()
+    # an explicit "native" is the default: pods made before the field existed stay current
+    assert DeploymentSpec.parse(minimal(runtime="native")).template_hash() == native.template_hash()
 
 
 @pytest.mark.parametrize(
@@ -60,6 +70,7 @@ def test_defaults() -> None:
         ({"template": {"spec": {"containers": []}}}, "containers"),
         ({"warmPool": {"size": 11}}, "warmPool.size"),
         ({"workerType": "job"}, "workerType"),
+        ({"runtime": "livekit"}, "runtime"),
         (
             {"livekit": {"url": "ws://x", "credentialsSecretRef": {"name": "a"}, "targetLoad": 0}},
             "targetLoad",
