@@ -41,6 +41,10 @@ class LoadedAgent(Protocol):
         self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]
     ) -> JobRun: ...
 
+    async def aclose(self) -> None:
+        """Stop what the agent runs for the whole pod (the runner is exiting)."""
+        ...
+
 
 class NativeAgent:
     def __init__(self, entrypoint: Entrypoint) -> None:
@@ -48,6 +52,9 @@ class NativeAgent:
 
     def job(self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]) -> JobRun:
         return JobSession(request, job, self.entrypoint, on_end)
+
+    async def aclose(self) -> None:
+        return None
 
 
 async def load_agent(runtime: str, entrypoint: str) -> LoadedAgent:

@@ -81,6 +81,8 @@ class Runner:
             await self._cancel(self._watchdog)
             await self._cancel(self._start_task)
             await self.link.close(0)
+            if self._agent is not None:
+                await self._agent.aclose()
 
     async def _load_agent(self) -> None:
         # Loaded before attaching, so a warm pod has the user's code ready when its job comes;

@@ -7,6 +7,7 @@ worker runs; the job, URL and token come over our stream and the outcomes are ou
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -213,3 +214,29 @@ async def test_an_unsupported_livekit_agents_release_fails_the_start_saying_so(
     )
     assert "livekit-agent-operator[livekit-agents]" in response.error
     assert await runner.wait() == 1
+
+
+async def test_the_pods_inference_process_serves_the_job(
+    supervisor: SupervisorServer, livekit: LiveKitAccess, tmp_path: Path
+) -> None:
+    runner = RunnerProcess(
+        tmp_path, supervisor.port, "tests.agents.lka_inference:server", {"AGENT_RUNTIME": "livekit-agents"}
+    )
+    await runner.start()
+    try:
+        session = await supervisor.servicer.session()
+        # started with the agent, before the runner attached: a warm pod has it ready
+        started = await session.expect_log("started the pod's inference process")
+        request, _ = start_request(livekit, f"lka-{uuid.uuid4().hex[:8]}")
+        session.send(pb.SupervisorMessage(start_job=request))
+        answered = await session.expect_log("inference answered")
+        assert answered.extra["answer"] == f"HELLO from {started.extra['inference_pid']}"
+        assert started.extra["inference_pid"] != answered.extra["job_pid"]  # a process of its own
+        await session.expect("user_exit")
+        assert await runner.wait() == 0
+        # and it went with the runner
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(started.extra["inference_pid"]), 0)
+    finally:
+        print(f"--- runner output:\n{runner.output()[-8000:]}")
+        await runner.kill()

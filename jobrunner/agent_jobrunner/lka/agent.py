@@ -126,7 +126,9 @@ async def load_lka_agent(spec: str) -> LkaAgent:
     version = check_supported()
     parts = resolve(spec)
     from livekit.agents import JobExecutorType, JobProcess
+    from livekit.agents.ipc.inference_proc_executor import InferenceProcExecutor
 
+    from agent_jobrunner.lka.inference import start_inference
     from agent_jobrunner.lka.session import LkaAgent
 
     process = JobProcess(executor_type=JobExecutorType.PROCESS, user_arguments=None, http_proxy=None)
@@ -138,5 +140,8 @@ async def load_lka_agent(spec: str) -> LkaAgent:
             asyncio.get_running_loop().time() - started,
             extra={"userdata_keys": ",".join(sorted(map(str, process.userdata)))},
         )
+    inference = await start_inference()
+    if isinstance(inference, InferenceProcExecutor):
+        logger.info("started the pod's inference process", extra={"inference_pid": inference.pid})
     logger.info("livekit-agents %s agent %s loaded (%s)", version, spec, parts.style)
-    return LkaAgent(parts, process)
+    return LkaAgent(parts, process, inference)

@@ -26,13 +26,14 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import JobContext, JobProcess
+from livekit.agents.ipc.inference_executor import InferenceExecutor
 from livekit.agents.job import JobAcceptArguments, RunningJobInfo, _JobContextVar
 from livekit.agents.utils import http_context
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.bounded import bounded, bounded_step
 from agent_jobrunner.lka.agent import AgentParts
-from agent_jobrunner.lka.inference import NoInferenceExecutor
+from agent_jobrunner.lka.inference import NoInferenceExecutor, close_inference
 from agent_jobrunner.outcome import EndCause, JobEnd
 from agent_jobrunner.protocol import pb
 
@@ -47,10 +48,16 @@ DISCONNECT_GRACE_SECONDS = 0.5
 class LkaAgent:
     """A loaded, prewarmed livekit-agents agent; its ``JobProcess`` serves this pod's one job."""
 
-    def __init__(self, parts: AgentParts, process: JobProcess, inference: Any = None) -> None:
+    def __init__(
+        self, parts: AgentParts, process: JobProcess, inference: InferenceExecutor | None = None
+    ) -> None:
         self.parts = parts
         self.process = process
         self.inference = inference if inference is not None else NoInferenceExecutor()
+
+    async def aclose(self) -> None:
+        """Stop what the agent started for the pod (its inference process)."""
+        await close_inference(self.inference)
 
     def job(
         self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]
