@@ -30,6 +30,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
 EXAMPLE = REPO_ROOT / "jobrunner" / "examples" / "weather-agent"
 QUESTION = "What is the weather in Paris?"
+# user speech while the agent talks must silence it within this long (as heard by the caller):
+# AgentSession waits for min_interruption_duration (0.5 s) of speech before it stops
+INTERRUPT_BOUND = 2.0
 
 
 @pytest.fixture
@@ -86,6 +89,53 @@ async def test_the_example_answers_with_its_tool_in_a_runner_pod(
             what="the assistant's reply in the conversation",
         )
         assert said.extra["content"] == "The weather in paris is sunny and warm."
+        session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
+        assert await runner.wait(60) == 0
+    finally:
+        print(f"--- runner output:\n{runner.output()[-8000:]}")
+        await runner.kill()
+        await supervisor.stop()
+
+
+async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
+    livekit: LiveKitAccess, caller: Caller, tmp_path: Path
+) -> None:
+    supervisor = SupervisorServer()
+    await supervisor.start()
+    runner = RunnerProcess(
+        tmp_path,
+        supervisor.port,
+        "agent:server",
+        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": example_path()},
+    )
+    try:
+        await caller.join(livekit, f"lka-voice-{uuid.uuid4().hex[:8]}")
+        await runner.start()
+        session = await supervisor.servicer.session()
+        request, _ = start_request(livekit, caller.room.name, agent_name="weather-agent")
+        session.send(pb.SupervisorMessage(start_job=request))
+        await session.expect_log("weather agent ready")
+        await caller.wait_agent_track()
+        interruption = await speak("Hello, who are you?")
+
+        _, said = await caller.say(await speak("Please tell me a long story."))
+        story_start = await caller.agent_starts(said)
+        await asyncio.sleep(3.0)  # well into the story (about 25 s long)
+        cut_at, _ = await caller.say(interruption)
+        assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
+        stopped = await caller.agent_stops(story_start)
+
+        print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
+        assert cut_at < stopped < cut_at + INTERRUPT_BOUND
+        cut = await session.expect_log(
+            lambda r: (
+                r.message == "conversation item added"
+                and r.extra.get("role") == "assistant"
+                and r.extra.get("interrupted") == "True"
+            ),
+            what="the interrupted story in the conversation",
+        )
+        assert cut.extra["content"].startswith("Once upon a time")
         session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
         assert await runner.wait(60) == 0
     finally:
