@@ -22,7 +22,7 @@ from livekit import api
 from agent_jobrunner.protocol import pb
 from devenv.environment import REPO_ROOT
 from devenv.livekit import LiveKitAccess
-from tests.support.scripted_supervisor import RunnerProcess, SupervisorServer, start_request
+from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer, start_request
 from tests.voicekit.caller import Caller
 from tests.voicekit.speech import speak, transcribe
 
@@ -46,6 +46,25 @@ def example_path() -> str:
     return os.pathsep.join([str(EXAMPLE), str(REPO_ROOT)])
 
 
+@pytest.fixture
+async def example_runner(tmp_path: Path) -> AsyncIterator[tuple[SupervisorServer, RunnerProcess]]:
+    """The example agent in a runner process, attached to a scripted operator side."""
+    supervisor = SupervisorServer()
+    await supervisor.start()
+    runner = RunnerProcess(
+        tmp_path,
+        supervisor.port,
+        "agent:server",
+        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": example_path()},
+    )
+    try:
+        yield supervisor, runner
+    finally:
+        print(f"--- runner output:\n{runner.output()[-8000:]}")  # shown when the test failed
+        await runner.kill()
+        await supervisor.stop()
+
+
 async def ask_weather(caller: Caller) -> str:
     _, said = await caller.say(await speak(QUESTION))
     start = await caller.agent_starts(said)
@@ -53,95 +72,72 @@ async def ask_weather(caller: Caller) -> str:
     return await transcribe(caller.audio(start - 0.3, end + 0.3))
 
 
+async def start_call(
+    supervisor: SupervisorServer, runner: RunnerProcess, livekit: LiveKitAccess, caller: Caller
+) -> tuple[Session, str]:
+    """The caller in a fresh room, the runner attached idle and given that room's job; (session, job id)."""
+    await caller.join(livekit, f"lka-voice-{uuid.uuid4().hex[:8]}")
+    await runner.start()
+    session = await supervisor.servicer.session()
+    # the prewarm (Silero VAD) ran before the pod reported idle
+    await session.expect_log("prewarmed the agent (setup_fnc)")
+    assert session.hello.state == pb.RUNNER_STATE_IDLE
+    request, job = start_request(livekit, caller.room.name, agent_name="weather-agent")
+    session.send(pb.SupervisorMessage(start_job=request))
+    assert (await session.expect("start_job_response")).error == ""
+    await session.expect_log("weather agent ready")
+    await caller.wait_agent_track()
+    return session, job.id
+
+
 async def test_the_example_answers_with_its_tool_in_a_runner_pod(
-    livekit: LiveKitAccess, caller: Caller, tmp_path: Path
+    livekit: LiveKitAccess, caller: Caller, example_runner: tuple[SupervisorServer, RunnerProcess]
 ) -> None:
-    supervisor = SupervisorServer()
-    await supervisor.start()
-    runner = RunnerProcess(
-        tmp_path,
-        supervisor.port,
-        "agent:server",
-        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": example_path()},
+    supervisor, runner = example_runner
+    session, job_id = await start_call(supervisor, runner, livekit, caller)
+
+    answer = await ask_weather(caller)
+
+    assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
+    called = await session.expect_log("get_weather called")
+    assert called.extra["city"] == "paris"
+    assert called.extra["job_id"] == job_id  # the agent's records carry the job's fields
+    said = await session.expect_log(
+        lambda r: r.message == "conversation item added" and r.extra.get("role") == "assistant",
+        what="the assistant's reply in the conversation",
     )
-    try:
-        room = f"lka-voice-{uuid.uuid4().hex[:8]}"
-        await caller.join(livekit, room)
-        await runner.start()
-        session = await supervisor.servicer.session()
-        # the prewarm (Silero VAD) ran before the pod reported idle
-        await session.expect_log("prewarmed the agent (setup_fnc)")
-        assert session.hello.state == pb.RUNNER_STATE_IDLE
-        request, job = start_request(livekit, room, agent_name="weather-agent")
-        session.send(pb.SupervisorMessage(start_job=request))
-        assert (await session.expect("start_job_response")).error == ""
-        await session.expect_log("weather agent ready")
-        await caller.wait_agent_track()
-
-        answer = await ask_weather(caller)
-
-        assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
-        called = await session.expect_log("get_weather called")
-        assert called.extra["city"] == "paris"
-        assert called.extra["job_id"] == job.id  # the agent's records carry the job's fields
-        said = await session.expect_log(
-            lambda r: r.message == "conversation item added" and r.extra.get("role") == "assistant",
-            what="the assistant's reply in the conversation",
-        )
-        assert said.extra["content"] == "The weather in paris is sunny and warm."
-        session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
-        assert await runner.wait(60) == 0
-    finally:
-        print(f"--- runner output:\n{runner.output()[-8000:]}")
-        await runner.kill()
-        await supervisor.stop()
+    assert said.extra["content"] == "The weather in paris is sunny and warm."
+    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
+    assert await runner.wait(60) == 0
 
 
 async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
-    livekit: LiveKitAccess, caller: Caller, tmp_path: Path
+    livekit: LiveKitAccess, caller: Caller, example_runner: tuple[SupervisorServer, RunnerProcess]
 ) -> None:
-    supervisor = SupervisorServer()
-    await supervisor.start()
-    runner = RunnerProcess(
-        tmp_path,
-        supervisor.port,
-        "agent:server",
-        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": example_path()},
+    supervisor, runner = example_runner
+    session, _ = await start_call(supervisor, runner, livekit, caller)
+    interruption = await speak("Hello, who are you?")
+
+    _, said = await caller.say(await speak("Please tell me a long story."))
+    story_start = await caller.agent_starts(said)
+    await asyncio.sleep(3.0)  # well into the story (about 25 s long)
+    cut_at, _ = await caller.say(interruption)
+    assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
+    stopped = await caller.agent_stops(story_start)
+
+    print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
+    assert cut_at < stopped < cut_at + INTERRUPT_BOUND
+    cut = await session.expect_log(
+        lambda r: (
+            r.message == "conversation item added"
+            and r.extra.get("role") == "assistant"
+            and r.extra.get("interrupted") == "True"
+        ),
+        what="the interrupted story in the conversation",
     )
-    try:
-        await caller.join(livekit, f"lka-voice-{uuid.uuid4().hex[:8]}")
-        await runner.start()
-        session = await supervisor.servicer.session()
-        request, _ = start_request(livekit, caller.room.name, agent_name="weather-agent")
-        session.send(pb.SupervisorMessage(start_job=request))
-        await session.expect_log("weather agent ready")
-        await caller.wait_agent_track()
-        interruption = await speak("Hello, who are you?")
-
-        _, said = await caller.say(await speak("Please tell me a long story."))
-        story_start = await caller.agent_starts(said)
-        await asyncio.sleep(3.0)  # well into the story (about 25 s long)
-        cut_at, _ = await caller.say(interruption)
-        assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
-        stopped = await caller.agent_stops(story_start)
-
-        print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
-        assert cut_at < stopped < cut_at + INTERRUPT_BOUND
-        cut = await session.expect_log(
-            lambda r: (
-                r.message == "conversation item added"
-                and r.extra.get("role") == "assistant"
-                and r.extra.get("interrupted") == "True"
-            ),
-            what="the interrupted story in the conversation",
-        )
-        assert cut.extra["content"].startswith("Once upon a time")
-        session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
-        assert await runner.wait(60) == 0
-    finally:
-        print(f"--- runner output:\n{runner.output()[-8000:]}")
-        await runner.kill()
-        await supervisor.stop()
+    assert cut.extra["content"].startswith("Once upon a time")
+    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
+    assert await runner.wait(60) == 0
 
 
 async def test_the_same_file_runs_under_livekit_agents_own_worker(
