@@ -22,7 +22,10 @@ environment:
   AGENT_OPERATOR_ADDRESS          host:port of the operator's runner gRPC server (required)
   AGENT_POD_NAME, AGENT_POD_NAMESPACE, AGENT_POD_UID
                                   this pod, from the downward API (required)
-  AGENT_ENTRYPOINT                package.module:function, an async def entrypoint(ctx) (required)
+  AGENT_ENTRYPOINT                package.module:attribute (required): native, an async def
+                                  entrypoint(ctx); livekit-agents, an AgentServer, WorkerOptions
+                                  or async def entrypoint(ctx: livekit.agents.JobContext)
+  AGENT_RUNTIME                   native (default) or livekit-agents
   AGENT_RUNNER_TOKEN_PATH         the runner credential (default
                                   /var/run/secrets/agentoperator.dev/runner/token)
   AGENT_OPERATOR_TLS_CA           PEM CA of the operator; set: TLS, unset: plaintext

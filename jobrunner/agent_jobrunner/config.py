@@ -15,6 +15,8 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 _ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# native: agent_jobrunner's own JobContext; livekit-agents: livekit-agents' job runtime
+RUNTIMES = ("native", "livekit-agents")
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,7 @@ class RunnerConfig:
     tls_ca_path: Path | None = None
     tls_ca_pem: bytes | None = None  # the CA itself, as the operator puts it in the pod spec
     shutdown_timeout_seconds: float = DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
+    runtime: str = "native"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RunnerConfig:
@@ -60,6 +63,7 @@ class RunnerConfig:
             shutdown_timeout_seconds=_seconds(
                 env, "AGENT_SHUTDOWN_TIMEOUT_SECONDS", DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
             ),
+            runtime=_runtime(env, "AGENT_RUNTIME"),
         )
 
 
@@ -96,6 +100,13 @@ def _entrypoint(env: Mapping[str, str], name: str) -> str:
     value = _required(env, name)
     if not _ENTRYPOINT_RE.match(value):
         raise ConfigError(name, f"must be package.module:function, got {value!r}")
+    return value
+
+
+def _runtime(env: Mapping[str, str], name: str) -> str:
+    value = _optional(env, name) or "native"
+    if value not in RUNTIMES:
+        raise ConfigError(name, f"must be one of {', '.join(RUNTIMES)}, got {value!r}")
     return value
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from livekit import rtc
 from livekit.protocol import agent as lk_agent
 
+from agent_jobrunner.bounded import bounded
 from agent_jobrunner.outcome import EndCause, JobEnd
 from agent_jobrunner.protocol import pb
 
@@ -28,8 +29,8 @@ class EntrypointError(Exception):
     """``AGENT_ENTRYPOINT`` does not name an importable ``async def entrypoint(ctx)``."""
 
 
-def load_entrypoint(spec: str) -> Entrypoint:
-    """Import ``package.module:function`` and check it is an async function."""
+def import_attribute(spec: str) -> tuple[Any, str]:
+    """Import ``package.module:attribute``; (the object, the attribute's name)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise EntrypointError(f"{spec!r} is not package.module:function")
@@ -37,13 +38,22 @@ def load_entrypoint(spec: str) -> Entrypoint:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as err:
         raise EntrypointError(f"cannot import {module_name}: {type(err).__name__}: {err}") from err
-    function = getattr(module, attribute, None)
-    if function is None:
+    found = getattr(module, attribute, None)
+    if found is None:
         raise EntrypointError(f"module {module_name} has no attribute {attribute!r}")
-    if not (
-        inspect.iscoroutinefunction(function)
-        or inspect.iscoroutinefunction(getattr(function, "__call__", None))  # noqa: B004
-    ):
+    return found, attribute
+
+
+def is_async_callable(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(
+        getattr(function, "__call__", None)  # noqa: B004
+    )
+
+
+def load_entrypoint(spec: str) -> Entrypoint:
+    """Import ``package.module:function`` and check it is an async function."""
+    function, attribute = import_attribute(spec)
+    if not is_async_callable(function):
         raise EntrypointError(f"{spec} is not an async function (want: async def {attribute}(ctx))")
     entrypoint: Entrypoint = function
     return entrypoint
@@ -305,16 +315,7 @@ class JobSession:
         return clean
 
     async def _bounded(self, task: asyncio.Future[Any], deadline: float, what: str) -> bool:
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining > 0:
-            await asyncio.wait({task}, timeout=remaining)
-        if task.done():
-            return True
-        logger.error("%s: gave up waiting (shutdown budget exhausted)", what)
-        task.cancel()
-        if isinstance(task, asyncio.Task):
-            self.abandoned.append(task)
-        return False
+        return await bounded(task, deadline, what, self.abandoned)
 
 
 def _disconnect_reason_name(reason: Any) -> str:

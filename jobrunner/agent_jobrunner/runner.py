@@ -12,7 +12,7 @@ from typing import Any
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.config import RunnerConfig
-from agent_jobrunner.job import Entrypoint, EntrypointError, JobSession, load_entrypoint
+from agent_jobrunner.jobruntime import EntrypointError, JobRun, LoadedAgent, load_agent
 from agent_jobrunner.link import HelloState, OperatorLink
 from agent_jobrunner.logforward import LogBuffer
 from agent_jobrunner.outcome import (
@@ -43,12 +43,12 @@ class Runner:
             config, hello_state=self._hello_state, on_message=self._on_message, logs=logs
         )
         self._end: asyncio.Future[JobEnd] | None = None
-        self._entrypoint: Entrypoint | None = None
+        self._agent: LoadedAgent | None = None
         self._entrypoint_error = ""
         self._request: pb.StartJobRequest | None = None
         self._job: lk_agent.Job | None = None
         self._running_job: pb.RunningJob | None = None
-        self._session: JobSession | None = None
+        self._session: JobRun | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._start_answered = False
         self._shutdown_requested = False
@@ -65,7 +65,7 @@ class Runner:
         for signum in signals:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            self._load_entrypoint()
+            await self._load_agent()
             self.link.start()
             logger.info(
                 "runner started for pod %s/%s; attaching to %s",
@@ -81,11 +81,14 @@ class Runner:
             await self._cancel(self._watchdog)
             await self._cancel(self._start_task)
             await self.link.close(0)
+            if self._agent is not None:
+                await self._agent.aclose()
 
-    def _load_entrypoint(self) -> None:
-        # Loaded before attaching, so a warm pod has the user's code ready when its job comes.
+    async def _load_agent(self) -> None:
+        # Loaded before attaching, so a warm pod has the user's code ready when its job comes;
+        # a failure is the answer to the job's StartJobRequest, so the operator hears of it.
         try:
-            self._entrypoint = load_entrypoint(self.config.entrypoint)
+            self._agent = await load_agent(self.config.runtime, self.config.entrypoint)
         except EntrypointError as err:
             self._entrypoint_error = str(err)
             logger.error("cannot load the entrypoint %s: %s", self.config.entrypoint, err)
@@ -185,10 +188,10 @@ class Runner:
         assert self._request is not None
         assert self._job is not None
         self._status(pb.JOB_STATE_CONNECTING)
-        if self._entrypoint is None:
+        if self._agent is None:
             self._trigger(JobEnd(EndCause.START_FAILED, error=f"bad entrypoint: {self._entrypoint_error}"))
             return
-        session = JobSession(self._request, self._job, self._entrypoint, self._trigger)
+        session = self._agent.job(self._request, self._job, self._trigger)
         self._session = session
         try:
             await session.start()

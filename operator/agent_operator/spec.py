@@ -33,6 +33,9 @@ AUTO_SUBSCRIBE = {
 # livekit-server's default agents.target_load: it offers jobs only to workers below this load
 DEFAULT_TARGET_LOAD = 0.7
 WORKER_TYPES = {"room": agent.JT_ROOM, "publisher": agent.JT_PUBLISHER}
+# the job runtime of the runner pods: ours (an ``entrypoint(ctx)`` against agent_jobrunner's
+# JobContext), or livekit-agents' own (an AgentServer, WorkerOptions or entrypoint function)
+RUNTIMES = ("native", "livekit-agents")
 
 
 class SpecError(ValueError):
@@ -82,6 +85,7 @@ class DeploymentSpec:
     warm_pool_size: int
     warm_pool_max_idle_age: float
     template: Mapping[str, Any]
+    runtime: str = "native"
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> DeploymentSpec:
@@ -101,6 +105,9 @@ class DeploymentSpec:
         entrypoint = str(spec.get("entrypoint") or "")
         if not _ENTRYPOINT.match(entrypoint):
             raise SpecError(f"entrypoint: {entrypoint!r} is not module:function")
+        runtime = str(spec.get("runtime", "native"))
+        if runtime not in RUNTIMES:
+            raise SpecError(f"runtime: {runtime!r} is not one of {', '.join(RUNTIMES)}")
         max_jobs = int(spec.get("maxConcurrentJobs", 10))
         if max_jobs < 1:
             raise SpecError(f"maxConcurrentJobs: must be at least 1, got {max_jobs}")
@@ -171,6 +178,7 @@ class DeploymentSpec:
             warm_pool_size=pool_size,
             warm_pool_max_idle_age=parse_duration(pool.get("maxIdleAge", "30m"), "warmPool.maxIdleAge"),
             template=template,
+            runtime=runtime,
         )
 
     def participant_permission(self) -> models.ParticipantPermission:
@@ -197,5 +205,7 @@ class DeploymentSpec:
 
     def template_hash(self) -> str:
         """Identifies the pod template (and what is baked into pods from the spec)."""
-        material = {"template": self.template, "entrypoint": self.entrypoint}
+        material: dict[str, Any] = {"template": self.template, "entrypoint": self.entrypoint}
+        if self.runtime != "native":  # so the hash of existing (native) pods stays what it was
+            material["runtime"] = self.runtime
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:10]

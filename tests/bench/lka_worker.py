@@ -27,7 +27,7 @@ server = AgentServer(
 )
 
 
-@server.rtc_session(agent_name=os.environ["BENCH_AGENT_NAME"])  # type: ignore[untyped-decorator]
+@server.rtc_session(agent_name=os.environ["BENCH_AGENT_NAME"])
 async def entrypoint(ctx: JobContext) -> None:
     """The same trivial agent as the operator's: join the room, stay until it ends."""
     await ctx.connect()

@@ -46,3 +46,14 @@ def test_runner_does_not_pull_in_control_plane() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_native_runner_does_not_pull_in_livekit_agents() -> None:
+    """The base runner image has no livekit-agents: only AGENT_RUNTIME=livekit-agents imports it."""
+    code = (
+        "import sys, agent_jobrunner.cli, agent_jobrunner.runner, agent_jobrunner.jobruntime\n"
+        "lka = ('livekit.agents', 'livekit.plugins', 'agent_jobrunner.lka')\n"
+        "bad = [m for m in sys.modules if m.startswith(lka)]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -39,3 +39,22 @@ def test_example_secret_is_what_the_example_deployment_reads() -> None:
     }
     assert set(secret["stringData"]) == keys
     assert all(v.startswith("REPLACE_WITH_") for v in secret["stringData"].values()), "placeholders only"
+
+
+def test_livekit_agents_example_deploys_the_example_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_jobrunner.lka.agent import resolve
+    from agent_operator.spec import DeploymentSpec
+
+    spec = DeploymentSpec.parse(_doc("livekit-agents.yaml", "AgentDeployment")["spec"])
+    assert spec.runtime == "livekit-agents"
+    # the entrypoint names the example's AgentServer, in the module its Dockerfile copies to /app
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "jobrunner" / "examples" / "weather-agent"))
+    parts = resolve(spec.entrypoint)
+    assert parts.style == "AgentServer"
+    assert parts.setup is not None
+    module = spec.entrypoint.partition(":")[0]
+    assert (
+        f"COPY {module}.py /app/" in (REPO_ROOT / "jobrunner/examples/weather-agent/Dockerfile").read_text()
+    )
+    server = __import__(module).server
+    assert server._agent_name == spec.agent_name

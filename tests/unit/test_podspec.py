@@ -53,6 +53,7 @@ def test_cold_pod_carries_identity_not_secrets() -> None:
     env = {e["name"]: e for e in container["env"]}
     assert env["AGENT_OPERATOR_ADDRESS"]["value"] == "operator.system:50051"
     assert env["AGENT_ENTRYPOINT"]["value"] == "agents.voice:entrypoint"
+    assert env["AGENT_RUNTIME"]["value"] == "native"
     assert env["AGENT_POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
     assert env["X"]["value"] == "1"
     text = repr(pod).lower()

@@ -33,6 +33,7 @@ def test_minimal_environment_gets_the_defaults() -> None:
     assert config.reattach_window_seconds == 60.0
     assert config.shutdown_timeout_seconds == 10.0
     assert config.tls_ca_path is None
+    assert config.runtime == "native"
 
 
 def test_every_setting() -> None:
@@ -44,8 +45,10 @@ def test_every_setting() -> None:
             "AGENT_REATTACH_WINDOW_SECONDS": "2.5",
             "AGENT_OPERATOR_TLS_CA": "/etc/ca.pem",
             "AGENT_SHUTDOWN_TIMEOUT_SECONDS": "30",
+            "AGENT_RUNTIME": "livekit-agents",
         }
     )
+    assert config.runtime == "livekit-agents"
     assert config.token_path == Path("/tmp/token")
     assert config.log_level == logging.DEBUG
     assert config.reattach_window_seconds == 2.5
@@ -85,6 +88,7 @@ def test_required_variables(missing: str) -> None:
         ("AGENT_ENTRYPOINT", "my_agent.main:"),
         ("AGENT_ENTRYPOINT", "my-agent:entry"),
         ("AGENT_LOG_LEVEL", "LOUD"),
+        ("AGENT_RUNTIME", "livekit"),
         ("AGENT_REATTACH_WINDOW_SECONDS", "soon"),
         ("AGENT_REATTACH_WINDOW_SECONDS", "0"),
         ("AGENT_REATTACH_WINDOW_SECONDS", "-5"),

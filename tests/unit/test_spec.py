@@ -47,6 +47,16 @@ def test_defaults() -> None:
     assert spec.drain_timeout == 600
     assert spec.warm_pool_size == 0
     assert spec.target_load == 0.7
+    assert spec.runtime == "native"
+
+
+def test_runtime_livekit_agents_is_part_of_the_pod_template_hash() -> None:
+    native = DeploymentSpec.parse(minimal())
+    lka = DeploymentSpec.parse(minimal(runtime="livekit-agents"))
+    assert lka.runtime == "livekit-agents"
+    assert lka.template_hash() != native.template_hash()
+    # an explicit "native" is the default: pods made before the field existed stay current
+    assert DeploymentSpec.parse(minimal(runtime="native")).template_hash() == native.template_hash()
 
 
 @pytest.mark.parametrize(
@@ -62,6 +72,7 @@ def test_defaults() -> None:
         ({"workerType": "job"}, "workerType"),
         ({"participant": {"identityTemplate": "agent-{job_id"}}, "participant.identityTemplate"),
         ({"participant": {"nameTemplate": "{caller}"}}, r"participant.nameTemplate: .*unknown field"),
+        ({"runtime": "livekit"}, "runtime"),
         (
             {"livekit": {"url": "ws://x", "credentialsSecretRef": {"name": "a"}, "targetLoad": 0}},
             "targetLoad",

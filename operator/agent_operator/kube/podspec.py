@@ -130,6 +130,7 @@ def build_runner_pod(
         {"name": "AGENT_POD_UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
         {"name": "AGENT_RUNNER_TOKEN_PATH", "value": f"{TOKEN_DIR}/token"},
         {"name": "AGENT_ENTRYPOINT", "value": spec.entrypoint},
+        {"name": "AGENT_RUNTIME", "value": spec.runtime},
         *([{"name": "AGENT_OPERATOR_TLS_CA_PEM", "value": runner.tls_ca_pem}] if runner.tls_ca_pem else []),
         *env,
     ]

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
 from agent_jobrunner.voice.chat import ChatContext, ChatMessage, ToolCall
 from agent_jobrunner.voice.interfaces import ChatChunk, TextDelta
@@ -86,6 +86,11 @@ class RuleBasedLLM:
         return None
 
     async def chat(self, context: ChatContext, tools: Sequence[FunctionTool]) -> AsyncIterator[ChatChunk]:
+        async for chunk in self.answer(context, {tool.name for tool in tools}):
+            yield chunk
+
+    async def answer(self, context: ChatContext, tool_names: Collection[str]) -> AsyncIterator[ChatChunk]:
+        """The reply to ``context`` when the functions in ``tool_names`` can be called."""
         last = context.last()
         if last is None:
             return
@@ -97,7 +102,7 @@ class RuleBasedLLM:
                 reply = self.fallback
             else:
                 rule, groups = matched
-                if rule.tool and any(t.name == rule.tool for t in tools):
+                if rule.tool and rule.tool in tool_names:
                     arguments = {k: v.format(**groups) for k, v in rule.arguments.items()}
                     yield _tool_call(rule.tool, arguments)
                     return

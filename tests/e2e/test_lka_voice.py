@@ -1,0 +1,195 @@
+"""An unmodified livekit-agents voice agent (``jobrunner/examples/weather-agent``) answers a caller.
+
+The agent is an ``Agent`` with a ``@function_tool`` in an ``AgentSession`` (Silero VAD from
+``livekit-plugins-silero``, the offline STT/LLM/TTS plugins of ``agent_jobrunner.lka.plugins``).
+It runs twice against the same livekit-server: in our runner (scripted operator side, one job),
+and under livekit-agents' own ``python agent.py start`` with an explicit dispatch. Both times a
+caller asks for the weather in Paris, and the answer it hears is transcribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from livekit import api
+
+from agent_jobrunner.protocol import pb
+from devenv.environment import REPO_ROOT
+from devenv.livekit import LiveKitAccess
+from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer, start_request
+from tests.voicekit.caller import Caller
+from tests.voicekit.speech import speak, transcribe
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+
+EXAMPLE = REPO_ROOT / "jobrunner" / "examples" / "weather-agent"
+QUESTION = "What is the weather in Paris?"
+# user speech while the agent talks must silence it within this long (as heard by the caller):
+# AgentSession waits for min_interruption_duration (0.5 s) of speech before it stops
+INTERRUPT_BOUND = 2.0
+
+
+@pytest.fixture
+async def caller() -> AsyncIterator[Caller]:
+    person = Caller()
+    yield person
+    await person.leave()
+
+
+def example_path() -> str:
+    return os.pathsep.join([str(EXAMPLE), str(REPO_ROOT)])
+
+
+@pytest.fixture
+async def example_runner(tmp_path: Path) -> AsyncIterator[tuple[SupervisorServer, RunnerProcess]]:
+    """The example agent in a runner process, attached to a scripted operator side."""
+    supervisor = SupervisorServer()
+    await supervisor.start()
+    runner = RunnerProcess(
+        tmp_path,
+        supervisor.port,
+        "agent:server",
+        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": example_path()},
+    )
+    try:
+        yield supervisor, runner
+    finally:
+        print(f"--- runner output:\n{runner.output()[-8000:]}")  # shown when the test failed
+        await runner.kill()
+        await supervisor.stop()
+
+
+async def ask_weather(caller: Caller) -> str:
+    _, said = await caller.say(await speak(QUESTION))
+    start = await caller.agent_starts(said)
+    end = await caller.agent_stops(said)
+    return await transcribe(caller.audio(start - 0.3, end + 0.3))
+
+
+async def start_call(
+    supervisor: SupervisorServer, runner: RunnerProcess, livekit: LiveKitAccess, caller: Caller
+) -> tuple[Session, str]:
+    """The caller in a fresh room, the runner attached idle and given that room's job; (session, job id)."""
+    await caller.join(livekit, f"lka-voice-{uuid.uuid4().hex[:8]}")
+    await runner.start()
+    session = await supervisor.servicer.session()
+    # the prewarm (Silero VAD) ran before the pod reported idle
+    await session.expect_log("prewarmed the agent (setup_fnc)")
+    assert session.hello.state == pb.RUNNER_STATE_IDLE
+    request, job = start_request(livekit, caller.room.name, agent_name="weather-agent")
+    session.send(pb.SupervisorMessage(start_job=request))
+    assert (await session.expect("start_job_response")).error == ""
+    await session.expect_log("weather agent ready")
+    await caller.wait_agent_track()
+    return session, job.id
+
+
+async def test_the_example_answers_with_its_tool_in_a_runner_pod(
+    livekit: LiveKitAccess, caller: Caller, example_runner: tuple[SupervisorServer, RunnerProcess]
+) -> None:
+    supervisor, runner = example_runner
+    session, job_id = await start_call(supervisor, runner, livekit, caller)
+
+    answer = await ask_weather(caller)
+
+    assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
+    called = await session.expect_log("get_weather called")
+    assert called.extra["city"] == "paris"
+    assert called.extra["job_id"] == job_id  # the agent's records carry the job's fields
+    said = await session.expect_log(
+        lambda r: r.message == "conversation item added" and r.extra.get("role") == "assistant",
+        what="the assistant's reply in the conversation",
+    )
+    assert said.extra["content"] == "The weather in paris is sunny and warm."
+    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
+    assert await runner.wait(60) == 0
+
+
+async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
+    livekit: LiveKitAccess, caller: Caller, example_runner: tuple[SupervisorServer, RunnerProcess]
+) -> None:
+    supervisor, runner = example_runner
+    session, _ = await start_call(supervisor, runner, livekit, caller)
+    interruption = await speak("Hello, who are you?")
+
+    _, said = await caller.say(await speak("Please tell me a long story."))
+    story_start = await caller.agent_starts(said)
+    await asyncio.sleep(3.0)  # well into the story (about 25 s long)
+    cut_at, _ = await caller.say(interruption)
+    assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
+    stopped = await caller.agent_stops(story_start)
+
+    print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
+    assert cut_at < stopped < cut_at + INTERRUPT_BOUND
+    cut = await session.expect_log(
+        lambda r: (
+            r.message == "conversation item added"
+            and r.extra.get("role") == "assistant"
+            and r.extra.get("interrupted") == "True"
+        ),
+        what="the interrupted story in the conversation",
+    )
+    assert cut.extra["content"].startswith("Once upon a time")
+    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
+    assert await runner.wait(60) == 0
+
+
+async def test_the_same_file_runs_under_livekit_agents_own_worker(
+    livekit: LiveKitAccess, caller: Caller, tmp_path: Path
+) -> None:
+    agent_name = f"weather-{uuid.uuid4().hex[:6]}"
+    log_path = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "PYTHONPATH": example_path(),
+        "LIVEKIT_URL": livekit.url,
+        "LIVEKIT_API_KEY": livekit.api_key,
+        "LIVEKIT_API_SECRET": livekit.api_secret,
+        "AGENT_NAME": agent_name,
+        # its CPU-based load refuses jobs on this shared machine (the operator counts jobs)
+        "LOAD_THRESHOLD": "inf",
+    }
+    with log_path.open("wb") as log:
+        worker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLE / "agent.py"),
+            "start",
+            env=env,
+            cwd=tmp_path,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 90
+        while b"registered worker" not in log_path.read_bytes():
+            assert worker.returncode is None, log_path.read_text(errors="replace")
+            assert loop.time() < deadline, "the livekit-agents worker did not register"
+            await asyncio.sleep(0.5)
+        room = f"lka-start-{uuid.uuid4().hex[:8]}"
+        await caller.join(livekit, room)
+        async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
+            await lk.agent_dispatch.create_dispatch(
+                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+            )
+        await caller.wait_agent_track(120)
+
+        answer = await ask_weather(caller)
+
+        assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
+    finally:
+        if worker.returncode is None:
+            worker.terminate()
+            try:
+                await asyncio.wait_for(worker.wait(), 30)
+            except TimeoutError:
+                worker.kill()
+                await worker.wait()
+        print(f"--- worker output:\n{log_path.read_text(errors='replace')[-8000:]}")
