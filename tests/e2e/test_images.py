@@ -208,6 +208,47 @@ def test_the_agent_image_holds_the_test_agents_and_speaks(unpacked: dict[str, Un
     assert spoke.stdout == "RIFF", "espeak-ng writes a WAV stream"
 
 
+# the voice example's offline providers, in the image: espeak-ng speaks a question, Silero VAD
+# hears speech in it, PocketSphinx (with the example's phrases) transcribes it
+VOICE_ROUND_TRIP = """
+import asyncio
+from agent_jobrunner.voice.audio import MODEL_SAMPLE_RATE, Pcm, Resampler
+from agent_jobrunner.voice.providers.espeak import EspeakTTS
+from agent_jobrunner.voice.providers.pocketsphinx import PocketSphinxSTT
+from agent_jobrunner.voice.providers.rules import RuleBasedLLM
+from agent_jobrunner.voice.providers.silero import SileroVAD
+
+async def main():
+    tts = EspeakTTS(words_per_minute=140)
+    pcm = Pcm.concat([c async for c in tts.synthesize("what is the weather in paris")], tts.sample_rate)
+    resampler = Resampler(tts.sample_rate, MODEL_SAMPLE_RATE)
+    silence = Pcm.silence(0.3, MODEL_SAMPLE_RATE)
+    audio = Pcm.concat([silence, resampler.push(pcm), resampler.flush(), silence], MODEL_SAMPLE_RATE)
+    vad = await SileroVAD.load()
+    stream = vad.stream()
+    events = []
+    for start in range(0, len(audio), 160):
+        events += await stream.push(Pcm(audio.samples[start : start + 160], MODEL_SAMPLE_RATE))
+    await stream.aclose()
+    stt = await PocketSphinxSTT.load(RuleBasedLLM().phrases())
+    try:
+        print("speech events:", len(events))
+        print("heard:", (await stt.recognize(audio)).text)
+    finally:
+        await stt.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_the_voice_example_hears_and_speaks_in_the_agent_image(unpacked: dict[str, UnpackedImage]) -> None:
+    ran = unpacked["test-agents"].run(["python", "-c", VOICE_ROUND_TRIP])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "heard: what is the weather in paris" in ran.stdout, ran.stdout + ran.stderr
+    events = int(ran.stdout.split("speech events:")[1].split()[0])
+    assert events >= 1, ran.stdout
+
+
 def test_the_build_leaves_no_trace_of_the_host_in_the_agent_image(images: dict[str, Image]) -> None:
     # the agent image's own layer holds its RUN steps, during which the host's CA bundle was
     # mounted for pip: neither it nor a mount point may remain

@@ -36,8 +36,8 @@ class UnpackedImage:
     def run(self, argv: Sequence[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` (a full command line: prepend ``entrypoint`` to run the image's own)."""
         spec_path = self.bundle / "config.json"
-        if not spec_path.exists():
-            subprocess.run(["runc", "spec", "--bundle", str(self.bundle)], check=True)
+        spec_path.unlink(missing_ok=True)
+        subprocess.run(["runc", "spec", "--bundle", str(self.bundle)], check=True)
         spec = json.loads(spec_path.read_text())
         uid, gid = self.user()
         process = spec["process"]
@@ -52,7 +52,12 @@ class UnpackedImage:
         process["capabilities"] = {k: [] for k in ("bounding", "effective", "permitted", "ambient")}
         spec["root"] = {"path": "rootfs", "readonly": True}
         spec["mounts"].append(
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}
+            {
+                "destination": "/tmp",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "nodev", "mode=1777"],
+            }
         )
         spec_path.write_text(json.dumps(spec))
         name = f"image-test-{uuid.uuid4().hex[:12]}"
