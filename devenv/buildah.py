@@ -78,7 +78,8 @@ class Buildah:
 
         RUN steps share the host's network (``--network host``: pip and apt reach their
         indexes as the host does); base images come from the local store only."""
-        args = ["build", "--pull=never", "--network=host", "--layers=false", "-f", str(dockerfile)]
+        args = ["build", "--pull=never", "--network=host", "--layers=false", "--force-rm"]
+        args += ["-f", str(dockerfile)]
         args += ["-t", tag]
         for name, value in sorted(build_args.items()):
             args += ["--build-arg", f"{name}={value}"]
@@ -107,3 +108,7 @@ class Buildah:
         self.run(["pull", "-q", f"oci-archive:{archive}:{tag}"])
         if not self.has_image(tag):
             raise BuildahError(f"{archive} did not load as {tag}")
+
+    def remove_image(self, tag: str) -> None:
+        """Remove an image from the store if it is there (a dependent image keeps its layers)."""
+        subprocess.run(["buildah", *self.global_args, "rmi", tag], capture_output=True, text=True)

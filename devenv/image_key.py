@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import re
+import shutil
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
@@ -91,6 +92,18 @@ def context_files(context: Path, sources: Sequence[str]) -> Iterator[Path]:
             if path not in seen and not ignored(rel, patterns):
                 seen.add(path)
                 yield path
+
+
+def copy_context(dockerfile: Path, context: Path, into: Path) -> Path:
+    """Copy what a build of ``dockerfile`` reads from ``context`` (the files it copies, the
+    Dockerfile, the ``.dockerignore``) into ``into``, as a scratch build context."""
+    files = list(context_files(context, copied_sources(dockerfile.read_text())))
+    files += [p for p in (dockerfile, context / ".dockerignore") if p.is_file()]
+    for path in files:
+        target = into / path.relative_to(context)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return into
 
 
 def input_key(

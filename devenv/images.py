@@ -22,7 +22,9 @@ Building needs the network: run it outside the test network namespace.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import fcntl
 import json
 import re
 import subprocess
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 from devenv import base_image
@@ -44,6 +47,8 @@ REPOSITORY = "docker.io/livekit-agent-operator"
 # own bundle (Debian's ca-certificates, as in python:3.11-slim) in the builds' RUN steps: an
 # existing file, so the mount leaves no mount point behind in the image.
 BUILD_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
+# archives kept per image (the newest; a rebuild drops older ones)
+KEEP_GENERATIONS = 3
 
 
 class ImageBuildError(RuntimeError):
@@ -64,15 +69,15 @@ class Image:
 @dataclasses.dataclass(frozen=True)
 class ImageSpec:
     name: str
-    dockerfile: Path
+    dockerfile: Path  # in the build context (the repository root)
     base_arg: str  # the build argument naming the image it starts from
     base: str  # name of that image
 
 
 IMAGES = (
-    ImageSpec("runner", REPO_ROOT / "jobrunner" / "Dockerfile", "PYTHON_IMAGE", "python"),
-    ImageSpec("operator", REPO_ROOT / "operator" / "Dockerfile", "PYTHON_IMAGE", "python"),
-    ImageSpec("test-agents", REPO_ROOT / "tests" / "agents" / "Dockerfile", "RUNNER_IMAGE", "runner"),
+    ImageSpec("runner", Path("jobrunner/Dockerfile"), "PYTHON_IMAGE", "python"),
+    ImageSpec("operator", Path("operator/Dockerfile"), "PYTHON_IMAGE", "python"),
+    ImageSpec("test-agents", Path("tests/agents/Dockerfile"), "RUNNER_IMAGE", "runner"),
 )
 NAMES = ("python", *(spec.name for spec in IMAGES))
 
@@ -158,12 +163,12 @@ def base_target() -> tuple[str, Path]:
 
 
 def image_target(
-    spec: ImageSpec, parent_tag: str, pip_args: dict[str, str]
+    spec: ImageSpec, parent_tag: str, pip_args: dict[str, str], context: Path = REPO_ROOT
 ) -> tuple[dict[str, str], str, Path]:
-    """The build arguments, tag and archive of ``spec`` built on ``parent_tag``."""
+    """The build arguments, tag and archive of ``spec`` built in ``context`` on ``parent_tag``."""
     build_args = {spec.base_arg: parent_tag, **pip_args}
-    key = input_key(spec.dockerfile, REPO_ROOT, build_args, [parent_tag])
-    tag = f"{REPOSITORY}/{spec.name}:{version()}-{key}"
+    key = input_key(context / spec.dockerfile, context, build_args, [parent_tag])
+    tag = f"{REPOSITORY}/{spec.name}:{version(context)}-{key}"
     return build_args, tag, images_dir() / f"{spec.name}-{key}.oci.tar"
 
 
@@ -177,7 +182,9 @@ def ensure_base(buildah: Buildah) -> Image:
         rootfs = Path(tmp) / "rootfs.tar"
         base_image.make_rootfs(rootfs, base_image.apt_sources())
         buildah.import_rootfs(rootfs, tag, base_image.CONFIG)
-    return _export(buildah, "python", tag, archive, time.monotonic() - start)
+    image = _export(buildah, "python", tag, archive, time.monotonic() - start)
+    prune(buildah, "python", keep=archive)
+    return image
 
 
 def ensure_image(
@@ -189,8 +196,35 @@ def ensure_image(
         return cached
     _in_store(buildah, parent)
     start = time.monotonic()
-    buildah.build(spec.dockerfile, REPO_ROOT, tag, build_args, mounts)
-    return _export(buildah, spec.name, tag, archive, time.monotonic() - start)
+    buildah.build(REPO_ROOT / spec.dockerfile, REPO_ROOT, tag, build_args, mounts)
+    image = _export(buildah, spec.name, tag, archive, time.monotonic() - start)
+    prune(buildah, spec.name, keep=archive)
+    return image
+
+
+def prune(buildah: Buildah, name: str, keep: Path, generations: int = KEEP_GENERATIONS) -> None:
+    """Drop all but the newest archives of an image, and their images in the store (other
+    branches' keys stay a while)."""
+    archives = sorted(images_dir().glob(f"{name}-*.oci.tar"), key=lambda p: p.stat().st_mtime)
+    for old in [a for a in archives if a != keep][: max(0, len(archives) - generations)]:
+        record = _record_path(old)
+        if record.is_file():
+            buildah.remove_image(json.loads(record.read_text())["tag"])
+        old.unlink(missing_ok=True)
+        record.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One image build at a time per cache (concurrent `make images` runs wait here)."""
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with (images_dir() / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("[images] another build holds the cache; waiting", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def ensure_images(names: list[str] | None = None, log: bool = True) -> dict[str, Image]:
@@ -202,7 +236,11 @@ def ensure_images(names: list[str] | None = None, log: bool = True) -> dict[str,
     for spec in reversed(IMAGES):  # an image needs its base
         if spec.name in wanted:
             wanted.add(spec.base)
-    images_dir().mkdir(parents=True, exist_ok=True)
+    with build_lock():
+        return _ensure(wanted, log)
+
+
+def _ensure(wanted: set[str], log: bool) -> dict[str, Image]:
     try:
         buildah = Buildah(cache_root() / "buildah")
         pip_args, mounts = pip_build_args(pip_settings())

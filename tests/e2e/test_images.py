@@ -15,7 +15,6 @@ all of them without building."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -24,7 +23,17 @@ from pathlib import Path
 import pytest
 
 from devenv.environment import REPO_ROOT
-from devenv.images import Image, ImageBuildError, ensure_images, find_images
+from devenv.image_key import copy_context
+from devenv.images import (
+    IMAGES,
+    Image,
+    ImageBuildError,
+    ensure_images,
+    find_images,
+    image_target,
+    pip_build_args,
+    pip_settings,
+)
 from devenv.oci_archive import layer_paths
 from tests.support.oci_run import UnpackedImage
 
@@ -49,25 +58,9 @@ def stages(dockerfile: Path) -> list[list[str]]:
     return out
 
 
-def build_context(dockerfile: Path, into: Path) -> Path:
-    """Copy what the build stage's COPY lines name from the repository, as `docker build .` would."""
-    for line in stages(dockerfile)[0]:
-        if line.upper().startswith("COPY ") and "--from" not in line:
-            *sources, _dest = line.split()[1:]
-            for src in sources:
-                path = REPO_ROOT / src.rstrip("/")
-                target = into / src.rstrip("/")
-                if path.is_dir():
-                    shutil.copytree(path, target, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(path, target)
-    return into
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
-    ctx = build_context(DOCKERFILES[0], tmp_path_factory.mktemp("context"))
+    ctx = copy_context(DOCKERFILES[0], REPO_ROOT, tmp_path_factory.mktemp("context"))
     out = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
         # no build isolation: the test network namespace has no package index; the build
@@ -159,6 +152,21 @@ def test_the_cache_answers_for_every_image_without_building(images: dict[str, Im
     for image in again.values():
         assert re.fullmatch(r"docker\.io/livekit-agent-operator/[a-z-]+:[0-9.]+-[0-9a-f]{12}", image.tag)
         assert image.archive.stat().st_size == image.archive_bytes
+
+
+def test_a_changed_copied_file_in_a_copy_of_the_repository_asks_for_a_rebuild(
+    images: dict[str, Image], tmp_path: Path
+) -> None:
+    runner = next(spec for spec in IMAGES if spec.name == "runner")
+    context = copy_context(REPO_ROOT / runner.dockerfile, REPO_ROOT, tmp_path / "repo")
+    pip_args, _ = pip_build_args(pip_settings())
+    _args, same_tag, same_archive = image_target(runner, images["python"].tag, pip_args, context)
+    assert (same_tag, same_archive) == (images["runner"].tag, images["runner"].archive)
+    cli = context / "jobrunner" / "agent_jobrunner" / "cli.py"
+    cli.write_text(cli.read_text() + "\n# changed\n")
+    _args, new_tag, new_archive = image_target(runner, images["python"].tag, pip_args, context)
+    assert new_tag != images["runner"].tag
+    assert not new_archive.exists(), "a changed source names an archive that is not built yet"
 
 
 def test_the_runner_image_runs_its_entrypoint_as_65532_on_a_read_only_root(

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from devenv.image_key import copied_sources, ignored, input_key
+from devenv.image_key import copied_sources, copy_context, ignored, input_key
 from devenv.images import BUILD_CA_PATH, IMAGES, REPO_ROOT, ImageBuildError, pip_build_args
 
 pytestmark = pytest.mark.unit
@@ -21,12 +21,7 @@ ARGS = {"PYTHON_IMAGE": "docker.io/livekit-agent-operator/python:3.11-abc"}
 def context(tmp_path: Path) -> Path:
     """A temporary copy of what the runner Dockerfile's build context holds, plus an unrelated
     file and the repository's .dockerignore."""
-    ctx = tmp_path / "ctx"
-    for name in ("pyproject.toml", "README.md", ".dockerignore"):
-        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, ctx / name)
-    for folder in ("operator", "jobrunner"):
-        shutil.copytree(REPO_ROOT / folder, ctx / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    ctx = copy_context(REPO_ROOT / RUNNER.dockerfile, REPO_ROOT, tmp_path / "ctx")
     (ctx / "notes.txt").write_text("not copied by the Dockerfile\n")
     return ctx
 
@@ -36,7 +31,7 @@ def key(ctx: Path, args: dict[str, str] = ARGS, parents: tuple[str, ...] = ("bas
 
 
 def test_the_runner_dockerfile_copies_what_the_key_hashes() -> None:
-    assert copied_sources(RUNNER.dockerfile.read_text()) == [
+    assert copied_sources((REPO_ROOT / RUNNER.dockerfile).read_text()) == [
         "pyproject.toml",
         "README.md",
         "operator/",
