@@ -3,10 +3,10 @@
 No registry is reachable from the development machines, so ``python:3.11-slim`` cannot be
 pulled. This image stands in for it as the Dockerfiles' ``PYTHON_IMAGE`` build argument: Debian
 bookworm's ``python3.11`` laid out as the Dockerfiles expect (``python`` on PATH, ``python -m
-venv`` with pip inside, ``pip``, CA certificates, ``apt-get`` for images that add Debian
-packages), with ``LANG=C.UTF-8`` as in the official image. mmdebstrap takes its packages from
-this machine's configured apt sources (the files under ``/etc/apt/``, pasted as they are), so
-no mirror host is written anywhere here.
+venv`` with pip inside, ``pip``, usable outside a venv too, CA certificates, ``apt-get`` for
+images that add Debian packages), with ``LANG=C.UTF-8`` as in the official image. mmdebstrap
+takes its packages from this machine's configured apt sources (the files under ``/etc/apt/``,
+pasted as they are), so no mirror host is written anywhere here.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ DPKG_OPTIONS = (
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/info/*",
 )
+# as python:3.11-slim: `pip install` outside a venv is allowed (Debian marks its Python as
+# externally managed, which would refuse it)
+HOOKS = ('--customize-hook=rm -f "$1/usr/lib/python3.11/EXTERNALLY-MANAGED"',)
 CONFIG = (
     "--env=LANG=C.UTF-8",
     "--env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -55,7 +58,7 @@ def base_key(sources: list[Path]) -> str:
     """Hash of what the base image is made from (the package set can move with the sources'
     snapshot; a new Debian point release is picked up by removing the cached image)."""
     h = hashlib.sha256()
-    h.update(f"{SUITE}\0{PACKAGES}\0{DPKG_OPTIONS}\0{CONFIG}\0".encode())
+    h.update(f"{SUITE}\0{PACKAGES}\0{DPKG_OPTIONS}\0{HOOKS}\0{CONFIG}\0".encode())
     h.update(mmdebstrap_version().encode())
     for src in sources:
         h.update(src.read_bytes())
@@ -70,6 +73,7 @@ def make_rootfs(tarball: Path, sources: list[Path]) -> None:
         '--aptopt=APT::Install-Recommends "false"',
         f"--include={','.join(PACKAGES)}",
         *(f"--dpkgopt={opt}" for opt in DPKG_OPTIONS),
+        *HOOKS,
         "--format=tar",
         SUITE,
         str(tarball),

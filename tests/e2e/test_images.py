@@ -139,7 +139,7 @@ def images() -> dict[str, Image]:
 def unpacked(images: dict[str, Image], tmp_path_factory: pytest.TempPathFactory) -> dict[str, UnpackedImage]:
     return {
         name: UnpackedImage(images[name].archive, tmp_path_factory.mktemp(name))
-        for name in ("runner", "operator", "test-agents")
+        for name in ("python", "runner", "operator", "test-agents")
     }
 
 
@@ -167,6 +167,21 @@ def test_a_changed_copied_file_in_a_copy_of_the_repository_asks_for_a_rebuild(
     _args, new_tag, new_archive = image_target(runner, images["python"].tag, pip_args, context)
     assert new_tag != images["runner"].tag
     assert not new_archive.exists(), "a changed source names an archive that is not built yet"
+
+
+def test_the_base_image_is_laid_out_like_python_slim(unpacked: dict[str, UnpackedImage]) -> None:
+    base = unpacked["python"]
+    assert base.config["Cmd"] == ["python3"]
+    assert "LANG=C.UTF-8" in base.config["Env"]
+    script = (
+        "python --version && pip --version && test -s /etc/ssl/certs/ca-certificates.crt"
+        " && test ! -e /usr/lib/python3.11/EXTERNALLY-MANAGED"
+        " && python -m venv /tmp/venv && /tmp/venv/bin/pip --version && command -v apt-get"
+    )
+    ran = base.run(["sh", "-ec", script])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.startswith("Python 3.11."), ran.stdout
+    assert "/tmp/venv/lib/python3.11/site-packages/pip" in ran.stdout
 
 
 def test_the_runner_image_runs_its_entrypoint_as_65532_on_a_read_only_root(
