@@ -4,7 +4,7 @@ PY := $(abspath $(VENV))/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 PYTEST_ARGS ?=
 
-.PHONY: bench dashboard-image setup system-packages binaries manifests proto lint test test-unit test-e2e demo clean
+.PHONY: bench dashboard-image setup system-packages binaries images manifests proto lint test test-unit test-e2e demo clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 system-packages:
 	devenv/install-system-packages
 
-setup: system-packages $(VENV)/.installed binaries
+setup: system-packages $(VENV)/.installed binaries images
 
 # Build (or reuse from ~/.cache/livekit-agent-operator) etcd, kube-apiserver,
 # kube-controller-manager, the real node's kube-scheduler, kubelet, kube-proxy and CoreDNS,
@@ -25,6 +25,12 @@ setup: system-packages $(VENV)/.installed binaries
 # the Prometheus Operator CRDs the chart test installs (devenv/crds.py).
 binaries: $(VENV)/.installed
 	$(PY) -m devenv.binaries
+
+# Build (or reuse) the images from our Dockerfiles with buildah: the Python base made from
+# Debian packages, the runner, the operator and the test agent image, each an OCI archive under
+# ~/.cache/livekit-agent-operator/images (devenv/images.py). Needs the network: outside netns-run.
+images: system-packages $(VENV)/.installed
+	$(PY) -m devenv.images
 
 # manifests/ for `kubectl apply` users: the chart's default render and a copy of its CRD
 # (tests/e2e/test_chart.py fails when they differ)
