@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from agent_jobrunner.protocol import pb
 from agent_operator import resume
 from agent_operator.collaborators import Collaborators
-from agent_operator.jobs import Job, Phase
+from agent_operator.deployment_trust import DeploymentTrust
+from agent_operator.job_ends import JobEnds
+from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube import pod_trust
 from agent_operator.kube.pods import brief, pod_outcome
 from agent_operator.kube.podspec import (
@@ -28,29 +32,49 @@ from agent_operator.kube.podspec import (
     LABEL_JOB_ID,
     LABEL_STATE,
     LABEL_TEMPLATE,
+    Owner,
 )
 from agent_operator.kube.secrets import Credentials
 from agent_operator.registration import short
+from agent_operator.spec import DeploymentSpec
 from agent_operator.supervisor import JobOutcome, OutcomeStatus
 from agent_operator.supervisor.service import StartFailed
-from agent_operator.vocabulary import PodIdentity
+from agent_operator.vocabulary import HeartbeatSettings, PodIdentity
+from agent_operator.warm_pool import WarmPool
 from agent_operator.worker.rooms import room_exists
-
-if TYPE_CHECKING:  # the deployment owns this; no import at run time
-    from agent_operator.deployment import DeploymentRuntime
 
 log = logging.getLogger("agent_operator.deployment")
 
 
+@dataclasses.dataclass(frozen=True)
+class AdoptionContext:
+    """What adoption works with, from its deployment."""
+
+    owner: Owner
+    fields: dict[str, str]
+    jobs: JobTable
+    pool: WarmPool
+    ends: JobEnds
+    spec: Callable[[], DeploymentSpec | None]
+    heartbeat: Callable[[], HeartbeatSettings]
+    expect: Callable[[PodIdentity, HeartbeatSettings, str], None]  # (pod, heartbeat, job id)
+    credentials: Callable[[], Credentials | None]
+    credentials_ready: asyncio.Event
+    changed: Callable[[], None]
+    spawn: Callable[[Awaitable[Any]], None]
+    event: Callable[..., None]
+    trust: DeploymentTrust  # signs what the deployment makes, checks what it finds (pod_trust)
+
+
 class Adoption:
-    def __init__(self, dep: DeploymentRuntime, services: Collaborators) -> None:
-        self._dep = dep
+    def __init__(self, ctx: AdoptionContext, services: Collaborators) -> None:
+        self._ctx = ctx
         self._supervisor = services.supervisor
         self._pods = services.pods
         self._read_credentials = services.read_credentials
 
     async def adopt_existing_pods(self) -> None:
-        dep = self._dep
+        dep = self._ctx
         try:
             pods = await self._pods.list(dep.owner.namespace, f"{LABEL_DEPLOYMENT}={dep.owner.name}")
         except Exception as exc:
@@ -67,11 +91,12 @@ class Adoption:
     async def _adoption_key(self) -> bytes | None:
         """The pod-record key to check the pods found at start with (the worker's credentials
         are read only after them)."""
-        dep = self._dep
-        if dep.spec is None:
+        dep = self._ctx
+        spec = dep.spec()
+        if spec is None:
             return None
         try:
-            credentials = await self._read_credentials(dep.owner.namespace, dep.spec.credentials)
+            credentials = await self._read_credentials(dep.owner.namespace, spec.credentials)
         except Exception as exc:
             log.warning(
                 "cannot check the signatures of existing pods (LiveKit credentials unreadable: %s)",
@@ -85,7 +110,7 @@ class Adoption:
         """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
         created after this one listed them); False when the pod is not trusted (see
         ``kube.pod_trust``). ``key``: the pod-record key, when not the current credentials'."""
-        dep = self._dep
+        dep = self._ctx
         meta: dict[str, Any] = pod["metadata"]
         status: dict[str, Any] = pod.get("status") or {}
         identity = PodIdentity(meta["namespace"], meta["name"], meta["uid"])
@@ -118,59 +143,76 @@ class Adoption:
                 dep.spawn(self._pods.delete(identity))
             return True
         heartbeat = dep.heartbeat()
-        dep.expect(identity, heartbeat, job_id=job_id)
+        dep.expect(identity, heartbeat, job_id)
         if not job_id and labels.get(LABEL_STATE) == "idle":
             dep.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
         elif entry is not None:
             entry.start_request = resume.decode(annotations.get(ANNOTATION_START, ""))
             dep.jobs.adopt(entry)
-            dep.mark_dirty()
+            dep.changed()
             dep.spawn(self._expect_reattach(entry, heartbeat.start_timeout + 30))
             if self._supervisor.attached(identity.uid):  # attached before we got here
                 self.runner_attached(identity, idle=self._supervisor.job(identity.uid) is None)
         return True
 
+    async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
+        """A job whose pod is gone or finished and whose runner never attached here (the
+        supervisor does not hold it) ends by the pod's own last word."""
+        entry = self._ctx.jobs.on_pod(pod.uid)
+        if entry is None or entry.phase is Phase.PLACING:
+            return
+        record = self._supervisor.job(pod.uid)
+        if record is not None and record.job_id == entry.job_id:
+            return  # the supervisor holds its outcome (it ends the job when it forgets the pod)
+        await self._ended_unwatched(entry, final or {})
+
     async def _ended_unwatched(self, entry: Job, pod: dict[str, Any]) -> None:
+        """Exit 0 is a success: its runner ended the job while attached to the previous
+        operator, or while none ran."""
         succeeded, detail = pod_outcome(pod)
         if succeeded:
-            await self._dep.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
+            await self._ctx.ends.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
         else:
-            await self._dep.fail_unstarted(entry, f"the job's pod ended while no operator watched ({detail})")
+            await self._ctx.ends.fail_unstarted(
+                entry, f"the job's pod ended unwatched by this operator ({detail})"
+            )
 
     def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
         """A runner attached; one without a job whose pod has one gets it now."""
         if not idle:
             return
-        entry = self._dep.jobs.on_pod(pod.uid)
+        entry = self._ctx.jobs.on_pod(pod.uid)
         if entry is not None and entry.start_request is not None:
             kept, entry.start_request = entry.start_request, None  # sent once
-            self._dep.spawn(self._resume(entry, kept))
+            self._ctx.spawn(self._resume(entry, kept))
 
     async def _resume(self, entry: Job, kept: pb.StartJobRequest) -> None:
         """Send a job's start request, rebuilt from its pod, to a runner that never got it."""
-        dep = self._dep
+        dep = self._ctx
         assert entry.pod is not None
         fields = entry.log_fields(dep.fields)
         if self._supervisor.job(entry.pod.uid) is not None:
             return  # its runner has it after all
-        spec = dep.spec
+        spec = dep.spec()
         within = spec.heartbeat.start_timeout if spec else 30.0
         with contextlib.suppress(TimeoutError):  # read at start, right after the pods are listed
-            await asyncio.wait_for(dep.registration.credentials_ready.wait(), within)
-        credentials = dep.registration.credentials
+            await asyncio.wait_for(dep.credentials_ready.wait(), within)
+        credentials = dep.credentials()
         if spec is None or credentials is None:
-            await dep.fail_unstarted(
+            await dep.ends.fail_unstarted(
                 entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
             )
             return
         why = await dep.trust.recheck(self._pods, entry.pod, pod_trust.signing_key(credentials.api_secret))
         if why:
             dep.trust.distrust(entry.pod, why, entry.job_id)
-            await dep.fail_unstarted(entry, f"its pod is not trusted ({why}): not resumed")
+            await dep.ends.fail_unstarted(entry, f"its pod is not trusted ({why}): not resumed")
             return
         # the credentials go to the spec's LiveKit only, never to a URL read from the pod
         if await self._room_gone(spec.livekit_url, credentials, entry.room, fields):
-            await dep.fail_unstarted(entry, "its room is gone: the call ended before the job was resumed")
+            await dep.ends.fail_unstarted(
+                entry, "its room is gone: the call ended before the job was resumed"
+            )
             return
         token = resume.agent_token(
             kept, credentials.api_key, credentials.api_secret, spec.participant_permission()
@@ -180,7 +222,7 @@ class Adoption:
         try:
             await self._supervisor.assign(entry.pod.uid, request, path="resumed")
         except StartFailed as exc:
-            await dep.fail_unstarted(entry, str(exc))
+            await dep.ends.fail_unstarted(entry, str(exc))
             return
         log.info("resumed the job: its runner had not got it from the previous operator", extra=fields)
         dep.event(
@@ -198,4 +240,4 @@ class Adoption:
         await asyncio.sleep(within)
         assert entry.pod is not None
         if self._supervisor.job(entry.pod.uid) is None:
-            await self._dep.fail_unstarted(entry, f"runner did not re-attach within {within:.0f}s")
+            await self._ctx.ends.fail_unstarted(entry, f"runner did not re-attach within {within:.0f}s")

@@ -18,7 +18,7 @@ from livekit.protocol import agent
 
 from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics
-from agent_operator.adoption import Adoption
+from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
 from agent_operator.conditions import DeploymentState, conditions
 from agent_operator.deployment_trust import DeploymentTrust
@@ -26,7 +26,6 @@ from agent_operator.drain import drain
 from agent_operator.handover import pass_on
 from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
-from agent_operator.kube.pods import pod_outcome
 from agent_operator.kube.podspec import Owner
 from agent_operator.kube.status import Condition
 from agent_operator.offers import attributes, job_info, participant, start_request
@@ -36,7 +35,6 @@ from agent_operator.status_report import StatusSnapshot, report_status
 from agent_operator.supervisor import (
     JobOutcome,
     JobRecord,
-    OutcomeStatus,
     RunnerBinding,
 )
 from agent_operator.supervisor.service import StartFailed
@@ -94,7 +92,25 @@ class DeploymentRuntime:
             self.fields,
             self._labels,
         )
-        self.adoption = Adoption(self, services)
+        self.adoption = Adoption(
+            AdoptionContext(
+                owner=owner,
+                fields=self.fields,
+                jobs=self.jobs,
+                pool=self.pool,
+                ends=self.ends,
+                spec=lambda: self.spec,
+                heartbeat=self.heartbeat,
+                expect=self.expect,
+                credentials=lambda: self.registration.credentials,
+                credentials_ready=self.registration.credentials_ready,
+                changed=self.mark_dirty,
+                spawn=self.spawn,
+                event=self.event,
+                trust=self.trust,
+            ),
+            services,
+        )
 
     @property
     def worker_id(self) -> str:
@@ -149,7 +165,15 @@ class DeploymentRuntime:
             )
             if deleted():
                 self.draining = True
-                await drain(self, self.services)
+                worker = self.registration.worker
+                await drain(
+                    self.owner,
+                    self.spec.drain_timeout if self.spec else 0.0,
+                    self.jobs,
+                    worker.send_status if worker is not None else None,
+                    self.services,
+                    self.event,
+                )
         finally:
             await self.registration.stop()
             status.cancel()
@@ -355,23 +379,9 @@ class DeploymentRuntime:
         await self.finish(entry, outcome)
 
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
-        """The pod was deleted (or, ``final`` terminal, finished). A job the supervisor does
-        not hold (its runner never attached here) ends by the pod's own last word: exit 0
-        is a success (its runner ended the job while attached to the previous operator)."""
+        """The pod was deleted (or, ``final`` terminal, finished)."""
         self.pool.gone(pod.uid)
-        entry = self.jobs.on_pod(pod.uid)
-        if entry is None or entry.phase is Phase.PLACING:
-            return
-        record = self.services.supervisor.job(pod.uid)
-        if record is not None and record.job_id == entry.job_id:
-            return  # the supervisor holds its outcome (it ends the job when it forgets the pod)
-        succeeded, detail = pod_outcome(final or {})
-        if succeeded:
-            await self.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
-        else:
-            await self.fail_unstarted(
-                entry, f"the job's pod ended before its runner attached here ({detail})"
-            )
+        await self.adoption.pod_gone(pod, final)
 
     async def fail_unstarted(self, entry: Job, error: str) -> None:
         await self.ends.fail_unstarted(entry, error)

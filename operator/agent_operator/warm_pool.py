@@ -67,7 +67,7 @@ class WarmPool:
         self._clock = clock
         self.pods: dict[str, PoolPod] = {}
         self._creating = 0  # pool pods being created right now
-        self._created = asyncio.Condition()
+        self._pool_changed = asyncio.Event()  # a pod created, attached or gone
         self._wake = asyncio.Event()
 
     # -- placement: the one way a job gets a pod -----------------------------------------------
@@ -75,24 +75,37 @@ class WarmPool:
         self, spec: DeploymentSpec, info: JobInfo, fields: dict[str, str]
     ) -> tuple[Placement, bool]:
         """A pod for the job: an idle pool pod (attached first, else one still starting),
-        waiting for a pool pod being created rather than making one more, else a new pod.
-        Returns the placement and whether the pod came from the pool."""
+        else a new pod. It waits rather than make one pod too many: for a pool pod being
+        created (it is this job's), or, when a new pod would exceed maxConcurrentJobs, for an
+        adopted pool pod to attach here (up to the start timeout). Returns the placement and
+        whether the pod came from the pool."""
         template_hash = spec.template_hash()
+        deadline = self._clock() + spec.heartbeat.start_timeout
         while True:
+            self._pool_changed.clear()
             pod = self.take(template_hash)
             if pod is not None:
                 identity = PodIdentity(pod.namespace, pod.name, pod.uid)
                 return Placement(identity, "warm" if pod.attached else "cold"), True
-            if not self._creating:
+            if not self._creating and not self._over_cap(spec):
                 break
-            async with self._created:  # a pool pod is on its way: it is this job's
-                if self._creating:
-                    await self._created.wait()
+            try:
+                await asyncio.wait_for(self._pool_changed.wait(), max(0.0, deadline - self._clock()))
+            except TimeoutError:
+                break
         name = pod_name(self.owner.name, info.job_id, secrets.token_hex(2))
         body = self._trust.seal(build_runner_pod(self.owner, spec, self._runner_settings, name, info))
         # a job may start as late as its start timeout: ride out an API server blip
         created = await self._pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
         return Placement(created, "cold"), False
+
+    def _over_cap(self, spec: DeploymentSpec) -> bool:
+        """A new pod would exceed the cap while adopted pool pods, not attached here yet
+        (their runners may serve the previous operator), still count."""
+        if not any(p.unknown and not p.deleting for p in self.pods.values()):
+            return False
+        live = sum(1 for p in self.pods.values() if not p.deleting)
+        return live + self._demand().busy > spec.max_concurrent_jobs
 
     def take(self, template_hash: str) -> PoolPod | None:
         """A pod for a job, removed from the pool (a pod is never reused)."""
@@ -128,6 +141,7 @@ class WarmPool:
             pod.attached = pod.attached_once = True
             pod.detached_at = None
             self._update_gauge()
+            self._pool_changed.set()
             self.wake()
 
     def detached(self, uid: str) -> None:
@@ -140,6 +154,7 @@ class WarmPool:
     def gone(self, uid: str) -> None:
         if self.pods.pop(uid, None) is not None:
             self._update_gauge()
+            self._pool_changed.set()
             self.wake()
 
     @property
@@ -228,8 +243,7 @@ class WarmPool:
             self._expect(identity, spec.heartbeat)
         finally:
             self._creating -= 1
-            async with self._created:
-                self._created.notify_all()
+            self._pool_changed.set()
         return True
 
     def _update_gauge(self) -> None:

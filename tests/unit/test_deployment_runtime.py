@@ -252,3 +252,24 @@ async def test_a_deployment_created_with_an_invalid_spec_is_blocked_at_once() ->
     ready = {c.type: c for c in h.dep.conditions()}["Ready"]
     assert (ready.status, ready.reason) == (False, "InvalidSpec")
     assert "identityTemplate" in ready.message
+
+
+async def test_after_a_restart_a_job_waits_for_an_adopted_pool_pod_rather_than_exceed_the_cap() -> None:
+    """Defect 3 after a restart: the pool's adopted pods have not re-attached yet (they may
+    serve the previous operator). A job that a new pod would put above maxConcurrentJobs
+    waits for one of them instead, and takes it once it attached here."""
+    h = harness(spec(maxConcurrentJobs=2, warmPool={"size": 1}))
+    h.dep.jobs.place("J0", "r0").phase = Phase.RUNNING
+    current = h.dep.spec.template_hash() if h.dep.spec else ""
+    adopted = PodIdentity("ns", "voice-pool-1", "adopted-1")
+    h.dep.expect(adopted, h.dep.heartbeat())
+    h.dep.pool.adopt(adopted, current, None)
+    h.dep.availability(offer("J1"))
+    await h.dep.assignment(assignment("J1"))
+    await settle()
+    assert h.pods.created == [], "no pod beyond the cap"
+    assert h.supervisor.assigned == []
+    h.dep.pool.attached("adopted-1")
+    await settle(lambda: h.supervisor.assigned)
+    assert h.supervisor.assigned[0][0] == "adopted-1"
+    assert h.pods.created == []
