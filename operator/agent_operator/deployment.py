@@ -465,6 +465,7 @@ class DeploymentRuntime:
     async def runner_gone(self, pod: PodIdentity) -> None:
         """The pod disappeared: a job that never reached the supervisor ends here."""
         self.pool.gone(pod.uid)
+        self.trust.forget(pod)
         for entry in list(self.jobs.values()):
             if entry.pod == pod and self.rt.supervisor.job(pod.uid) is None:
                 await self._fail_unstarted(entry, "the job's pod disappeared before its runner attached")
@@ -588,7 +589,8 @@ class DeploymentRuntime:
                 entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
             )
             return
-        why = await self.trust.recheck(self.rt.pods, entry.pod, pod_trust.signing_key(credentials.api_secret))
+        key = pod_trust.signing_key(credentials.api_secret)
+        why = "" if self.trust.verified(entry.pod) else await self.trust.recheck(self.rt.pods, entry.pod, key)
         if why:
             self.trust.distrust(entry.pod, why, entry.job_id)
             await self._fail_unstarted(entry, f"its pod is not trusted ({why}): not resumed")
