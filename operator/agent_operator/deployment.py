@@ -532,7 +532,7 @@ class DeploymentRuntime:
             log.info(
                 "replacing idle pod %s: no credentials to check its signature",
                 identity.name,
-                extra=self.fields,
+                extra={**self.fields, "pod": str(identity)},
             )
             self._spawn(self.rt.pods.delete(identity))
         if verdict != "trusted":

@@ -7,7 +7,8 @@ warm pool, its runner is not expected (the supervisor refuses it as an unknown p
 token is minted for it, and it is not deleted either (a pod that is not ours, or whose record
 was rewritten, is left for a person to look at). A job pod whose signature cannot be checked
 yet (the LiveKit Secret unreadable at start) is read and checked again before its job is
-resumed; an idle pod whose signature cannot be checked yet is replaced.
+resumed, and when it fails then, its job is failed and the pod (owned by the deployment, as
+checked) deleted; an idle pod whose signature cannot be checked yet is replaced.
 """
 
 from __future__ import annotations
