@@ -6,7 +6,8 @@ Starts the real API server (for TokenReview) and the operator's Supervisor with 
 admission limits, then measures Hello->Welcome of a runner with a valid pod-bound token,
 first on a quiet port, then while another process, from one address (127.0.0.1), keeps
 ``--silent`` streams open that never send a Hello (each reopened 0.2 s after it ends) and
-sends ``--bogus`` Hellos with distinct bogus credentials; the runner dials the test host's
+sends ``--bogus`` Hellos with distinct forged tokens (JWTs of the right audience, signed
+by nobody); the runner dials the test host's
 veth address. Prints the attach latencies, the TokenReviews sent, and the refusals by reason.
 """
 
@@ -34,7 +35,7 @@ from agent_operator.kube.tokenreview import TokenReviewAuthenticator
 from agent_operator.supervisor import PodIdentity, Supervisor
 from devenv.environment import TestEnvironment
 from devenv.kubeclient import api_client, create_namespace
-from tests.support.supervision import binding_for, parked_pod, pod_token
+from tests.support.supervision import binding_for, forged_token, parked_pod, pod_token
 
 
 class FakePod:
@@ -105,7 +106,7 @@ async def bogus(channel: grpc.aio.Channel, pod: Any, count: int) -> None:
     async def one(i: int) -> None:
         async with sem:
             call: Any = pb_grpc.RunnerSupervisorStub(channel).Attach()
-            await call.write(hello(pod, f"bogus-{uuid.uuid4().hex}-{i}"))
+            await call.write(hello(pod, forged_token(f"{uuid.uuid4().hex}-{i}")))
             await call.read()
             call.cancel()
 
