@@ -122,7 +122,7 @@ class Adoption:
             log.info(
                 "replacing idle pod %s: no credentials to check its signature",
                 identity.name,
-                extra=dep.fields,
+                extra={**dep.fields, "pod": str(identity)},
             )
             dep.spawn(self._pods.delete(identity))
         if verdict != "trusted":
@@ -203,7 +203,8 @@ class Adoption:
                 entry, "its runner never got the job, and there are no LiveKit credentials to resume it with"
             )
             return
-        why = await dep.trust.recheck(self._pods, entry.pod, pod_trust.signing_key(credentials.api_secret))
+        key = pod_trust.signing_key(credentials.api_secret)
+        why = "" if dep.trust.verified(entry.pod) else await dep.trust.recheck(self._pods, entry.pod, key)
         if why:
             dep.trust.distrust(entry.pod, why, entry.job_id)
             await dep.ends.fail_unstarted(entry, f"its pod is not trusted ({why}): not resumed")

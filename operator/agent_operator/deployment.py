@@ -381,6 +381,7 @@ class DeploymentRuntime:
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
         """The pod was deleted (or, ``final`` terminal, finished)."""
         self.pool.gone(pod.uid)
+        self.trust.forget(pod)
         await self.adoption.pod_gone(pod, final)
 
     async def fail_unstarted(self, entry: Job, error: str) -> None:

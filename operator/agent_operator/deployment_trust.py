@@ -6,8 +6,9 @@ only when ``pod_trust.untrusted`` finds nothing wrong. An untrusted pod gets a W
 warm pool, its runner is not expected (the supervisor refuses it as an unknown pod), no room
 token is minted for it, and it is not deleted either (a pod that is not ours, or whose record
 was rewritten, is left for a person to look at). A job pod whose signature cannot be checked
-yet (the LiveKit Secret unreadable at start) is checked again, as it then is, before its job
-is resumed; an idle pod whose signature cannot be checked yet is replaced.
+yet (the LiveKit Secret unreadable at start) is read and checked again before its job is
+resumed, and when it fails then, its job is failed and the pod (owned by the deployment, as
+checked) deleted; an idle pod whose signature cannot be checked yet is replaced.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class DeploymentTrust:
         self._event = event
         self._credentials = credentials  # the deployment's current LiveKit credentials
         self._distrusted: set[str] = set()  # pod uids already reported
+        self._verified: set[str] = set()  # pod uids whose signature was checked when found
 
     @property
     def key(self) -> bytes | None:
@@ -81,9 +83,18 @@ class DeploymentTrust:
             identity = PodIdentity(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid", ""))
             self.distrust(identity, why, labels.get(LABEL_JOB_ID, ""))
             return "untrusted"
-        if key is None and not labels.get(LABEL_JOB_ID):
-            return "unverified"
+        if key is None:
+            return "trusted" if labels.get(LABEL_JOB_ID) else "unverified"
+        self._verified.add(str(meta.get("uid", "")))
         return "trusted"
+
+    def verified(self, pod: PodIdentity) -> bool:
+        """The pod's signature was checked when it was found (no need to read it again)."""
+        return pod.uid in self._verified
+
+    def forget(self, pod: PodIdentity) -> None:
+        self._verified.discard(pod.uid)
+        self._distrusted.discard(pod.uid)
 
     def distrust(self, pod: PodIdentity, why: str, job_id: str = "") -> None:
         if pod.uid in self._distrusted:

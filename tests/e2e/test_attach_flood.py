@@ -26,6 +26,7 @@ from tests.support.supervision import (
     RecordingListener,
     binding_for,
     failures,
+    forged_token,
     parked_pod,
     pod_token,
 )
@@ -93,7 +94,10 @@ async def supervisor(k8s: client.ApiClient) -> AsyncIterator[tuple[Supervisor, C
         RecordingListener(),
         SupervisorSettings(
             hello_timeout=20.0,
-            admission=AdmissionSettings(max_pending=200, max_pending_per_peer=32, max_reviews=4),
+            # a refusal is remembered longer than the test runs on a busy machine
+            admission=AdmissionSettings(
+                max_pending=200, max_pending_per_peer=32, max_reviews=4, refused_ttl=300
+            ),
         ),
     )
     # inside the test's network namespace: loopback and the test host's veth end only
@@ -175,18 +179,24 @@ async def test_bogus_credentials_cost_few_token_reviews(
         return await asyncio.wait_for(stream.ended(), 30)
 
     async with channel("127.0.0.1", port) as ch:
-        # one bogus credential, 30 Hellos at once and 30 after: one TokenReview
-        codes = await asyncio.gather(*(attempt(ch, "bogus-credential") for _ in range(30)))
-        codes += [await attempt(ch, "bogus-credential") for _ in range(30)]
+        # garbage is refused without a TokenReview
+        codes = await asyncio.gather(*(attempt(ch, f"garbage-{i}") for i in range(30)))
+        assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}
+        assert reviews.reviews == 0
+
+        # one forged token (the right shape and audience, a made-up signature), 30 Hellos at
+        # once and 30 after: one TokenReview
+        codes = await asyncio.gather(*(attempt(ch, forged_token("one")) for _ in range(30)))
+        codes += [await attempt(ch, forged_token("one")) for _ in range(30)]
         assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}
         assert reviews.reviews == 1
 
-        # 30 different bogus credentials at once: a review each, but never more than 4 at a time
-        codes = await asyncio.gather(*(attempt(ch, f"bogus-{i}") for i in range(30)))
+        # 30 different forged tokens at once: a review each, but never more than 4 at a time
+        codes = await asyncio.gather(*(attempt(ch, forged_token(str(i))) for i in range(30)))
         assert set(codes) <= {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.UNAVAILABLE}
         assert 1 < reviews.reviews <= 31
         assert reviews.peak <= 4
-        assert failures("auth") - auth_before == 60 + codes.count(grpc.StatusCode.UNAUTHENTICATED)
+        assert failures("auth") - auth_before == 90 + codes.count(grpc.StatusCode.UNAUTHENTICATED)
 
         # and the real runner still gets in
         runner = Stream(ch)

@@ -7,9 +7,12 @@ really deletes the pod through the API (``PodTerminator``).
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
+import json
 import os
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -121,6 +124,17 @@ async def parked_pod(core: client.CoreV1Api, namespace: str, name: str | None = 
         },
     }
     return await core.create_namespaced_pod(namespace, body)
+
+
+def forged_token(subject: str) -> str:
+    """A JWT of the shape and audience of a runner token, signed by nobody: the costliest
+    bogus credential (garbage is refused without a TokenReview)."""
+
+    def part(value: object) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    claims = {"aud": [DEFAULT_AUDIENCE], "exp": int(time.time()) + 600, "sub": subject}
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.Zm9yZ2Vk"
 
 
 async def pod_token(core: client.CoreV1Api, pod: Any, audience: str = DEFAULT_AUDIENCE) -> str:

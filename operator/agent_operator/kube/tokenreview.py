@@ -10,7 +10,10 @@ pod's token stops working. Nothing is stored by the operator.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +56,9 @@ class TokenReviewAuthenticator:
         hit = self._cache.get(key)
         if hit is not None and hit[1] > now:
             return hit[0]
+        why = implausible(credential, self.audience, time.time())
+        if why:  # refused without asking the API server: garbage costs no TokenReview
+            raise AuthError(f"credential refused: {why}")
         identity = await self._review(credential)
         if len(self._cache) > 10_000:
             self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
@@ -84,6 +90,30 @@ class TokenReviewAuthenticator:
         if self.audience not in (status.audiences or []):
             raise AuthError(f"credential is not for audience {self.audience!r}")
         return identity_from_review(status.user.username or "", status.user.extra or {})
+
+
+def implausible(credential: str, audience: str, now: float) -> str:
+    """Why ``credential`` cannot be a projected token for ``audience`` ("" when it may be).
+
+    Reads the JWT's claims without checking its signature (the TokenReview does that): only
+    a token that could pass the review is worth one (pure; unit-tested)."""
+    parts = credential.split(".")
+    if len(parts) != 3:
+        return "not a JWT"
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return "not a JWT"
+    if not isinstance(claims, dict):
+        return "not a JWT"
+    aud = claims.get("aud")
+    audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if audience not in audiences:
+        return f"not for audience {audience!r}"
+    exp = claims.get("exp")
+    if isinstance(exp, int | float) and exp < now:
+        return "expired"
+    return ""
 
 
 def identity_from_review(username: str, extra: dict[str, list[str]]) -> PodIdentity:
