@@ -47,8 +47,9 @@ REPOSITORY = "docker.io/livekit-agent-operator"
 # own bundle (Debian's ca-certificates, as in python:3.11-slim) in the builds' RUN steps: an
 # existing file, so the mount leaves no mount point behind in the image.
 BUILD_CA_PATH = "/etc/ssl/certs/ca-certificates.crt"
-# archives kept per image (the newest; a rebuild drops older ones)
-KEEP_GENERATIONS = 3
+# archives kept per image (the newest; a rebuild drops older ones). Several checkouts share one
+# cache, each with its own keys, so this keeps theirs too (about 0.6 GB per set of images).
+KEEP_GENERATIONS = 8
 
 
 class ImageBuildError(RuntimeError):

@@ -82,12 +82,16 @@ def unpack_rootfs(path: Path, dest: Path) -> None:
     with tarfile.open(path) as archive:
         for layer in _manifest(archive)["layers"]:
             with tarfile.open(fileobj=_blob(archive, layer["digest"]), mode="r|*") as tar:
+                added: set[Path] = set()  # by this layer, which its own whiteouts never hide
                 for member in tar:
                     name = Path(member.name)
+                    if name.is_absolute() or ".." in name.parts:
+                        raise ValueError(f"layer member {member.name!r} leaves the root file system")
                     parent = dest / name.parent
                     if name.name == _OPAQUE:
                         for child in parent.iterdir() if parent.is_dir() else ():
-                            _remove(child)
+                            if child not in added:
+                                _remove(child)
                         continue
                     if name.name.startswith(_WHITEOUT):
                         _remove(parent / name.name[len(_WHITEOUT) :])
@@ -95,8 +99,7 @@ def unpack_rootfs(path: Path, dest: Path) -> None:
                     target = dest / name
                     if target.exists() and not (member.isdir() and target.is_dir()):
                         _remove(target)
-                    if name.is_absolute() or ".." in name.parts:
-                        raise ValueError(f"layer member {member.name!r} leaves the root file system")
                     # exact owners and modes (a sticky world-writable /tmp stays one, which the
                     # "tar" and "data" filters would not keep): these are images built here
                     tar.extract(member, dest, filter="fully_trusted")
+                    added.add(target)
