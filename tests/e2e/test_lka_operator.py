@@ -3,8 +3,8 @@
 The example agent (``jobrunner/examples/weather-agent``) as an AgentDeployment with ``runtime:
 livekit-agents`` and a warm pool (its pods prewarmed): a dispatched job answers a caller with its
 tool. The fault paths hold for this runtime: a SIGKILLed or SIGSTOPped runner fails its job and
-its pod goes;
-an image with an unsupported livekit-agents release fails its jobs with an Event that says so.
+its pod goes; an image with an unsupported livekit-agents release fails its jobs with an Event
+that says so.
 """
 
 from __future__ import annotations
