@@ -2,8 +2,9 @@
 
 The example agent (``jobrunner/examples/weather-agent``) as an AgentDeployment with ``runtime:
 livekit-agents`` and a warm pool (its pods prewarmed): a dispatched job answers a caller with its
-tool. The fault paths hold for this runtime: a SIGKILLed runner fails its job and its pod goes;
-an image with an unsupported livekit-agents release fails its jobs with an Event that says so.
+tool. The fault paths hold for this runtime: a SIGKILLed or SIGSTOPped runner fails its job and
+its pod goes; an image with an unsupported livekit-agents release fails its jobs with an Event
+that says so.
 """
 
 from __future__ import annotations
@@ -111,27 +112,35 @@ async def test_the_example_agent_answers_from_a_warm_pod(
     assert "get_weather called" in operator_log  # the agent's records reached the operator
 
 
-async def test_sigkill_of_a_livekit_agents_runner_fails_the_job_and_removes_the_pod(
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSTOP], ids=["SIGKILL", "SIGSTOP"])
+async def test_a_killed_or_stopped_livekit_agents_runner_fails_the_job_and_its_pod_goes(
     operator: OperatorProcess,
     deployments: Deployments,
     k8s: client.ApiClient,
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
+    signum: signal.Signals,
 ) -> None:
-    body = lka_deployment("killed", livekit, "tests.agents.lka_agents:server", str(REPO_ROOT))
+    name = signum.name.lower()
+    heartbeat = {"pingInterval": "500ms", "pingTimeout": "4s"}
+    body = lka_deployment(
+        name, livekit, "tests.agents.lka_agents:server", str(REPO_ROOT), heartbeat=heartbeat
+    )
     body = await create_ready(deployments, operator, k8s, livekit, body)
     room = f"room-{uuid.uuid4().hex[:6]}"
     await dispatch(lk, body["spec"]["agentName"], room)
     await wait_participant(lk, room, "agent-")
-    await starts_reported(deployments, "killed", 1)
-    pod = await job_pod(deployments, "killed")
-    os.kill(await pid(deployments, pod), signal.SIGKILL)
-    await status_equals(deployments, "killed", "jobsFailed", 1, timeout=90)
+    await starts_reported(deployments, name, 1)
+    pod = await job_pod(deployments, name)
+    os.kill(await pid(deployments, pod), signum)
+    await status_equals(deployments, name, "jobsFailed", 1, timeout=90)
 
     async def gone() -> bool:
-        return not await deployments.pods("killed")
+        return not await deployments.pods(name)
 
-    await eventually(gone, 90, "the killed runner's pod removed")
+    await eventually(gone, 90, f"the {signum.name} runner's pod removed")
+    if signum is signal.SIGSTOP:  # a hung runner: found by the heartbeat
+        assert any(e.reason == "RunnerUnresponsive" for e in await deployments.events(name))
     assert operator.alive()
 
 

@@ -10,25 +10,21 @@ caller asks for the weather in Paris, and the answer it hears is transcribed.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from livekit import api
 
 from agent_jobrunner.protocol import pb
-from devenv.environment import REPO_ROOT
 from devenv.livekit import LiveKitAccess
+from tests.support.lka_worker import EXAMPLE_PATH, example_worker
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer, start_request
 from tests.voicekit.caller import Caller
 from tests.voicekit.speech import speak, transcribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
-EXAMPLE = REPO_ROOT / "jobrunner" / "examples" / "weather-agent"
 QUESTION = "What is the weather in Paris?"
 # user speech while the agent talks must silence it within this long (as heard by the caller):
 # AgentSession waits for min_interruption_duration (0.5 s) of speech before it stops
@@ -42,10 +38,6 @@ async def caller() -> AsyncIterator[Caller]:
     await person.leave()
 
 
-def example_path() -> str:
-    return os.pathsep.join([str(EXAMPLE), str(REPO_ROOT)])
-
-
 @pytest.fixture
 async def example_runner(tmp_path: Path) -> AsyncIterator[tuple[SupervisorServer, RunnerProcess]]:
     """The example agent in a runner process, attached to a scripted operator side."""
@@ -55,7 +47,7 @@ async def example_runner(tmp_path: Path) -> AsyncIterator[tuple[SupervisorServer
         tmp_path,
         supervisor.port,
         "agent:server",
-        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": example_path()},
+        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": EXAMPLE_PATH},
     )
     try:
         yield supervisor, runner
@@ -143,53 +135,15 @@ async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
 async def test_the_same_file_runs_under_livekit_agents_own_worker(
     livekit: LiveKitAccess, caller: Caller, tmp_path: Path
 ) -> None:
-    agent_name = f"weather-{uuid.uuid4().hex[:6]}"
-    log_path = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": example_path(),
-        "LIVEKIT_URL": livekit.url,
-        "LIVEKIT_API_KEY": livekit.api_key,
-        "LIVEKIT_API_SECRET": livekit.api_secret,
-        "AGENT_NAME": agent_name,
-        # its CPU-based load refuses jobs on this shared machine (the operator counts jobs)
-        "LOAD_THRESHOLD": "inf",
-    }
-    with log_path.open("wb") as log:
-        worker = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(EXAMPLE / "agent.py"),
-            "start",
-            env=env,
-            cwd=tmp_path,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 90
-        while b"registered worker" not in log_path.read_bytes():
-            assert worker.returncode is None, log_path.read_text(errors="replace")
-            assert loop.time() < deadline, "the livekit-agents worker did not register"
-            await asyncio.sleep(0.5)
-        room = f"lka-start-{uuid.uuid4().hex[:8]}"
-        await caller.join(livekit, room)
-        async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
-            )
-        await caller.wait_agent_track(120)
+    async with example_worker(livekit, tmp_path, f"weather-{uuid.uuid4().hex[:6]}") as worker:
+        try:
+            room = f"lka-start-{uuid.uuid4().hex[:8]}"
+            await caller.join(livekit, room)
+            await worker.dispatch(room)
+            await caller.wait_agent_track(120)
 
-        answer = await ask_weather(caller)
+            answer = await ask_weather(caller)
 
-        assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
-    finally:
-        if worker.returncode is None:
-            worker.terminate()
-            try:
-                await asyncio.wait_for(worker.wait(), 30)
-            except TimeoutError:
-                worker.kill()
-                await worker.wait()
-        print(f"--- worker output:\n{log_path.read_text(errors='replace')[-8000:]}")
+            assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
+        finally:
+            print(f"--- worker output:\n{worker.output()[-8000:]}")
