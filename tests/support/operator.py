@@ -213,10 +213,12 @@ def agent_deployment(
     entrypoint: str,
     agent_name: str | None = None,
     secret_name: str = "lk",
+    container: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
     """An AgentDeployment whose pods run the real runner: on the real node, the test agent
-    image's (its entrypoint is the runner); on the process kubelet, this machine's Python."""
+    image's (its entrypoint is the runner); on the process kubelet, this machine's Python.
+    ``container`` sets fields of the agent container (resources, probes, image)."""
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentDeployment",
@@ -228,7 +230,7 @@ def agent_deployment(
             "template": {
                 "spec": {
                     "containers": [
-                        agent_container(),
+                        {**agent_container(), **(container or {})},
                     ]
                 }
             },
@@ -347,7 +349,9 @@ async def ready_deployment(
     await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit) if not spec.pop(
         "_no_secret", False
     ) else None
-    body = await deployments.create(agent_deployment(name, livekit, f"{AGENTS}:{entrypoint}", **spec))
+    if ":" not in entrypoint:
+        entrypoint = f"{AGENTS}:{entrypoint}"
+    body = await deployments.create(agent_deployment(name, livekit, entrypoint, **spec))
     await operator.wait_ready()
     await deployments.wait_condition(name, "Ready", "True", timeout=60)
     return body
