@@ -35,6 +35,16 @@ def test_env() -> Iterator[TestEnvironment]:
     env = TestEnvironment(workdir)
     t0 = time.monotonic()
     env.start()
+    (workdir / "logs").mkdir(exist_ok=True)  # the operators' logs (the process kubelet makes it too)
+    if env.node is not None:
+        t1 = time.monotonic()
+        try:
+            environments.import_node_images(env)
+        except BaseException:
+            env.stop()
+            raise
+        env.timings["images"] = time.monotonic() - t1
+    environments.SESSION.append(env)
     print(f"\n[testenv] up in {time.monotonic() - t0:.1f}s: {env.timings}")
     _ENV = env
     yield env
@@ -74,9 +84,18 @@ def livekit(test_env: TestEnvironment) -> LiveKitAccess:
 
 @pytest.fixture
 def local_kubelet(test_env: TestEnvironment) -> TestEnvironment:
-    """Tests that look at the process kubelet's local processes need the local environment."""
+    """Tests that need a node of this run's own (the process kubelet or the real node) and its
+    work folder; not available against an external cluster."""
+    if test_env.kubelet is None and test_env.node is None:
+        pytest.skip("needs a local node (not available against an external cluster)")
+    return test_env
+
+
+@pytest.fixture
+def process_kubelet(test_env: TestEnvironment) -> TestEnvironment:
+    """Tests that look at the process kubelet's local processes and files."""
     if test_env.kubelet is None:
-        pytest.skip("needs the process kubelet (not available against an external cluster)")
+        pytest.skip("needs the process kubelet (not the real node, nor an external cluster)")
     return test_env
 
 

@@ -50,6 +50,14 @@ JOBS_ENDED = Counter(
     "the pod could not be created or vanished first).",
     (*DEPLOYMENT_LABELS, "outcome"),
 )
+JOB_POD_FAILURES = Counter(
+    "agent_operator_job_pod_failures_total",
+    "Jobs failed by what their pod's status says (they end at once, not at a timeout), by reason: "
+    "OOMKilled (a container over its memory limit), ErrImagePull, ImagePullBackOff, "
+    "InvalidImageName, ErrImageNeverPull (the image cannot be pulled), Unschedulable (no node fits "
+    "the pod).",
+    (*DEPLOYMENT_LABELS, "reason"),
+)
 JOBS_STARTED = Counter(
     "agent_operator_jobs_started_total",
     "Jobs whose runner answered StartJobResponse (joined the room, entrypoint running), by path: "

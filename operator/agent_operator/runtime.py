@@ -23,6 +23,7 @@ from agent_operator.deployment import DeploymentRuntime
 from agent_operator.handover import Handover
 from agent_operator.kube import runner_tls_secret, timeouts
 from agent_operator.kube.events import EventRecorder
+from agent_operator.kube.pod_failures import pod_failure
 from agent_operator.kube.pods import PodManager, PodTerminator, exit_detail
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT, LABEL_JOB_ID, Owner, RunnerSettings
 from agent_operator.kube.secrets import read_credentials
@@ -138,7 +139,6 @@ class OperatorRuntime:
         self.runner_settings = dataclasses.replace(self.runner_settings, tls_ca_pem=pki.ca_cert_pem)
         return grpc.ssl_server_credentials([(pki.key_pem.encode(), pki.cert_pem.encode())])
 
-
     async def stop(self) -> None:
         if self.supervisor is not None:
             await self.supervisor.stop()
@@ -248,7 +248,11 @@ class OperatorRuntime:
             if owner is not None:
                 await owner.pod_gone(identity, pod)
             await self.supervisor.forget(uid)
-        elif phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
+            return
+        failure = None if meta.get("deletionTimestamp") else pod_failure(pod)
+        if failure is not None:  # before the exit: an OOM kill fails a running job too, at once
+            await self.supervisor.pod_failed(uid, failure.reason, failure.message)
+        if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
             await self.supervisor.unit_exited(uid, exit_detail(pod))
             # a finished runner pod is removed once its outcome is in (or it never attached)
             record = self.supervisor.job(uid)

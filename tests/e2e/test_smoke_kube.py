@@ -140,7 +140,7 @@ def _process_exists(pid: int) -> bool:
 
 
 async def test_graceful_delete_stops_process(
-    k8s: client.ApiClient, namespace: str, local_kubelet: TestEnvironment
+    k8s: client.ApiClient, namespace: str, process_kubelet: TestEnvironment
 ) -> None:
     core = client.CoreV1Api(k8s)
     # exec so that SIGTERM reaches `sleep`, which (as pid 1 would not) dies on it
@@ -165,7 +165,7 @@ async def test_graceful_delete_stops_process(
 
 
 async def test_grace_period_ends_in_sigkill(
-    k8s: client.ApiClient, namespace: str, local_kubelet: TestEnvironment
+    k8s: client.ApiClient, namespace: str, process_kubelet: TestEnvironment
 ) -> None:
     """A process that ignores SIGTERM is killed once the grace period is over."""
     core = client.CoreV1Api(k8s)
@@ -187,7 +187,7 @@ async def test_grace_period_ends_in_sigkill(
 
 
 async def test_projected_service_account_token(
-    k8s: client.ApiClient, namespace: str, local_kubelet: TestEnvironment, kube: KubeAccess
+    k8s: client.ApiClient, namespace: str, process_kubelet: TestEnvironment, kube: KubeAccess
 ) -> None:
     """The kubelet asks TokenRequest for a pod-bound token; TokenReview accepts it for the audience."""
     core = client.CoreV1Api(k8s)
@@ -209,9 +209,9 @@ async def test_projected_service_account_token(
     await core.create_namespaced_pod(namespace, pod)
     running = await _wait_phase(core, namespace, "tokened", {"Running", "Failed", "Succeeded"}, 120)
     assert running.status.phase == "Running"
-    assert local_kubelet.kubelet is not None
+    assert process_kubelet.kubelet is not None
     token_files = list(
-        (local_kubelet.kubelet.state_dir / "pods").glob(f"{namespace}_tokened_*/volumes/tok/token")
+        (process_kubelet.kubelet.state_dir / "pods").glob(f"{namespace}_tokened_*/volumes/tok/token")
     )
     assert len(token_files) == 1
     token = token_files[0].read_text()

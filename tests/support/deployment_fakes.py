@@ -203,8 +203,13 @@ def ours(body: dict[str, Any]) -> dict[str, Any]:
     key of its credentials (kube.pod_trust), its job annotation beside its job label."""
     meta = body["metadata"]
     meta["ownerReferences"] = [
-        {"apiVersion": "agentoperator.dev/v1alpha1", "kind": "AgentDeployment", "name": "voice",
-         "uid": "uid-voice", "controller": True}
+        {
+            "apiVersion": "agentoperator.dev/v1alpha1",
+            "kind": "AgentDeployment",
+            "name": "voice",
+            "uid": "uid-voice",
+            "controller": True,
+        }
     ]
     job_id = (meta.get("labels") or {}).get(LABEL_JOB_ID)
     if job_id:

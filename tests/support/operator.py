@@ -24,6 +24,7 @@ from devenv.environment import REPO_ROOT
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from devenv.procs import free_port
+from tests.support import environments
 
 CRD_FILE = (
     REPO_ROOT / "charts" / "livekit-agent-operator" / "crds" / "agentdeployments.agentoperator.dev.yaml"
@@ -108,8 +109,9 @@ class OperatorProcess:
             "-m",
             "agent_operator.cli",
             "run",
-            f"--runner-bind=127.0.0.1:{self.runner_port}",
-            f"--runner-address=127.0.0.1:{self.runner_port}",
+            # where pods reach it: the node IP when they are containers on the real node
+            f"--runner-bind={environments.node_ip()}:{self.runner_port}",
+            f"--runner-address={environments.node_ip()}:{self.runner_port}",
             f"--metrics-bind=127.0.0.1:{self.metrics_port}",
             f"--kubeconfig={self.kubeconfig}",
             f"--reattach-grace={self.reattach_grace}",
@@ -211,9 +213,12 @@ def agent_deployment(
     entrypoint: str,
     agent_name: str | None = None,
     secret_name: str = "lk",
+    container: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    """An AgentDeployment whose pods run the real runner on this machine's Python."""
+    """An AgentDeployment whose pods run the real runner: on the real node, the test agent
+    image's (its entrypoint is the runner); on the process kubelet, this machine's Python.
+    ``container`` sets fields of the agent container (resources, probes, image)."""
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentDeployment",
@@ -225,16 +230,7 @@ def agent_deployment(
             "template": {
                 "spec": {
                     "containers": [
-                        {
-                            "name": "agent",
-                            "image": "livekit-agent-operator/runner:dev",
-                            # the process kubelet runs the command on this machine's Python
-                            "command": [sys.executable, "-m", "agent_jobrunner.cli"],
-                            "env": [
-                                {"name": "PYTHONPATH", "value": str(REPO_ROOT)},
-                                {"name": "AGENT_LOG_LEVEL", "value": "DEBUG"},
-                            ],
-                        }
+                        {**agent_container(), **(container or {})},
                     ]
                 }
             },
@@ -242,6 +238,24 @@ def agent_deployment(
         },
     }
     return body
+
+
+def agent_container() -> dict[str, Any]:
+    log_level = {"name": "AGENT_LOG_LEVEL", "value": "DEBUG"}
+    if environments.real_node():
+        return {
+            "name": "agent",
+            "image": environments.agent_image(),
+            "imagePullPolicy": "IfNotPresent",
+            "env": [log_level],
+        }
+    return {
+        "name": "agent",
+        "image": "livekit-agent-operator/runner:dev",
+        # the process kubelet runs the command on this machine's Python
+        "command": [sys.executable, "-m", "agent_jobrunner.cli"],
+        "env": [{"name": "PYTHONPATH", "value": str(REPO_ROOT)}, log_level],
+    }
 
 
 class Deployments:
@@ -335,7 +349,9 @@ async def ready_deployment(
     await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit) if not spec.pop(
         "_no_secret", False
     ) else None
-    body = await deployments.create(agent_deployment(name, livekit, f"{AGENTS}:{entrypoint}", **spec))
+    if ":" not in entrypoint:
+        entrypoint = f"{AGENTS}:{entrypoint}"
+    body = await deployments.create(agent_deployment(name, livekit, entrypoint, **spec))
     await operator.wait_ready()
     await deployments.wait_condition(name, "Ready", "True", timeout=60)
     return body
@@ -401,12 +417,11 @@ async def job_pod(deployments: Deployments, name: str, timeout: float = 60) -> A
 
 
 async def pid(deployments: Deployments, pod: Any) -> int:
+    """The host PID of the pod's runner (``environments.runner_host_pid``)."""
+
     async def read() -> int | None:
         got = await deployments.core.read_namespaced_pod(pod.metadata.name, deployments.namespace)
-        statuses = got.status.container_statuses or []
-        if statuses and statuses[0].container_id:
-            return int(statuses[0].container_id.removeprefix("process://"))
-        return None
+        return environments.runner_host_pid(got)
 
     return await eventually(read, 30, "runner pid")
 

@@ -25,6 +25,7 @@ from agent_operator.supervisor import (
 )
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
+from tests.support import environments
 from tests.support.supervision import ObservedTerminator, RecordingListener, binding_for, runner_pod
 
 AGENTS = "tests.agents.stream_agents"
@@ -146,10 +147,7 @@ class Harness:
     async def pid(self, pod: Any) -> int:
         async def read() -> int | None:
             got = await self.core.read_namespaced_pod(pod.metadata.name, self.namespace)
-            statuses = got.status.container_statuses or []
-            if statuses and statuses[0].container_id:
-                return int(statuses[0].container_id.removeprefix("process://"))
-            return None
+            return environments.runner_host_pid(got)
 
         return await eventually(read, 30, "runner pid")
 

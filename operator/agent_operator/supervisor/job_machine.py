@@ -102,6 +102,15 @@ class JobMachine:
             terminate="runner exited before starting the job",
         )
 
+    async def pod_failed(self, slot: PodSlot, reason: str, message: str) -> None:
+        record = slot.job
+        if record is None or record.state is JobState.ENDED:
+            return
+        metrics.JOB_POD_FAILURES.labels(record.deployment.namespace, record.deployment.name, reason).inc()
+        await self.end(
+            slot, JobOutcome(OutcomeStatus.FAILED, reason, message), terminate=f"pod failed: {reason}"
+        )
+
     # -- what the runner's stream tells ----------------------------------------------------------
     async def attached(self, slot: PodSlot, session: RunnerSession, hello: pb.Hello) -> None:
         record = slot.job

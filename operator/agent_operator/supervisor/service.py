@@ -191,6 +191,14 @@ class Supervisor:
         if slot is not None:
             await self._machine.unit_exited(slot, detail)
 
+    async def pod_failed(self, pod_uid: str, reason: str, message: str) -> None:
+        """The pod's status says its job cannot go on (a container OOM-killed, an image that
+        cannot be pulled, no node for the pod): its job fails now with that reason, whether it
+        started or not, and the pod is removed."""
+        slot = self._slots.get(pod_uid)
+        if slot is not None:
+            await self._machine.pod_failed(slot, reason, message)
+
     async def wait_started(self, pod_uid: str) -> JobRecord:
         """Wait for the runner's StartJobResponse; raises StartFailed if the job failed to start."""
         slot = self._slots.get(pod_uid)

@@ -1,0 +1,53 @@
+"""Entrypoints the real-node tests run in job pods: what a container's limits and securityContext do."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("test.agent")
+CHUNK = 16 * 1024 * 1024
+
+
+async def hog_memory(ctx: Any) -> None:
+    """Joined (the start is reported), then allocate and touch memory until the kernel kills us."""
+    await asyncio.sleep(1.0)
+    log.info("allocating memory until OOM-killed")
+    held: list[bytearray] = []
+    while True:
+        held.append(bytearray(b"\x01" * CHUNK))
+        await asyncio.sleep(0.02)
+
+
+def _try_write(path: Path) -> str:
+    try:
+        path.write_text("probe")
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    path.unlink()
+    return "ok"
+
+
+def _effective_capabilities() -> str:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapEff:"):
+            return line.split()[1]
+    return "unknown"
+
+
+async def report_sandbox(ctx: Any) -> None:
+    """Log what the container lets the agent do, then end the job well."""
+    log.info(
+        "sandbox uid=%d gid=%d root_write=%s app_write=%s tmp_write=%s capeff=%s",
+        os.getuid(),
+        os.getgid(),
+        _try_write(Path("/probe")),
+        _try_write(Path("/app/probe")),
+        _try_write(Path("/tmp/probe")),
+        _effective_capabilities(),
+    )
+    ctx.shutdown("sandbox reported")
