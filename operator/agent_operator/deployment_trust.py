@@ -92,6 +92,10 @@ class DeploymentTrust:
         """The pod's signature was checked when it was found (no need to read it again)."""
         return pod.uid in self._verified
 
+    def distrusts(self, pod: PodIdentity) -> bool:
+        """The pod was found untrusted: the operator leaves it alone (no job, no deletion)."""
+        return pod.uid in self._distrusted
+
     def forget(self, pod: PodIdentity) -> None:
         self._verified.discard(pod.uid)
         self._distrusted.discard(pod.uid)

@@ -249,6 +249,8 @@ class OperatorRuntime:
                 await owner.pod_gone(identity, pod)
             await self.supervisor.forget(uid)
             return
+        if owner is not None and owner.trust.distrusts(identity):
+            return  # not taken as ours (kube.pod_trust): left for a person to look at, even finished
         failure = None if meta.get("deletionTimestamp") else pod_failure(pod)
         if failure is not None:  # before the exit: an OOM kill fails a running job too, at once
             await self.supervisor.pod_failed(uid, failure.reason, failure.message)
