@@ -585,7 +585,10 @@ def _remap(value: str, mounts: dict[str, Path]) -> str:
 
     A path that exists on this machine is left alone: with no mount table, an interpreter or
     checkout that happens to live under a mountPath (say /tmp) is the host's, not the pod's.
+    A list of paths (``PYTHONPATH``) is looked at path by path.
     """
+    if os.pathsep in value:
+        return os.pathsep.join(_remap(part, mounts) for part in value.split(os.pathsep))
     for mount_path in sorted(mounts, key=len, reverse=True):
         if value == mount_path or value.startswith(mount_path + "/"):
             if os.path.exists(value):

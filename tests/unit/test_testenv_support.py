@@ -32,6 +32,18 @@ def test_remap_leaves_host_paths_alone(tmp_path: Path) -> None:
     assert _remap(str(tmp_path / "scratch.txt"), mounts) == "/pod/tmp/scratch.txt"
 
 
+def test_remap_looks_at_a_path_list_path_by_path(tmp_path: Path) -> None:
+    """A PYTHONPATH of two checkout folders under /tmp (a clone there) stays the host's; a
+    path of the pod's own /tmp in the list is still pointed at the pod's copy."""
+    example, repo = tmp_path / "repo" / "example", tmp_path / "repo"
+    example.mkdir(parents=True)
+    mounts = {str(tmp_path): Path("/pod/tmp")}
+    listed = f"{example}:{repo}"
+    assert _remap(listed, mounts) == listed
+    assert _remap(f"{repo}:{tmp_path}/cache", mounts) == f"{repo}:/pod/tmp/cache"
+    assert _remap("ws://10.254.0.1:7880", mounts) == "ws://10.254.0.1:7880"
+
+
 def test_expand_dependent_env() -> None:
     assert _expand("http://$(HOST):$(PORT)/x", {"HOST": "h", "PORT": "1"}) == "http://h:1/x"
     assert _expand("$(MISSING)", {}) == "$(MISSING)"
