@@ -114,7 +114,9 @@ async def refuse_at_capacity(
     for attempt in range(4):
         burst = [f"burst-{attempt}-{i}-{uuid.uuid4().hex[:4]}" for i in range(3)]
         rooms += burst
-        await asyncio.gather(*(dispatch(lk, agent, room) for room in burst))
+        # the call that is answered must outlast the rest of the test (the AtCapacity check
+        # reads it): LiveKit would close a room holding only the agent after 60 s
+        await asyncio.gather(*(dispatch(lk, agent, room, empty_timeout=900) for room in burst))
         with contextlib.suppress(TimeoutError):
             await eventually(has_data(prom, expr), 15, f"Prometheus has {expr}")
             return rooms

@@ -330,8 +330,10 @@ async def wait_participant(lk: Any, room: str, identity_prefix: str, timeout: fl
 AGENTS = "tests.agents.stream_agents"
 
 
-async def dispatch(lk: api.LiveKitAPI, agent_name: str, room: str) -> Any:
-    await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=60))
+async def dispatch(lk: api.LiveKitAPI, agent_name: str, room: str, empty_timeout: int = 60) -> Any:
+    """Dispatch the agent to a new room that LiveKit closes ``empty_timeout`` seconds after it
+    has no participant but the agent (the job then ends)."""
+    await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=empty_timeout))
     return await lk.agent_dispatch.create_dispatch(
         api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
     )
