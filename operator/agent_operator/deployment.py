@@ -273,7 +273,7 @@ class DeploymentRuntime:
         try:
             placement, pooled = await self.pool.place(spec, info, fields)
         except Exception as exc:
-            await self.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
+            await self.ends.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
             return
         pod = placement.pod
         entry.pod = pod
@@ -292,7 +292,7 @@ class DeploymentRuntime:
         try:
             await self.services.supervisor.assign(pod.uid, request)
         except StartFailed as exc:
-            await self.fail_unstarted(entry, str(exc))
+            await self.ends.fail_unstarted(entry, str(exc))
             return
         if entry.terminate_requested:  # LiveKit ended it while it was being placed
             await self._shut_down(entry, "job terminated by LiveKit")
@@ -376,19 +376,13 @@ class DeploymentRuntime:
         if entry is None or entry.pod != record.pod:  # not (or no longer) ours: just count it
             entry = Job(record.job_id, record.room, Phase.RUNNING, pod=record.pod)
             self.jobs.adopt(entry)
-        await self.finish(entry, outcome)
+        await self.ends.finish(entry, outcome)
 
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
         """The pod was deleted (or, ``final`` terminal, finished)."""
         self.pool.gone(pod.uid)
         self.trust.forget(pod)
         await self.adoption.pod_gone(pod, final)
-
-    async def fail_unstarted(self, entry: Job, error: str) -> None:
-        await self.ends.fail_unstarted(entry, error)
-
-    async def finish(self, entry: Job, outcome: JobOutcome) -> None:
-        await self.ends.finish(entry, outcome)
 
     # -- status -------------------------------------------------------------------------------
     def _snapshot(self) -> StatusSnapshot:

@@ -36,7 +36,7 @@ async def test_a_job_is_reported_once_whichever_paths_end_it() -> None:
     assert entry.pod is not None
     h.supervisor.records.clear()  # as if its runner never attached
     await h.dep.pod_gone(entry.pod, None)
-    await h.dep.fail_unstarted(entry, "runner did not re-attach within 90s")
+    await h.dep.ends.fail_unstarted(entry, "runner did not re-attach within 90s")
     await settle()
     assert [(j, s) for j, s, _ in h.reports.updates] == [("J1", agent.JS_FAILED)]
     assert "J1" not in h.dep.jobs
@@ -154,7 +154,7 @@ async def test_a_burst_never_creates_more_pods_than_max_concurrent_jobs() -> Non
         # the calls end while LiveKit hears of it (an await) and the pool refills meanwhile
         h.reports.gate.close()
         ending = [
-            asyncio.ensure_future(h.dep.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "done")))
+            asyncio.ensure_future(h.dep.ends.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "done")))
             for entry in h.dep.jobs
             if entry.pod is not None
         ]

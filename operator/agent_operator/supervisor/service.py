@@ -19,9 +19,10 @@ from typing import Any
 
 import grpc
 
+import agent_operator.supervisor.handshake as handshake
+import agent_operator.supervisor.takeover as takeover
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
-from agent_operator.supervisor import handshake, takeover
 from agent_operator.supervisor.admission import (
     AdmissionSettings,
     AttachGate,
@@ -259,21 +260,9 @@ class Supervisor:
         )
         await context.abort(code, details)
 
-    async def _current_session_answers(self, slot: PodSlot) -> bool:
-        """The pod has a live session that answers a ping now (then a newer stream is refused:
-        it may be a replayed token; see ``takeover``)."""
-        previous = slot.session
-        if previous is None or previous.closed:
-            return False
-        within = takeover.probe_timeout(slot.binding.heartbeat)
-        if await takeover.still_answers(previous, within, self.clock):
-            return True
-        current = slot.session  # another stream may have won meanwhile
-        return current is not None and current is not previous and not current.closed
-
     async def _serve(self, binding: RunnerBinding, hello: pb.Hello, requests: Any, context: Any) -> None:
         slot = self._slots.bind(binding)
-        if await self._current_session_answers(slot):
+        if await takeover.current_session_answers(slot, self.clock):
             await self._refuse(
                 context,
                 takeover.DUPLICATE_SESSION,

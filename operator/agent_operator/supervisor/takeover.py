@@ -17,6 +17,7 @@ from collections.abc import Callable
 from agent_jobrunner.protocol import now_us, pb
 from agent_operator.supervisor.heartbeat import HeartbeatSettings
 from agent_operator.supervisor.session import RunnerSession, SessionClosed
+from agent_operator.supervisor.slots import PodSlot
 
 DUPLICATE_SESSION = "duplicate_session"  # the refusal's reason in the attach-failure metric
 PROBE_MIN_SECONDS = 2.0
@@ -48,3 +49,15 @@ async def still_answers(session: RunnerSession, within: float, clock: Callable[[
             return True
         await asyncio.sleep(POLL_SECONDS)
     return session.monitor.pongs > heard and not session.closed
+
+
+async def current_session_answers(slot: PodSlot, clock: Callable[[], float]) -> bool:
+    """The pod has a live session that answers a ping now (then a newer stream is refused:
+    it may be a replayed token)."""
+    previous = slot.session
+    if previous is None or previous.closed:
+        return False
+    if await still_answers(previous, probe_timeout(slot.binding.heartbeat), clock):
+        return True
+    current = slot.session  # another stream may have won meanwhile
+    return current is not None and current is not previous and not current.closed
