@@ -1,6 +1,6 @@
 """`make demo`: the operator running one AgentDeployment on the local environment.
 
-Starts etcd, kube-apiserver, kube-controller-manager, the process kubelet and livekit-server,
+Starts etcd, kube-apiserver, kube-controller-manager, the real node and livekit-server,
 installs the CRD, runs ``agent-operator run``, creates a Secret and an AgentDeployment with
 a warm pool of one, dispatches a job to a room, and shows the agent joining, the pod, the
 status and the Events; then deletes the room and shows the job ending. With ``--oneshot`` it
@@ -23,6 +23,7 @@ from livekit import api
 
 from devenv.environment import TestEnvironment
 from devenv.kubeclient import api_client, create_namespace, eventually
+from tests.support import environments
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -153,6 +154,7 @@ def main() -> int:
     env = TestEnvironment(workdir)
     t0 = time.monotonic()
     env.start()
+    environments.import_node_images(env)  # the test agent image its job pods run
     print(f"local environment up in {time.monotonic() - t0:.1f}s (logs: {workdir})")
     try:
         asyncio.run(demo(env, args.oneshot))

@@ -1,16 +1,15 @@
-"""The whole local test environment: Kubernetes control plane, process kubelet, livekit-server.
+"""The whole local test environment: Kubernetes control plane, a real node, livekit-server.
 
-By default everything is started here on loopback. To run the same tests against servers
-that already exist, set (opt-in):
+The node is real (``devenv/node.py``, ``devenv/dns.py``): kube-scheduler, containerd + runc with
+CNI, the kubelet, kube-proxy and CoreDNS, inside the network namespace of ``devenv/netns-run``
+(it refuses to start elsewhere). Job pods are containers of images imported into its containerd.
+
+To run the same tests against servers that already exist, set (opt-in):
 
 * ``AGENT_OPERATOR_TEST_KUBECONFIG``: a kubeconfig of an existing cluster (its nodes run the
-  pods; tests that need the process kubelet's local processes are skipped);
+  pods; tests that need this run's own node are skipped);
 * ``AGENT_OPERATOR_TEST_LIVEKIT_URL``, ``AGENT_OPERATOR_TEST_LIVEKIT_API_KEY``,
   ``AGENT_OPERATOR_TEST_LIVEKIT_API_SECRET``: an existing LiveKit server.
-
-``AGENT_OPERATOR_TEST_NODE=real`` (or ``TestEnvironment(node="real")``) runs pods on a real node
-instead of the process kubelet: kube-scheduler, containerd, kubelet, kube-proxy and CoreDNS
-(``devenv/node.py``, ``devenv/dns.py``), inside the network namespace of ``devenv/netns-run``.
 
     python -m devenv.environment      # start everything, print access, wait for Ctrl-C
 """
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,85 +27,26 @@ from devenv.dns import ClusterDNS
 from devenv.kube import KubeAccess, LocalKubeCluster, external_access
 from devenv.livekit import LiveKitAccess, LocalLiveKit
 from devenv.node import NodeError, RealNode, require_own_netns
-from devenv.procs import ServerProcess, wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NODE_KINDS = ("process", "real")
-REAL_NODE_BINARIES = ["kube-scheduler", "kubelet", "kube-proxy", "coredns"]
-
-
-def node_kind_from_env() -> str:
-    kind = os.environ.get("AGENT_OPERATOR_TEST_NODE", "process")
-    if kind not in NODE_KINDS:
-        raise ValueError(f"AGENT_OPERATOR_TEST_NODE={kind!r}: expected one of {NODE_KINDS}")
-    return kind
-
-
-class ProcessKubeletRunner:
-    """The process kubelet, run as its own Python process."""
-
-    def __init__(self, workdir: Path, kubeconfig: Path, node_name: str = "process-node") -> None:
-        self.state_dir = workdir / "kubelet"
-        self.node_name = node_name
-        self.process = ServerProcess(
-            "process-kubelet",
-            [
-                sys.executable,
-                "-m",
-                "devenv.kubelet",
-                f"--kubeconfig={kubeconfig}",
-                f"--node-name={node_name}",
-                f"--state-dir={self.state_dir}",
-            ],
-            workdir / "logs",
-            cwd=REPO_ROOT,
-            env=dict(
-                os.environ,
-                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            ),
-        )
-
-    def start(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.process.start()
-        wait_until(
-            lambda: (
-                "node process-node registered".replace("process-node", self.node_name)
-                in self.process.tail(200)
-            ),
-            60,
-            "process kubelet node registration",
-            self.process,
-        )
-
-    def stop(self) -> None:
-        self.process.stop()
+NODE_BINARIES = ["kube-scheduler", "kubelet", "kube-proxy", "coredns"]
 
 
 class TestEnvironment:
     __test__ = False  # not a pytest test class
 
-    def __init__(
-        self, workdir: Path, livekit: bool = True, kubelet: bool = True, node: str | None = None
-    ) -> None:
+    def __init__(self, workdir: Path, livekit: bool = True, kubelet: bool = True) -> None:
+        """``kubelet=False``: the control plane alone, no node (no pod runs; API tests only)."""
         self.workdir = workdir
         self.want_livekit = livekit
-        self.want_kubelet = kubelet
-        self.node_kind = node or node_kind_from_env()
-        if self.node_kind not in NODE_KINDS:
-            raise ValueError(f"node={self.node_kind!r}: expected one of {NODE_KINDS}")
+        self.want_node = kubelet
         self.cluster: LocalKubeCluster | None = None
-        self.kubelet: ProcessKubeletRunner | None = None
         self.node: RealNode | None = None
         self.dns: ClusterDNS | None = None
         self.livekit_server: LocalLiveKit | None = None
         self.kube: KubeAccess | None = None
         self.livekit: LiveKitAccess | None = None
         self.timings: dict[str, float] = {}
-
-    @property
-    def real_node(self) -> bool:
-        return self.want_kubelet and self.node_kind == "real"
 
     @property
     def local_kube(self) -> bool:
@@ -120,8 +59,8 @@ class TestEnvironment:
         needed = []
         if not external_kube:
             needed += ["etcd", "kube-apiserver", "kube-controller-manager"]
-            if self.real_node:
-                needed += REAL_NODE_BINARIES
+            if self.want_node:
+                needed += NODE_BINARIES
         if not external_lk and self.want_livekit:
             needed += ["livekit-server"]
         if needed:
@@ -141,10 +80,10 @@ class TestEnvironment:
             self.kube = external_access(Path(external))
             return
         node_ip = None
-        if self.real_node:
+        if self.want_node:
             node_ip = os.environ.get("AGENT_OPERATOR_TEST_NODE_IP")
             if not node_ip:
-                raise NodeError("the real node needs AGENT_OPERATOR_TEST_NODE_IP: run under devenv/netns-run")
+                raise NodeError("the node needs AGENT_OPERATOR_TEST_NODE_IP: run under devenv/netns-run")
             require_own_netns()  # before the API server listens beyond loopback
         self.cluster = LocalKubeCluster(self.workdir / "kube", node_ip=node_ip)
         self.kube = self.cluster.start()
@@ -157,11 +96,6 @@ class TestEnvironment:
             self.dns = ClusterDNS(self.workdir / "dns", self.cluster, node_ip)
             self.dns.start()
             self.timings["dns"] = time.monotonic() - t0
-        elif self.want_kubelet:
-            t0 = time.monotonic()
-            self.kubelet = ProcessKubeletRunner(self.workdir, self.kube.kubeconfig)
-            self.kubelet.start()
-            self.timings["kubelet"] = time.monotonic() - t0
 
     def _start_livekit(self, external: str | None) -> None:
         t0 = time.monotonic()
@@ -177,7 +111,7 @@ class TestEnvironment:
         self.timings["livekit"] = time.monotonic() - t0
 
     def stop(self) -> None:
-        for part in (self.dns, self.kubelet, self.node, self.livekit_server, self.cluster):
+        for part in (self.dns, self.node, self.livekit_server, self.cluster):
             if part is not None:
                 part.stop()
 
@@ -188,7 +122,6 @@ class TestEnvironment:
                 self.workdir / "logs",
                 self.workdir / "kube" / "logs",
                 self.workdir / "livekit" / "logs",
-                self.workdir / "kubelet",
                 self.workdir / "node" / "logs",
                 self.workdir / "node" / "containerd" / "logs",
                 self.workdir / "node" / "pod-logs",

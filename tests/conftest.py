@@ -35,7 +35,7 @@ def test_env() -> Iterator[TestEnvironment]:
     env = TestEnvironment(workdir)
     t0 = time.monotonic()
     env.start()
-    (workdir / "logs").mkdir(exist_ok=True)  # the operators' logs (the process kubelet makes it too)
+    (workdir / "logs").mkdir(exist_ok=True)  # the operators' logs
     if env.node is not None:
         t1 = time.monotonic()
         try:
@@ -49,6 +49,10 @@ def test_env() -> Iterator[TestEnvironment]:
     _ENV = env
     yield env
     env.stop()
+    if env.node is not None:
+        # pods were running: the teardown must have killed their containers and unmounted volumes
+        left = env.node.leftovers()
+        assert left == [], f"the stopped node left {left}"
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -84,18 +88,10 @@ def livekit(test_env: TestEnvironment) -> LiveKitAccess:
 
 @pytest.fixture
 def local_kubelet(test_env: TestEnvironment) -> TestEnvironment:
-    """Tests that need a node of this run's own (the process kubelet or the real node) and its
-    work folder; not available against an external cluster."""
-    if test_env.kubelet is None and test_env.node is None:
-        pytest.skip("needs a local node (not available against an external cluster)")
-    return test_env
-
-
-@pytest.fixture
-def process_kubelet(test_env: TestEnvironment) -> TestEnvironment:
-    """Tests that look at the process kubelet's local processes and files."""
-    if test_env.kubelet is None:
-        pytest.skip("needs the process kubelet (not the real node, nor an external cluster)")
+    """Tests that need the node of this run's own (its containers, its work folder); not
+    available against an external cluster."""
+    if test_env.node is None:
+        pytest.skip("needs this run's own node (not available against an external cluster)")
     return test_env
 
 

@@ -17,6 +17,7 @@ from kubernetes_asyncio import client
 
 from devenv.environment import TestEnvironment
 from devenv.kubeclient import api_client, create_namespace
+from tests.support import environments
 from tests.support.runner_harness import Harness
 
 
@@ -48,6 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     env = TestEnvironment(Path(tempfile.mkdtemp(prefix="bench-start-")))
     env.start()
+    environments.import_node_images(env)  # the test agent image its job pods run
     try:
         values = asyncio.run(run(env, args.n))
     finally:

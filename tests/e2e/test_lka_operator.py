@@ -12,14 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
-from devenv.environment import REPO_ROOT
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
@@ -39,7 +37,10 @@ from tests.voicekit.speech import speak, transcribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
-EXAMPLE = REPO_ROOT / "jobrunner" / "examples" / "weather-agent"
+# in the test agent image (tests/agents/Dockerfile): the example agent, and the metadata of a
+# livekit-agents release this runner does not support
+EXAMPLE_PATH = "/app/examples/weather-agent:/app"
+OLD_RELEASE_PATH = "/app:/app/tests/agents/old-livekit-agents"
 
 
 def lka_deployment(
@@ -77,7 +78,7 @@ async def test_the_example_agent_answers_from_a_warm_pod(
         "weather",
         livekit,
         "agent:server",
-        os.pathsep.join([str(EXAMPLE), str(REPO_ROOT)]),
+        EXAMPLE_PATH,
         warmPool={"size": 1},
     )
     body = await create_ready(deployments, operator, k8s, livekit, body)
@@ -123,16 +124,14 @@ async def test_a_killed_or_stopped_livekit_agents_runner_fails_the_job_and_its_p
 ) -> None:
     name = signum.name.lower()
     heartbeat = {"pingInterval": "500ms", "pingTimeout": "4s"}
-    body = lka_deployment(
-        name, livekit, "tests.agents.lka_agents:server", str(REPO_ROOT), heartbeat=heartbeat
-    )
+    body = lka_deployment(name, livekit, "tests.agents.lka_agents:server", "/app", heartbeat=heartbeat)
     body = await create_ready(deployments, operator, k8s, livekit, body)
     room = f"room-{uuid.uuid4().hex[:6]}"
     await dispatch(lk, body["spec"]["agentName"], room)
     await wait_participant(lk, room, "agent-")
     await starts_reported(deployments, name, 1)
     pod = await job_pod(deployments, name)
-    os.kill(await pid(deployments, pod), signum)
+    os.kill(await pid(deployments, pod), signum)  # the container's process, by its PID from containerd
     await status_equals(deployments, name, "jobsFailed", 1, timeout=90)
 
     async def gone() -> bool:
@@ -150,15 +149,9 @@ async def test_an_unsupported_livekit_agents_release_is_named_in_the_job_ended_e
     k8s: client.ApiClient,
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
-    tmp_path: Path,
 ) -> None:
-    old = tmp_path / "old-site" / "livekit_agents-1.7.0.dist-info"
-    old.mkdir(parents=True)
-    (old / "METADATA").write_text("Metadata-Version: 2.1\nName: livekit-agents\nVersion: 1.7.0\n")
-    # the repo first: the process kubelet reads a value that starts with /tmp (a mountPath) as
-    # one path into the pod's own /tmp; either way the old metadata comes before site-packages
-    python_path = os.pathsep.join([str(REPO_ROOT), str(old.parent)])
-    body = lka_deployment("old", livekit, "tests.agents.lka_agents:server", python_path)
+    # the old release's metadata before site-packages (the image's venv)
+    body = lka_deployment("old", livekit, "tests.agents.lka_agents:server", OLD_RELEASE_PATH)
     body = await create_ready(deployments, operator, k8s, livekit, body)
     await dispatch(lk, body["spec"]["agentName"], f"room-{uuid.uuid4().hex[:6]}")
     await status_equals(deployments, "old", "jobsFailed", 1, timeout=90)

@@ -1,8 +1,6 @@
 """What a real node enforces, as the operator's features: a job whose container is OOM-killed,
 whose image cannot be pulled or whose pod no node can take fails at once with that reason; the
-runner works under the restricted securityContext the operator sets by default.
-
-These need job pods as real containers: they run only with AGENT_OPERATOR_TEST_NODE=real."""
+runner works under the restricted securityContext the operator sets by default."""
 
 from __future__ import annotations
 
@@ -20,7 +18,6 @@ from devenv.environment import TestEnvironment
 from devenv.kube import KubeAccess
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
-from tests.support import environments
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -32,12 +29,7 @@ from tests.support.operator import (
     wait_participant,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not environments.real_node(), reason="needs the real node (AGENT_OPERATOR_TEST_NODE=real)"
-    ),
-]
+pytestmark = pytest.mark.e2e
 NODE_AGENTS = "tests.agents.node_agents"
 START_TIMEOUT = 60  # the operator's default: a pod failure must end its job well before it
 
@@ -177,7 +169,7 @@ async def test_the_runner_works_under_the_restricted_defaults(
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
 ) -> None:
-    """No securityContext in the template: the operator's defaults (uid 65532, read-only root,
+    """No securityContext in the template: the operator's defaults (uid and gid 65532, read-only root,
     no capabilities) hold in the container, the agent can write /tmp only, and the job ends well."""
     body = await ready_deployment(
         deployments, operator, k8s, livekit, "sandbox", f"{NODE_AGENTS}:report_sandbox"
@@ -194,6 +186,7 @@ async def test_the_runner_works_under_the_restricted_defaults(
 
     line = await eventually(logged, 30, "the agent's sandbox report in the operator's log")
     assert "uid=65532 " in line, line
+    assert "gid=65532 " in line, line  # the operator's default runAsGroup (gid 0 without it)
     assert "root_write=EROFS" in line, line
     assert "app_write=EROFS" in line, line
     assert "tmp_write=ok" in line, line

@@ -1,6 +1,6 @@
 """The operator end to end: a real ``agent-operator run`` process, the real API server
-(PodSecurity ``restricted`` enforced on the namespace), the process kubelet running real
-runners, and the real livekit-server dispatching jobs."""
+(PodSecurity ``restricted`` enforced on the namespace), the real node running real
+runners in containers of the test agent image, and the real livekit-server dispatching jobs."""
 
 from __future__ import annotations
 
@@ -404,7 +404,7 @@ async def test_a_job_pod_the_operator_never_listed_is_resumed_when_its_runner_at
     kept.job = job.SerializeToString()
     kept.participant_identity = f"agent-{job.id}"
     elsewhere = Listener()
-    kept.url = f"ws://127.0.0.1:{elsewhere.port}"
+    kept.url = elsewhere.url
     pod = deployments.core.api_client.sanitize_for_serialization(model)
     meta = pod["metadata"]
     name = f"late2-{job.id.lower().replace('_', '-')}"

@@ -72,7 +72,7 @@ async def test_forged_and_foreign_pods_get_no_token(
         job = agent.Job(id=f"AJ_{uuid.uuid4().hex[:12]}", room=models.Room(name=victim_room))
         request = pb.StartJobRequest(
             job=job.SerializeToString(),
-            url=f"ws://127.0.0.1:{attacker.port}",
+            url=attacker.url,
             participant_identity="agent-forged",
         )
         await core.patch_namespaced_pod(

@@ -34,6 +34,7 @@ from devenv.environment import TestEnvironment
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from devenv.prometheus import PrometheusServer, ScrapeTarget, binary
+from tests.support import environments
 from tests.support.monitoring import (
     alert_rules,
     alert_signal,
@@ -63,7 +64,7 @@ METRICS_JOB = f"{RELEASE}-livekit-agent-operator-metrics"
 
 async def forge_attach(port: int, namespace: str) -> None:
     """A runner with a made-up token: the supervisor must refuse it (auth)."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(f"{environments.node_ip()}:{port}") as channel:
         call: Any = pb_grpc.RunnerSupervisorStub(channel).Attach()
         hello = pb.Hello(
             protocol_version=PROTOCOL_VERSION,

@@ -1,9 +1,10 @@
 """The supervisor and the real runner, end to end.
 
-Runner pods are real pods run by the process kubelet (their runner is a real subprocess with
-a projected ServiceAccount token); the supervisor authenticates them by TokenReview and
-deletes pods through the API; jobs join rooms on the real livekit-server. Faults are
-injected with real signals and by stopping the real gRPC server.
+Runner pods are real pods on the real node (the runner a container of the test agent image,
+with a projected ServiceAccount token; signals go to its process by its PID from containerd);
+the supervisor authenticates them by TokenReview and deletes pods through the API; jobs join
+rooms on the real livekit-server. Faults are injected with real signals and by stopping the
+real gRPC server.
 """
 
 from __future__ import annotations

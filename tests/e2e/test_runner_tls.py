@@ -28,6 +28,7 @@ from devenv.kube import KubeAccess
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from devenv.pki import CertPair, LocalCA
+from tests.support import environments
 from tests.support.operator import (
     AGENTS,
     Deployments,
@@ -44,13 +45,14 @@ from tests.support.operator import (
 pytestmark = pytest.mark.e2e
 
 
-def served_common_name(port: int, ca: Path) -> str:
-    """The CN of the certificate the server on ``port`` presents, verified against ``ca``."""
+def served_common_name(port: int, ca: Path, host: str = "127.0.0.1") -> str:
+    """The CN of the certificate the server on ``host:port`` presents, verified against ``ca``
+    for that host."""
     context = ssl.create_default_context(cafile=str(ca))
     context.set_alpn_protocols(["h2"])
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        socket.create_connection((host, port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
     ):
         peer: Any = tls.getpeercert()
     subject = {key: value for rdn in peer["subject"] for key, value in rdn}
@@ -58,7 +60,8 @@ def served_common_name(port: int, ca: Path) -> str:
 
 
 async def plaintext_hello(port: int, namespace: str) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    """A Hello in plaintext to an operator's runner port (on the node IP, where pods dial it)."""
+    async with grpc.aio.insecure_channel(f"{environments.node_ip()}:{port}") as channel:
         call: Any = pb_grpc.RunnerSupervisorStub(channel).Attach()
         hello = pb.Hello(
             protocol_version=PROTOCOL_VERSION, pod_namespace=namespace, pod_name="x", pod_uid="y"
@@ -129,7 +132,8 @@ async def test_jobs_run_over_tls_and_survive_a_certificate_renewal(
 ) -> None:
     ca = LocalCA(tmp_path / "pki")
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    install(ca.issue("first", "operator-first", hosts=("127.0.0.1",), server=True), cert, key)
+    node_ip = environments.node_ip()  # the runner address pods verify the certificate for
+    install(ca.issue("first", "operator-first", hosts=(node_ip,), server=True), cert, key)
     op = OperatorProcess(
         kube.kubeconfig,
         [ns],
@@ -162,8 +166,9 @@ async def test_jobs_run_over_tls_and_survive_a_certificate_renewal(
 
         # renewal: the operator serves the new certificate; the running call goes on and a new
         # job attaches over it
-        install(ca.issue("second", "operator-second", hosts=("127.0.0.1",), server=True), cert, key)
-        assert await asyncio.to_thread(served_common_name, op.runner_port, ca.cert_path) == "operator-second"
+        install(ca.issue("second", "operator-second", hosts=(node_ip,), server=True), cert, key)
+        served = await asyncio.to_thread(served_common_name, op.runner_port, ca.cert_path, node_ip)
+        assert served == "operator-second"
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
         await status_equals(deployments, "secure", "jobsSucceeded", 1)
         second = f"tls-{uuid.uuid4().hex[:6]}"
@@ -243,8 +248,9 @@ async def test_managed_certificate_is_made_once_and_reused_after_a_restart(
         ca_pem = base64.b64decode(secret.data["ca.crt"]).decode()
         ca_path = tmp_path / "ca.crt"
         ca_path.write_text(ca_pem)
-        served = await asyncio.to_thread(served_common_name, op.runner_port, ca_path)
-        assert served == "127.0.0.1", "the serving certificate names the runner address"
+        node_ip = environments.node_ip()
+        served = await asyncio.to_thread(served_common_name, op.runner_port, ca_path, node_ip)
+        assert served == node_ip, "the serving certificate names the runner address"
 
         room = f"tls-{uuid.uuid4().hex[:6]}"
         await dispatch(lk, body["spec"]["agentName"], room)
@@ -262,7 +268,7 @@ async def test_managed_certificate_is_made_once_and_reused_after_a_restart(
         await deployments.wait_condition("managed", "Ready", "True", timeout=90)
         again = await core.read_namespaced_secret("runner-tls", ns)
         assert again.metadata.resource_version == secret.metadata.resource_version, "reused, not remade"
-        assert await asyncio.to_thread(served_common_name, op.runner_port, ca_path) == "127.0.0.1"
+        assert await asyncio.to_thread(served_common_name, op.runner_port, ca_path, node_ip) == node_ip
 
         async def adopted() -> bool:
             return any(e.reason == "JobAdopted" for e in await deployments.events("managed"))

@@ -1,29 +1,28 @@
-"""Smoke tests proving the real node is real: containerd, kubelet, kube-proxy, CoreDNS.
+"""Smoke tests proving the node is real: containerd, kubelet, kube-proxy, CoreDNS.
 
-The module starts its own real-node environment (``TestEnvironment(node="real")``), so these
-run in ``make test`` while the rest of the suite stays on the process kubelet.
+They run on the session's node (one node per network namespace: a second would fight over its
+bridge, iptables and DNS address), with a small busybox image of their own imported into it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.stream import WsApiClient
 
 from devenv import oci
-from devenv.environment import TestEnvironment, node_kind_from_env
+from devenv.environment import TestEnvironment
 from devenv.kubeclient import api_client, create_namespace, eventually
 from devenv.node import RealNode
-from tests.support import environments
 
 pytestmark = [pytest.mark.e2e, pytest.mark.smoke]
 
@@ -41,32 +40,12 @@ RESTRICTED: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def real_env(request: pytest.FixtureRequest) -> Iterator[TestEnvironment]:
-    """The session's environment when it already runs a real node (one node per network
-    namespace: a second would fight over its bridge, iptables and DNS address); else one of its own."""
-    if node_kind_from_env() == "real":
-        env: TestEnvironment = request.getfixturevalue("test_env")
-        _import_busybox(env)
-        yield env
-        return
-    env = environments.register(
-        TestEnvironment(Path(tempfile.mkdtemp(prefix="agent-operator-node-")), livekit=False, node="real")
-    )
-    t0 = time.monotonic()
-    try:
-        env.start()
-        _import_busybox(env)
-    except BaseException:
-        env.stop()
-        raise
-    parts = ", ".join(f"{k} {v:.1f}s" for k, v in env.timings.items())
-    print(f"\n[real-node] environment up in {time.monotonic() - t0:.1f}s ({parts})")
-    yield env
-    node = env.node
-    env.stop()
-    assert node is not None
-    # pods were running: teardown must have killed their containers and unmounted their volumes
-    assert node.leftovers() == []
+def real_env(test_env: TestEnvironment) -> TestEnvironment:
+    """The session's environment, its node holding the busybox image."""
+    if test_env.node is None:
+        pytest.skip("needs this run's own node (not available against an external cluster)")
+    _import_busybox(test_env)
+    return test_env
 
 
 def _import_busybox(env: TestEnvironment) -> None:
@@ -301,3 +280,83 @@ async def test_exec_through_the_api(api: client.ApiClient, ns: str) -> None:
             "exec", ns, command=["cat", "/tmp/mark"], stdout=True, stderr=True, stdin=False, tty=False
         )
     assert "inside" in out
+
+
+async def test_pod_reports_its_exit_code_and_address(api: client.ApiClient, ns: str) -> None:
+    core = client.CoreV1Api(api)
+    await run_pod(core, ns, pod("exit3", "echo hi; exit 3"))
+    p = await wait_phase(core, ns, "exit3", {"Succeeded", "Failed"})
+    assert p.status.phase == "Failed"
+    assert terminated(p).exit_code == 3
+    assert p.spec.node_name
+    assert p.status.pod_ip
+    await run_pod(core, ns, pod("ok", "exit 0"))
+    p = await wait_phase(core, ns, "ok", {"Succeeded", "Failed"})
+    assert p.status.phase == "Succeeded"
+    assert terminated(p).exit_code == 0
+
+
+async def _deleted(core: client.CoreV1Api, ns: str, name: str) -> None:
+    async def gone() -> bool:
+        try:
+            await core.read_namespaced_pod(name, ns)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await eventually(gone, 60, f"pod {name} deleted")
+
+
+async def test_graceful_delete_stops_the_container(api: client.ApiClient, ns: str, node: RealNode) -> None:
+    core = client.CoreV1Api(api)
+    # exec: SIGTERM reaches `sleep`, which as a container's pid 1 has no handler and ignores it,
+    # so the kubelet's SIGKILL after the grace period ends it
+    body = pod("sleeper", "exec sleep 1000")
+    body["spec"]["terminationGracePeriodSeconds"] = 2
+    await run_pod(core, ns, body)
+    p = await wait_phase(core, ns, "sleeper", {"Running"})
+    pid = await asyncio.to_thread(node.container_pid, p)
+    assert (await asyncio.to_thread(_cmdline, pid))[:1] == ["sleep"]
+    t0 = time.monotonic()
+    await core.delete_namespaced_pod("sleeper", ns)
+    await asyncio.sleep(1.0)
+    assert await asyncio.to_thread(_cmdline, pid), "inside its grace period the container still runs"
+    await _deleted(core, ns, "sleeper")
+    assert time.monotonic() - t0 >= 2.0, "the grace period was honoured"
+    assert await asyncio.to_thread(_cmdline, pid) == []
+
+
+async def test_projected_service_account_token(api: client.ApiClient, ns: str) -> None:
+    """The kubelet asks TokenRequest for a pod-bound token; TokenReview accepts it for its
+    audience only."""
+    core = client.CoreV1Api(api)
+    audience = "agentoperator.dev/smoke"
+    body = pod("tokened", "cat /var/run/secrets/test/token; echo; sleep 3600")
+    mounts = body["spec"]["containers"][0]["volumeMounts"]
+    mounts.append({"name": "tok", "mountPath": "/var/run/secrets/test"})
+    body["spec"]["volumes"].append(
+        {
+            "name": "tok",
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"audience": audience, "expirationSeconds": 600, "path": "token"}}
+                ]
+            },
+        }
+    )
+    await run_pod(core, ns, body)
+    running = await wait_phase(core, ns, "tokened", {"Running"})
+
+    async def logged() -> str | None:
+        text: str = await core.read_namespaced_pod_log("tokened", ns)
+        return text.strip() or None
+
+    token = await eventually(logged, 30, "the token in the pod's log")
+    auth = client.AuthenticationV1Api(api)
+    review = await auth.create_token_review({"spec": {"token": token, "audiences": [audience]}})
+    assert review.status.authenticated, review.status.error
+    assert review.status.user.username == f"system:serviceaccount:{ns}:default"
+    assert review.status.user.extra["authentication.kubernetes.io/pod-name"] == ["tokened"]
+    assert review.status.user.extra["authentication.kubernetes.io/pod-uid"] == [running.metadata.uid]
+    wrong = await auth.create_token_review({"spec": {"token": token, "audiences": ["someone-else"]}})
+    assert not wrong.status.authenticated

@@ -7,13 +7,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from devenv.environment import TestEnvironment, node_kind_from_env
+from devenv.environment import TestEnvironment
 from devenv.images import find_images
 from devenv.node import RealNode
 
 EXTRA: list[TestEnvironment] = []
 SESSION: list[TestEnvironment] = []  # the session's environment, once started
-# the images job pods run on the real node, imported into its containerd at the session start
+# the images job pods run on the node, imported into its containerd at the session start
 NODE_IMAGES = ("test-agents",)
 IMPORTED: dict[str, str] = {}  # their tags by name, as imported (the sources may change after)
 
@@ -23,35 +23,26 @@ def register(env: TestEnvironment) -> TestEnvironment:
     return env
 
 
-def real_node() -> bool:
-    """Whether this run's job pods are containers on the real node (else process-kubelet processes)."""
-    return node_kind_from_env() == "real"
-
-
 def session_node() -> RealNode:
-    """The session environment's real node (only when ``real_node()``)."""
+    """The session environment's node (none against an external cluster)."""
     node = SESSION[0].node if SESSION else None
     if node is None:
-        raise RuntimeError("no real node in this session (AGENT_OPERATOR_TEST_NODE=real)")
+        raise RuntimeError("no node of this run's own in this session (an external cluster?)")
     return node
 
 
 def runner_host_pid(pod: Any) -> int | None:
-    """The host PID of a pod's (first) container once it started: the process kubelet's process,
-    or on the real node the container's main process as containerd tells it (a signal to it
-    reaches the container)."""
+    """The host PID of a pod's (first) container once it started: the container's main process
+    as containerd tells it (a signal to it reaches the container)."""
     statuses = (pod.status.container_statuses or []) if pod.status else []
     if not statuses or not statuses[0].container_id:
         return None
-    if real_node():
-        return session_node().container_pid(pod)
-    return int(statuses[0].container_id.removeprefix("process://"))
+    return session_node().container_pid(pod)
 
 
 def node_ip() -> str:
-    """Where a pod reaches a server of this test run: the node IP on the real node, else loopback
-    (the process kubelet runs pods as local processes)."""
-    return os.environ["AGENT_OPERATOR_TEST_NODE_IP"] if real_node() else "127.0.0.1"
+    """Where a pod reaches a server of this test run: the node IP (``devenv/netns-run``)."""
+    return os.environ["AGENT_OPERATOR_TEST_NODE_IP"]
 
 
 def import_node_images(env: TestEnvironment) -> dict[str, str]:

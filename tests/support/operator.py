@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
@@ -216,9 +217,8 @@ def agent_deployment(
     container: dict[str, Any] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    """An AgentDeployment whose pods run the real runner: on the real node, the test agent
-    image's (its entrypoint is the runner); on the process kubelet, this machine's Python.
-    ``container`` sets fields of the agent container (resources, probes, image)."""
+    """An AgentDeployment whose pods run the real runner of the test agent image
+    (``agent_container``). ``container`` sets fields of the agent container (resources, probes, image)."""
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentDeployment",
@@ -241,20 +241,13 @@ def agent_deployment(
 
 
 def agent_container() -> dict[str, Any]:
-    log_level = {"name": "AGENT_LOG_LEVEL", "value": "DEBUG"}
-    if environments.real_node():
-        return {
-            "name": "agent",
-            "image": environments.agent_image(),
-            "imagePullPolicy": "IfNotPresent",
-            "env": [log_level],
-        }
+    """The agent container of a test deployment: the test agent image as imported into the
+    node (its entrypoint is the runner; no ``command``)."""
     return {
         "name": "agent",
-        "image": "livekit-agent-operator/runner:dev",
-        # the process kubelet runs the command on this machine's Python
-        "command": [sys.executable, "-m", "agent_jobrunner.cli"],
-        "env": [{"name": "PYTHONPATH", "value": str(REPO_ROOT)}, log_level],
+        "image": environments.agent_image(),
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": "AGENT_LOG_LEVEL", "value": "DEBUG"}],
     }
 
 
@@ -423,7 +416,7 @@ async def pid(deployments: Deployments, pod: Any) -> int:
 
     async def read() -> int | None:
         got = await deployments.core.read_namespaced_pod(pod.metadata.name, deployments.namespace)
-        return environments.runner_host_pid(got)
+        return await asyncio.to_thread(environments.runner_host_pid, got)  # asks containerd
 
     return await eventually(read, 30, "runner pid")
 

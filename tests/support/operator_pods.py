@@ -1,7 +1,7 @@
 """Pod objects standing in for the operator's own pods (in a cluster, its Deployment's).
 
 They are made from a pod template (the chart's) and bound to a node that does not exist, so
-the process kubelet never runs them; they carry the name and labels an operator pod would.
+the node never runs them; they carry the name and labels an operator pod would.
 A pod bound to a node no kubelet serves would never finish a graceful deletion (and would
 hold its namespace in Terminating), so they are removed with grace 0.
 """
@@ -17,7 +17,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.kube.leader_label import LEADER_LABEL
 
-ELSEWHERE = "no-such-node"  # the process kubelet runs only pods bound to its own node
+ELSEWHERE = "no-such-node"  # the kubelet runs only pods bound to its own node
 
 
 @contextlib.asynccontextmanager

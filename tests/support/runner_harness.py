@@ -1,4 +1,4 @@
-"""A supervisor in the test process and real runner pods run by the process kubelet."""
+"""A supervisor in the test process and real runner pods (containers of the test agent image)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ class Harness:
             SupervisorSettings(reattach_grace=reattach_grace),
             resolver=resolver,
         )
-        self.port = await sup.start(f"127.0.0.1:{self.port}")
+        # on the node IP: the runner pods are containers that dial it there
+        self.port = await sup.start(f"{environments.node_ip()}:{self.port}")
         self.supervisor = sup
         return sup
 
@@ -73,7 +74,7 @@ class Harness:
         name = f"runner-{uuid.uuid4().hex[:6]}"
         body = runner_pod(
             name,
-            f"127.0.0.1:{self.port}",
+            f"{environments.node_ip()}:{self.port}",
             f"{AGENTS}:{entrypoint}",
             {"AGENT_REATTACH_WINDOW_SECONDS": "60", **env},
         )
@@ -147,7 +148,7 @@ class Harness:
     async def pid(self, pod: Any) -> int:
         async def read() -> int | None:
             got = await self.core.read_namespaced_pod(pod.metadata.name, self.namespace)
-            return environments.runner_host_pid(got)
+            return await asyncio.to_thread(environments.runner_host_pid, got)  # asks containerd
 
         return await eventually(read, 30, "runner pid")
 

@@ -10,8 +10,6 @@ import asyncio
 import base64
 import dataclasses
 import json
-import os
-import sys
 import time
 import uuid
 from typing import Any
@@ -29,7 +27,7 @@ from agent_operator.supervisor import (
     PodIdentity,
     RunnerBinding,
 )
-from devenv.environment import REPO_ROOT
+from tests.support import environments
 
 
 @dataclasses.dataclass
@@ -165,7 +163,8 @@ def runner_pod(
     extra_env: dict[str, str] | None = None,
     audience: str = DEFAULT_AUDIENCE,
 ) -> dict[str, Any]:
-    """A job pod whose container runs the real ``agent-jobrunner`` (run by the process kubelet)."""
+    """A job pod whose container runs the real ``agent-jobrunner``: the test agent image, as
+    imported into the node (its entrypoint is the runner)."""
     env = [
         {"name": "AGENT_OPERATOR_ADDRESS", "value": operator_address},
         {"name": "AGENT_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -174,11 +173,6 @@ def runner_pod(
         {"name": "AGENT_RUNNER_TOKEN_PATH", "value": "/var/run/secrets/agentoperator.dev/runner/token"},
         {"name": "AGENT_ENTRYPOINT", "value": entrypoint},
         {"name": "AGENT_LOG_LEVEL", "value": "DEBUG"},
-        # the process kubelet runs this machine's Python: make the repo importable for test agents
-        {
-            "name": "PYTHONPATH",
-            "value": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        },
     ]
     env += [{"name": k, "value": v} for k, v in (extra_env or {}).items()]
     return {
@@ -192,8 +186,8 @@ def runner_pod(
             "containers": [
                 {
                     "name": "runner",
-                    "image": "agent:test",
-                    "command": [sys.executable, "-m", "agent_jobrunner.cli"],
+                    "image": environments.agent_image(),
+                    "imagePullPolicy": "IfNotPresent",
                     "env": env,
                     "volumeMounts": [
                         {"name": "runner-token", "mountPath": "/var/run/secrets/agentoperator.dev/runner"}

@@ -65,7 +65,12 @@ def test_cold_pod_carries_identity_not_secrets() -> None:
 def test_secure_defaults_meet_restricted() -> None:
     pod = build_runner_pod(OWNER, spec({"containers": [{"name": "a", "image": "i"}]}), RUNNER, "p", None)
     ps = pod["spec"]
-    assert ps["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert ps["securityContext"] == {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        "runAsUser": 65532,
+        "runAsGroup": 65532,  # not gid 0, which the kubelet gives a uid it sets without a group
+    }
     assert ps["automountServiceAccountToken"] is False
     sc = ps["containers"][0]["securityContext"]
     assert sc["allowPrivilegeEscalation"] is False
@@ -93,6 +98,7 @@ def test_template_overrides_win_and_operator_env_cannot_be_spoofed() -> None:
     pod = build_runner_pod(OWNER, spec(template), RUNNER, "p", None)
     assert pod["spec"]["restartPolicy"] == "Never"
     assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    assert pod["spec"]["securityContext"]["runAsGroup"] == 1000, "the group follows the uid set"
     assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
     addresses = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "AGENT_OPERATOR_ADDRESS"]
     assert addresses == [{"name": "AGENT_OPERATOR_ADDRESS", "value": "operator.system:50051"}]
@@ -123,3 +129,17 @@ def test_only_transient_api_failures_are_retried() -> None:
     for status in (400, 403, 404, 409, 422):
         assert not transient(ApiException(status=status)), "the answer will not change"
     assert not transient(ValueError("bad body"))
+
+
+def test_the_group_follows_the_runner_containers_uid_and_a_set_group_is_kept() -> None:
+    own_uid = {"containers": [{"name": "a", "image": "i", "securityContext": {"runAsUser": 2000}}]}
+    pod = build_runner_pod(OWNER, spec(own_uid), RUNNER, "p", None)
+    assert "runAsUser" not in pod["spec"]["securityContext"], "the container's uid is not overridden"
+    assert pod["spec"]["securityContext"]["runAsGroup"] == 2000
+    own_group = {
+        "securityContext": {"runAsGroup": 3000},
+        "containers": [{"name": "a", "image": "i"}],
+    }
+    pod = build_runner_pod(OWNER, spec(own_group), RUNNER, "p", None)
+    assert pod["spec"]["securityContext"]["runAsUser"] == 65532
+    assert pod["spec"]["securityContext"]["runAsGroup"] == 3000

@@ -28,6 +28,7 @@ TOKEN_VOLUME = "agentoperator-runner-token"  # noqa: S105 - a volume name
 TMP_VOLUME = "agentoperator-tmp"
 TOKEN_SECONDS = 3600
 DEFAULT_GRACE_SECONDS = 15
+RUNNER_UID = 65532  # the runner image's user (jobrunner/Dockerfile: USER 65532:65532)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +99,7 @@ def build_runner_pod(
     pod_security = pod_spec.setdefault("securityContext", {})
     pod_security.setdefault("runAsNonRoot", True)
     pod_security.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    _default_identity(pod_security, pod_spec["containers"][0].get("securityContext") or {})
 
     volumes = [v for v in pod_spec.get("volumes") or [] if v.get("name") not in (TOKEN_VOLUME, TMP_VOLUME)]
     volumes.append(
@@ -168,6 +170,17 @@ def build_runner_pod(
         },
         "spec": pod_spec,
     }
+
+
+def _default_identity(pod_security: dict[str, Any], runner_security: dict[str, Any]) -> None:
+    """uid and gid 65532 unless the template says otherwise. Without ``runAsGroup`` the kubelet
+    runs a container whose uid it sets with gid 0 (root's group), so the group follows the uid
+    in effect for the runner container: a template that sets only ``runAsUser`` gets that as
+    its group too."""
+    if "runAsUser" not in pod_security and "runAsUser" not in runner_security:
+        pod_security["runAsUser"] = RUNNER_UID
+    if "runAsGroup" not in pod_security and "runAsGroup" not in runner_security:
+        pod_security["runAsGroup"] = runner_security.get("runAsUser", pod_security.get("runAsUser"))
 
 
 def _secure_container(container: dict[str, Any]) -> None:
