@@ -55,7 +55,8 @@ JOB_POD_FAILURES = Counter(
     "Jobs failed by what their pod's status says (they end at once, not at a timeout), by reason: "
     "OOMKilled (a container over its memory limit), ErrImagePull, ImagePullBackOff, "
     "InvalidImageName, ErrImageNeverPull (the image cannot be pulled), Unschedulable (no node fits "
-    "the pod).",
+    "the pod), LivenessProbeFailed, StartupProbeFailed (the kubelet stopped the container for a "
+    "failed probe).",
     (*DEPLOYMENT_LABELS, "reason"),
 )
 JOBS_STARTED = Counter(

@@ -23,8 +23,8 @@ from agent_operator.deployment import DeploymentRuntime
 from agent_operator.handover import Handover
 from agent_operator.kube import runner_tls_secret, timeouts
 from agent_operator.kube.events import EventRecorder
-from agent_operator.kube.pod_failures import pod_failure
-from agent_operator.kube.pods import PodManager, PodTerminator, exit_detail
+from agent_operator.kube.pod_failures import PodFailure, pod_failure, probe_failure, probe_killable
+from agent_operator.kube.pods import PodManager, PodTerminator, brief, exit_detail
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT, LABEL_JOB_ID, Owner, RunnerSettings
 from agent_operator.kube.secrets import read_credentials
 from agent_operator.kube.status import StatusWriter
@@ -234,6 +234,15 @@ class OperatorRuntime:
         job_id = (found.metadata.labels or {}).get(LABEL_JOB_ID, "")
         return RunnerBinding(pod, owner.ref, owner.heartbeat(), job_id=job_id)
 
+    async def _probe_failure(self, pod: PodIdentity, fields: dict[str, str]) -> PodFailure | None:
+        """A failed liveness (or startup) probe the kubelet stopped the pod's container for, as
+        its Events tell; None when they do not (or cannot be read: the runner's word stands)."""
+        try:
+            return probe_failure(await self.pods.events(pod))
+        except Exception as exc:
+            log.warning("could not read the pod's Events: %s", brief(exc), extra=fields)
+            return None
+
     async def on_pod_event(self, event_type: str, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
         uid = meta.get("uid", "")
@@ -252,6 +261,9 @@ class OperatorRuntime:
         if owner is not None and owner.trust.distrusts(identity):
             return  # not taken as ours (kube.pod_trust): left for a person to look at, even finished
         failure = None if meta.get("deletionTimestamp") else pod_failure(pod)
+        record = self.supervisor.job(uid)
+        if failure is None and record is not None and record.outcome is None and probe_killable(pod):
+            failure = await self._probe_failure(identity, record.log_fields())
         if failure is not None:  # before the exit: an OOM kill fails a running job too, at once
             await self.supervisor.pod_failed(uid, failure.reason, failure.message)
         if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):

@@ -51,3 +51,12 @@ async def report_sandbox(ctx: Any) -> None:
         _effective_capabilities(),
     )
     ctx.shutdown("sandbox reported")
+
+
+async def unhealthy_after_start(ctx: Any) -> None:
+    """Joined (the start is reported), then mark itself unhealthy (``/tmp/unhealthy``, which the
+    test's liveness probe checks) and idle until stopped."""
+    await asyncio.sleep(1.0)
+    await asyncio.to_thread(Path("/tmp/unhealthy").write_text, "unhealthy\n")
+    log.info("marked unhealthy for the liveness probe")
+    await asyncio.Event().wait()

@@ -227,3 +227,50 @@ async def test_probes_in_the_template_are_run_by_the_kubelet(
     assert pod.spec.containers[0].liveness_probe.period_seconds == 2
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "probed", "jobsSucceeded", 1, timeout=60)
+
+
+async def test_a_failing_liveness_probe_fails_the_job_with_that_reason(
+    patient_operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """The kubelet stops a container whose liveness probe fails; the runner shuts down on its
+    SIGTERM as on a pod deletion, and exits 0 (restartPolicy Never: no restart). The job must
+    fail, saying the probe failed, not succeed as a clean shutdown (it did, before)."""
+    probe = {
+        "exec": {"command": ["sh", "-c", "test ! -e /tmp/unhealthy"]},
+        "periodSeconds": 1,
+        "failureThreshold": 1,
+    }
+    body = await ready_deployment(
+        deployments,
+        patient_operator,
+        k8s,
+        livekit,
+        "unwell",
+        f"{NODE_AGENTS}:unhealthy_after_start",
+        container={"livenessProbe": probe},
+    )
+    room = f"unwell-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, body["spec"]["agentName"], room)
+    await wait_participant(lk, room, "agent-")
+    await starts_reported(deployments, "unwell", 1)
+    t0 = time.monotonic()
+    status = await status_equals(deployments, "unwell", "jobsFailed", 1, timeout=60)
+    print(f"job started -> failed for its liveness probe: {time.monotonic() - t0:.2f}s")
+    assert status.get("jobsSucceeded", 0) == 0
+    event = await warning_event(deployments, "unwell", "JobEnded", "liveness probe failed")
+    assert "livenessProbe" in event.message, event.message
+    metrics = await patient_operator.metrics()
+    assert (
+        metric_value(
+            metrics,
+            "agent_operator_job_pod_failures_total",
+            deployment="unwell",
+            reason="LivenessProbeFailed",
+        )
+        == 1
+    )
+    await no_pods(deployments, "unwell")

@@ -73,7 +73,8 @@ app.kubernetes.io/component: operator
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  # list: the kubelet's Events on a job pod say when it stopped a container for a failed probe
+  verbs: [create, list]
 # the LiveKit credentials an AgentDeployment references
 - apiGroups: [""]
   resources: [secrets]

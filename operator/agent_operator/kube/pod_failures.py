@@ -1,16 +1,24 @@
 """What a job pod's status says went wrong for good, read from what the kubelet and the
 scheduler write: a container OOM-killed, an image that cannot be pulled, a pod that no node can
-take. Each is a reason (Kubernetes' own word) and a message that says what to fix."""
+take, a container the kubelet stopped because its liveness (or startup) probe failed. Each is a
+reason and a message that says what to fix.
+
+A probe kill leaves no mark in the pod's status (the container just terminates, often with exit
+code 0: the runner shuts down on the kubelet's SIGTERM), only the kubelet's Events on the pod
+(``Killing``: "Container agent failed liveness probe", ``Unhealthy``: the probe's output), so
+``probe_failure`` reads those, for a pod ``probe_killable`` says may have been killed so."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # waiting reasons of a container that will not start without a change to the template
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 MESSAGE_LIMIT = 400
+# the kubelet's Killing Event says "Container <name> failed <probe> probe, will be restarted"
+PROBE_KILLS = {"liveness": "LivenessProbeFailed", "startup": "StartupProbeFailed"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +62,47 @@ def pod_failure(pod: Mapping[str, Any]) -> PodFailure | None:
                 f"no node can run the pod (Unschedulable{': ' + said if said else ''}); lower the "
                 "template's resources.requests or add a node they fit on",
             )
+    return None
+
+
+def probe_killable(pod: Mapping[str, Any]) -> bool:
+    """Whether a container of the pod (not being deleted) has a liveness or startup probe and
+    has terminated: it may have been stopped by the kubelet for a failed probe."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if not any(c.get("livenessProbe") or c.get("startupProbe") for c in containers):
+        return False
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any((s.get("state") or {}).get("terminated") for s in statuses)
+
+
+def probe_failure(events: Sequence[Mapping[str, Any]]) -> PodFailure | None:
+    """The probe kill the pod's Events tell (the kubelet's ``Killing`` for a failed liveness or
+    startup probe), with the probe's last output (its ``Unhealthy`` Event), or None."""
+    for probe, reason in PROBE_KILLS.items():
+        kills = [
+            e
+            for e in events
+            if e.get("reason") == "Killing" and f"failed {probe} probe" in (e.get("message") or "")
+        ]
+        if not kills:
+            continue
+        said = next(
+            (
+                _short(e.get("message") or "")
+                for e in reversed(events)
+                if e.get("reason") == "Unhealthy" and (e.get("message") or "").lower().startswith(probe)
+            ),
+            "",
+        )
+        container = _short(kills[-1].get("message") or "").split(" failed ")[0].removeprefix("Container ")
+        return PodFailure(
+            reason,
+            f"the kubelet stopped container {container} because its {probe} probe failed"
+            f"{' (' + said + ')' if said else ''}; with restartPolicy Never the job ends: fix the "
+            f"template's {probe}Probe, or what it checks in the agent",
+        )
     return None
 
 

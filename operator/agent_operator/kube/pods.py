@@ -94,6 +94,17 @@ class PodManager:
     def __init__(self, api: client.ApiClient) -> None:
         self._core = client.CoreV1Api(api)
 
+    async def events(self, pod: PodIdentity) -> list[dict[str, Any]]:
+        """The Events about the pod (the kubelet's among them), oldest first."""
+        with metrics.kube_call("list_events"):
+            listed = await self._core.list_namespaced_event(
+                pod.namespace,
+                field_selector=f"involvedObject.uid={pod.uid}",
+                _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS,
+            )
+        items: list[dict[str, Any]] = self._core.api_client.sanitize_for_serialization(listed.items)
+        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
     async def create(
         self, pod: dict[str, object], retry_for: float = 0.0, log_fields: Mapping[str, str] | None = None
     ) -> PodIdentity:

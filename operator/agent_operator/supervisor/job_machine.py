@@ -30,6 +30,9 @@ from agent_operator.supervisor.types import (
 )
 
 log = logging.getLogger("agent_operator.supervisor")
+# how long the success of a runner that shut down on a signal nobody here sent waits for its
+# pod's status (a failed liveness probe fails it instead); it ends sooner once the pod exits
+SIGNALLED_HOLD_SECONDS = 10.0
 
 
 class StartFailed(Exception):
@@ -73,6 +76,7 @@ class JobMachine:
         record = slot.job
         if record is None or record.state is JobState.ENDED:
             return record.outcome if record else None
+        slot.shutdown_asked = True
         session = slot.session
         if session is not None and not session.closed:
             with contextlib.suppress(SessionClosed):
@@ -94,6 +98,9 @@ class JobMachine:
 
     async def unit_exited(self, slot: PodSlot, detail: str) -> None:
         record = slot.job
+        if record is not None and slot.held is not None:
+            await self.end(slot, slot.held)  # it exited, and nothing said it failed
+            return
         if record is None or record.state is not JobState.ASSIGNED or slot.attached:
             return
         await self.end(
@@ -133,7 +140,7 @@ class JobMachine:
 
     def detached(self, slot: PodSlot, why: str) -> None:
         record = slot.job
-        if record is not None and record.state is not JobState.ENDED:
+        if record is not None and record.state is not JobState.ENDED and slot.held is None:
             grace = self.reattach_grace
             slot.set_timer("reattach", self._reattach_timeout(slot, grace, why))
 
@@ -187,7 +194,23 @@ class JobMachine:
             reason = msg.user_exit.reason or "entrypoint finished"
             await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, reason))
         elif kind == "shutdown_response" and self._matches(slot, session, msg.shutdown_response.job_id):
-            await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, "shut down on request"))
+            if slot.shutdown_asked:
+                await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, "shut down on request"))
+            else:
+                self.signalled(slot)
+
+    def signalled(self, slot: PodSlot) -> None:
+        """The runner shut down on a signal the operator did not send: the kubelet's SIGTERM,
+        for the pod's deletion or for a failed liveness probe. Which one only the pod's status
+        and Events tell, so the job's success is held until the pod exits (``unit_exited``) or
+        a failure found there ends it (``pod_failed``), or for ``SIGNALLED_HOLD_SECONDS``."""
+        record = slot.job
+        if record is None or record.state is JobState.ENDED or slot.held is not None:
+            return
+        slot.held = JobOutcome(OutcomeStatus.SUCCESS, "shut down on a signal")
+        slot.cancel_timer("reattach")
+        log.info("runner shut down on a signal; its outcome waits for the pod's status", extra=slot.fields())
+        slot.set_timer("signalled", self._held_timeout(slot))
 
     def _matches(self, slot: PodSlot, session: RunnerSession, job_id: str) -> bool:
         record = slot.job
@@ -248,6 +271,11 @@ class JobMachine:
                 terminate="start timeout",
             )
 
+    async def _held_timeout(self, slot: PodSlot) -> None:
+        await asyncio.sleep(SIGNALLED_HOLD_SECONDS)
+        if slot.held is not None:
+            await self.end(slot, slot.held)
+
     async def _reattach_timeout(self, slot: PodSlot, grace: float, why: str) -> None:
         await asyncio.sleep(grace)
         record = slot.job
@@ -268,6 +296,8 @@ class JobMachine:
         record.outcome = outcome
         slot.cancel_timer("start")
         slot.cancel_timer("reattach")
+        slot.cancel_timer("signalled")
+        slot.held = None
         slot.request = None
         fut = slot.started
         if fut is not None and not fut.done():

@@ -16,7 +16,7 @@ from typing import Any
 
 from agent_jobrunner.protocol import pb
 from agent_operator.supervisor.session import RunnerSession
-from agent_operator.supervisor.types import JobRecord, RunnerBinding
+from agent_operator.supervisor.types import JobOutcome, JobRecord, RunnerBinding
 
 
 @dataclasses.dataclass(eq=False)
@@ -28,6 +28,10 @@ class PodSlot:
     started: asyncio.Future[JobRecord] | None = None
     ended: asyncio.Event | None = None
     timers: dict[str, asyncio.Task[None]] = dataclasses.field(default_factory=dict)
+    shutdown_asked: bool = False  # the operator sent the runner a ShutdownRequest
+    # a runner that shut down on a signal the operator did not send (the kubelet's SIGTERM):
+    # the outcome it would have, held until the pod's status says why (JobMachine.signalled)
+    held: JobOutcome | None = None
 
     @property
     def uid(self) -> str:
