@@ -65,6 +65,28 @@ async def warning_event(deployments: Deployments, name: str, reason: str, text: 
     return await eventually(find, 30, f"{reason} Event of {name} saying {text!r}")
 
 
+async def started_job(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+    name: str,
+    agent: str,
+    **container: Any,
+) -> str:
+    """A deployment of the node agent ``agent`` (``container``: fields of its container), one job
+    dispatched to a new room and reported started; the room."""
+    body = await ready_deployment(
+        deployments, operator, k8s, livekit, name, f"{NODE_AGENTS}:{agent}", container=container
+    )
+    room = f"{name}-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, body["spec"]["agentName"], room)
+    await wait_participant(lk, room, "agent-")
+    await starts_reported(deployments, name, 1)
+    return room
+
+
 async def test_an_agent_over_its_memory_limit_fails_its_job_as_oomkilled_at_once(
     patient_operator: OperatorProcess,
     deployments: Deployments,
@@ -73,19 +95,9 @@ async def test_an_agent_over_its_memory_limit_fails_its_job_as_oomkilled_at_once
     lk: api.LiveKitAPI,
 ) -> None:
     resources = {"requests": {"memory": "200Mi"}, "limits": {"memory": "200Mi"}}
-    body = await ready_deployment(
-        deployments,
-        patient_operator,
-        k8s,
-        livekit,
-        "hog",
-        f"{NODE_AGENTS}:hog_memory",
-        container={"resources": resources},
+    await started_job(
+        patient_operator, deployments, k8s, livekit, lk, "hog", "hog_memory", resources=resources
     )
-    room = f"oom-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    await wait_participant(lk, room, "agent-")
-    await starts_reported(deployments, "hog", 1)
     t0 = time.monotonic()
     await status_equals(deployments, "hog", "jobsFailed", 1, timeout=60)
     elapsed = time.monotonic() - t0
@@ -244,19 +256,8 @@ async def test_a_failing_liveness_probe_fails_the_job_with_that_reason(
         "periodSeconds": 1,
         "failureThreshold": 1,
     }
-    body = await ready_deployment(
-        deployments,
-        patient_operator,
-        k8s,
-        livekit,
-        "unwell",
-        f"{NODE_AGENTS}:unhealthy_after_start",
-        container={"livenessProbe": probe},
-    )
-    room = f"unwell-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    await wait_participant(lk, room, "agent-")
-    await starts_reported(deployments, "unwell", 1)
+    agent = "unhealthy_after_start"
+    await started_job(patient_operator, deployments, k8s, livekit, lk, "unwell", agent, livenessProbe=probe)
     t0 = time.monotonic()
     status = await status_equals(deployments, "unwell", "jobsFailed", 1, timeout=60)
     print(f"job started -> failed for its liveness probe: {time.monotonic() - t0:.2f}s")
