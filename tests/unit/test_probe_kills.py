@@ -19,10 +19,11 @@ from agent_operator.supervisor import (
     OutcomeStatus,
     PodIdentity,
     RunnerBinding,
+    Supervisor,
 )
 from agent_operator.supervisor.job_machine import JobMachine
 from agent_operator.supervisor.slots import PodSlot
-from tests.unit.test_supervisor_forget import Outcomes, Terminations, start_request
+from tests.unit.test_supervisor_forget import Outcomes, Refuses, Terminations, start_request
 
 pytestmark = pytest.mark.unit
 
@@ -150,3 +151,21 @@ async def test_a_shutdown_the_operator_asked_for_succeeds_at_once() -> None:
     await m.close()
     assert outcome is not None
     assert (outcome.status, outcome.reason) == (OutcomeStatus.SUCCESS, "shut down on request")
+
+
+async def test_a_runner_that_shut_down_for_its_pods_deletion_succeeds_when_the_pod_is_gone() -> None:
+    """Someone deleted the pod mid-call: the runner shut down cleanly on the SIGTERM, and the
+    pod's DELETED (no exit is reported for a pod being deleted) ends the job as that success."""
+    outcomes = Outcomes()
+    supervisor = Supervisor(Refuses(), Terminations(), listener=outcomes)
+    pod = PodIdentity("ns", "voice-j3-ab", "uid-3")
+    supervisor.expect(RunnerBinding(pod, DeploymentRef("ns", "voice"), HeartbeatSettings(start_timeout=3600)))
+    await supervisor.assign(pod.uid, start_request("J3"))
+    slot = supervisor._slots.get(pod.uid)
+    assert slot is not None
+    supervisor._machine.signalled(slot)
+    await supervisor.forget(pod.uid)
+    await asyncio.wait_for(outcomes.got.wait(), 5)
+    await supervisor.stop()
+    [(_, outcome)] = outcomes.ended
+    assert (outcome.status, outcome.reason) == (OutcomeStatus.SUCCESS, "shut down on a signal")

@@ -144,12 +144,15 @@ class Supervisor:
 
     async def forget(self, pod_uid: str) -> None:
         """The pod is gone: a job it still had ends now (failed: nothing else would end it,
-        its timers go with the pod), then its slot is dropped and its stream closed."""
+        its timers go with the pod; unless its runner had shut down on the deletion's SIGTERM,
+        which stands), then its slot is dropped and its stream closed."""
         slot = self._slots.get(pod_uid)
         if slot is None:
             return
         await self._machine.end(
-            slot, JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended")
+            slot,
+            slot.held
+            or JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended"),
         )
         self._slots.drop(pod_uid)
         await slot.close_timers()
