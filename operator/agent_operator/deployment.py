@@ -214,6 +214,7 @@ class DeploymentRuntime:
             busy=self.jobs.busy,
             serving=not self.draining and self.blocked_reason != "InvalidSpec",
             paused=self.services.handover.active,
+            waiting=self.jobs.waiting_for_pod,
         )
 
     # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
@@ -270,13 +271,16 @@ class DeploymentRuntime:
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
     ) -> None:
         info = job_info(request, fields)
+
+        def hold(pod: PodIdentity) -> None:
+            entry.pod = pod
+
         try:
-            placement, pooled = await self.pool.place(spec, info, fields)
+            placement, pooled = await self.pool.place(spec, info, fields, hold)
         except Exception as exc:
             await self.ends.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
             return
         pod = placement.pod
-        entry.pod = pod
         entry.phase = Phase.STARTING
         fields = entry.log_fields(self.fields)
         metrics.JOB_STARTS_BY_PATH.labels(*self._labels, placement.path).inc()
