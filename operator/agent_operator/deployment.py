@@ -10,6 +10,7 @@ modules.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -225,8 +226,15 @@ class DeploymentRuntime:
             return agent.AvailabilityResponse(job_id=job.id, available=False)
         worker = self.registration.worker
         if self.services.handover.active and worker is not None:
-            self._tasks.spawn(pass_on(self.services.handover, worker.answer, job, self.fields, self._labels))
-            return None  # answered by _pass_on
+            take = functools.partial(self._answer, job)  # when no successor serves in time
+            self._tasks.spawn(
+                pass_on(self.services.handover, worker.answer, job, self.fields, self._labels, take)
+            )
+            return None  # answered by pass_on
+        return self._answer(job)
+
+    def _answer(self, job: agent.Job) -> agent.AvailabilityResponse:
+        """The answer to an offer from this deployment's capacity."""
         verdict = decisions.availability(self.capacity())
         metrics.AVAILABILITY_ANSWERS.labels(
             *self._labels, "yes" if verdict.accept else "no", verdict.reason

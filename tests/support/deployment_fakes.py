@@ -162,6 +162,7 @@ class Reports:
 
     def __init__(self) -> None:
         self.updates: list[tuple[str, int, str]] = []
+        self.answers: list[agent.AvailabilityResponse] = []
         self.gate = Gate()
 
     async def update_job(self, job_id: str, status: int, error: str = "") -> bool:
@@ -170,7 +171,7 @@ class Reports:
         return True
 
     async def answer(self, response: agent.AvailabilityResponse) -> None:
-        return None
+        self.answers.append(response)
 
 
 @dataclasses.dataclass
