@@ -3,8 +3,8 @@
 It answers LiveKit (availability from capacity, assignment -> pod -> runner), hears from
 the supervisor how each job went, and keeps the resource's status and Events. Each job is
 one record in ``self.jobs`` (see ``jobs``); its collaborators are passed in
-(``collaborators``). Registration, adoption after a restart and drain live in their own
-modules.
+(``collaborators``). Registration, adoption after a restart, drain and whether it can
+serve (``readiness``, whence its conditions) live in their own modules.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
-from agent_operator.conditions import DeploymentState, conditions
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.drain import drain
 from agent_operator.handover import pass_on
@@ -30,6 +29,7 @@ from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube.podspec import Owner
 from agent_operator.kube.status import Condition
 from agent_operator.offers import attributes, job_info, participant, start_request
+from agent_operator.readiness import Readiness
 from agent_operator.registration import Registration, short
 from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
 from agent_operator.status_report import StatusSnapshot, report_status
@@ -60,17 +60,19 @@ class DeploymentRuntime:
         self.fields = {"deployment": str(self.ref)}
         self.jobs = JobTable()
         self.draining = False
-        self.blocked = ""  # why this deployment cannot serve (spec or credentials)
-        self.blocked_reason = ""
-        self.connect_error = ""
-        self._registered_once = False
         self.status_writer = services.status_writer(owner)
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
         self._labels = (owner.namespace, owner.name)
+        self.readiness = Readiness(self.fields, self._labels, self.event, self.mark_dirty)
         self.registration = Registration(
-            owner, services.read_credentials, self, self.fields, self._block, self._unblock_credentials
+            owner,
+            services.read_credentials,
+            self,
+            self.fields,
+            self.readiness.block,
+            self.readiness.unblock_credentials,
         )
         # signs the pods this deployment makes and checks the ones it finds (kube.pod_trust)
         self.trust = DeploymentTrust(owner, self.fields, self.event, lambda: self.registration.credentials)
@@ -135,14 +137,10 @@ class DeploymentRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
         """A new generation of the resource (from the watch)."""
-        invalid = self.blocked if self.blocked_reason == "InvalidSpec" else ""
-        if generation == self.generation and spec == self.spec and error == invalid:
+        if generation == self.generation and spec == self.spec and error == self.readiness.invalid_spec:
             return
         self.spec, self.generation = spec, generation
-        if error:
-            self._block("InvalidSpec", error)
-        elif self.blocked_reason == "InvalidSpec":
-            self.blocked = self.blocked_reason = ""
+        self.readiness.spec_checked(error)
         self._changed.set()
         self._dirty.set()
         self.pool.wake()
@@ -159,7 +157,7 @@ class DeploymentRuntime:
         try:
             await self.registration.run(
                 lambda: self.spec,
-                lambda: self.blocked_reason == "InvalidSpec",
+                lambda: bool(self.readiness.invalid_spec),
                 self._changed,
                 stopping,
                 self.mark_dirty,
@@ -185,18 +183,6 @@ class DeploymentRuntime:
             if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
 
-    def _block(self, reason: str, message: str) -> None:
-        if (self.blocked_reason, self.blocked) != (reason, message):
-            log.warning("deployment cannot serve: %s", message, extra=self.fields)
-            self.event("NotReady" if reason != "InvalidSpec" else "InvalidSpec", message, warning=True)
-        self.blocked_reason, self.blocked = reason, message
-        self._dirty.set()
-
-    def _unblock_credentials(self) -> None:
-        if self.blocked_reason not in ("", "InvalidSpec"):
-            log.info("credentials usable again", extra=self.fields)
-            self.blocked = self.blocked_reason = ""
-
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self) -> decisions.Capacity:
         return decisions.Capacity(
@@ -206,14 +192,14 @@ class DeploymentRuntime:
             registered=bool(self.worker_id),
             draining=self.draining,
             target_load=self.spec.target_load if self.spec else DEFAULT_TARGET_LOAD,
-            blocked_reason=self.blocked,
+            blocked_reason=self.readiness.blocked,
         )
 
     def _pool_demand(self) -> PoolDemand:
         return PoolDemand(
             spec=self.spec,
             busy=self.jobs.busy,
-            serving=not self.draining and self.blocked_reason != "InvalidSpec",
+            serving=not self.draining and not self.readiness.invalid_spec,
             paused=self.services.handover.active,
             waiting=self.jobs.waiting_for_pod,
         )
@@ -332,19 +318,10 @@ class DeploymentRuntime:
         await self.services.supervisor.shutdown_job(entry.pod.uid, reason, grace)
 
     async def registered(self, worker_id: str) -> None:
-        first, self._registered_once = not self._registered_once, True
-        self.connect_error = ""
-        metrics.WORKER_CONNECTED.labels(*self._labels).set(1)
-        self.event(
-            "WorkerRegistered", f"registered with LiveKit as worker {worker_id}" + ("" if first else " again")
-        )
-        self._dirty.set()
+        self.readiness.registered(worker_id)
 
     async def disconnected(self, reason: str) -> None:
-        self.connect_error = reason
-        metrics.WORKER_CONNECTED.labels(*self._labels).set(0)
-        metrics.WORKER_RECONNECTS.labels(*self._labels).inc()
-        self._dirty.set()
+        self.readiness.disconnected(reason)
 
     def status(self) -> agent.UpdateWorkerStatus:
         return decisions.worker_status(self.capacity())
@@ -411,16 +388,7 @@ class DeploymentRuntime:
         )
 
     def conditions(self) -> list[Condition]:
-        return conditions(
-            DeploymentState(
-                worker_id=self.worker_id,
-                connect_error=self.connect_error,
-                blocked_reason=self.blocked_reason,
-                blocked=self.blocked,
-                draining=self.draining,
-                recent=tuple(self.ends.recent),
-            )
-        )
+        return self.readiness.conditions(self.worker_id, self.draining, tuple(self.ends.recent))
 
     # -- helpers ------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:

@@ -193,7 +193,7 @@ class OperatorRuntime:
     def serving(self, namespace: str, name: str) -> bool:
         """This deployment's worker is registered, or it cannot be (a reason is in its status)."""
         dep = self.deployments.get((namespace, name))
-        return dep is not None and (bool(dep.worker_id) or bool(dep.blocked))
+        return dep is not None and (bool(dep.worker_id) or bool(dep.readiness.blocked))
 
     def deployment_changed(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
