@@ -7,11 +7,13 @@ while jobs are placed, and count pods the way the e2e burst test samples them.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any, cast
 
 import pytest
 from livekit.protocol import agent
 
 from agent_operator.jobs import Phase
+from agent_operator.runtime import OperatorConfig, OperatorRuntime
 from agent_operator.vocabulary import PodIdentity
 from tests.support.deployment_fakes import Harness, assignment, harness, offer, settle, spec
 
@@ -118,3 +120,34 @@ async def test_a_job_that_finds_no_room_within_its_start_timeout_fails_clearly()
     assert "maxConcurrentJobs 2" in error
     assert h.pods.created == []
     assert "J1" not in h.dep.jobs
+
+
+async def test_a_finished_pool_pod_counts_until_its_delete_returns() -> None:
+    """A pool pod's runner exited (its pod Failed). The pod stays in the API server's list
+    until the operator's delete of it returns: a replacement made before that is one pod too
+    many."""
+    h = harness(spec(maxConcurrentJobs=5, warmPool={"size": 2}))
+    await full_house(h)
+    runtime = OperatorRuntime(OperatorConfig(runner_address="127.0.0.1:50051"))
+    runtime.supervisor, runtime.pods = cast(Any, h.supervisor), cast(Any, h.pods)
+    runtime.deployments[("ns", "voice")] = h.dep
+    pool_pod = next(iter(h.dep.pool.pods.values()))
+    body = {
+        "metadata": {
+            "namespace": pool_pod.namespace,
+            "name": pool_pod.name,
+            "uid": pool_pod.uid,
+            "labels": {"agentoperator.dev/deployment": "voice"},
+        },
+        "status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"exitCode": 1}}}]},
+    }
+    h.pods.delete_gate.close()
+    event = asyncio.ensure_future(runtime.on_pod_event("MODIFIED", body))
+    await settle(lambda: h.pods.delete_gate.waiting)
+    await h.dep.pool.reconcile()  # the pool refills while that delete is in flight
+    h.pods.delete_gate.open()
+    await event
+    assert h.pods.peak <= 5, f"{h.pods.peak} live pods at once at maxConcurrentJobs 5"
+    await h.dep.pool.reconcile()
+    assert pool_pod.uid not in h.pods.live
+    assert len(h.pods.live) == 5, "replaced once its delete returned"
