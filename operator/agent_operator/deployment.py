@@ -46,6 +46,9 @@ from agent_operator.warm_pool import PoolDemand, WarmPool
 log = logging.getLogger("agent_operator.deployment")
 
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
+# at a stop, placements in flight finish first: a job LiveKit gave us gets its pod (and its
+# signed job label), from which the next operator resumes it
+PLACEMENT_SETTLE_SECONDS = 10.0
 
 
 class DeploymentRuntime:
@@ -64,15 +67,12 @@ class DeploymentRuntime:
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
+        self._placing = BackgroundTasks(log, "placement", self.fields)
         self._labels = (owner.namespace, owner.name)
         self.readiness = Readiness(self.fields, self._labels, self.event, self.mark_dirty)
+        ready = self.readiness
         self.registration = Registration(
-            owner,
-            services.read_credentials,
-            self,
-            self.fields,
-            self.readiness.block,
-            self.readiness.unblock_credentials,
+            owner, services.read_credentials, self, self.fields, ready.block, ready.unblock_credentials
         )
         # signs the pods this deployment makes and checks the ones it finds (kube.pod_trust)
         self.trust = DeploymentTrust(owner, self.fields, self.event, lambda: self.registration.credentials)
@@ -108,7 +108,7 @@ class DeploymentRuntime:
                 credentials=lambda: self.registration.credentials,
                 credentials_ready=self.registration.credentials_ready,
                 changed=self.mark_dirty,
-                spawn=self.spawn,
+                spawn=self._tasks.spawn,
                 event=self.event,
                 trust=self.trust,
             ),
@@ -174,6 +174,8 @@ class DeploymentRuntime:
                     self.event,
                 )
         finally:
+            await self._placing.settle(PLACEMENT_SETTLE_SECONDS)
+            await self._placing.close()
             await self.registration.stop()
             status.cancel()
             pool.cancel()
@@ -257,9 +259,8 @@ class DeploymentRuntime:
             entry.identity, entry.name = participant(spec, job, self.owner.name)
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
-        self._tasks.spawn(
-            self._place(entry, start_request(assignment, spec, entry.identity, entry.name), spec, fields)
-        )
+        request = start_request(assignment, spec, entry.identity, entry.name)
+        self._placing.spawn(self._place(entry, request, spec, fields))
 
     async def _place(
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
@@ -281,7 +282,7 @@ class DeploymentRuntime:
         if pooled:
             log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
             signature = self.trust.busy_signature(pod, spec.template_hash(), info)
-            self._tasks.spawn(self.services.pods.mark_busy(pod, info, signature))
+            self._placing.spawn(self.services.pods.mark_busy(pod, info, signature))
             self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
         else:
             log.info("job assigned; pod created (cold path)", extra=fields)
@@ -393,6 +394,3 @@ class DeploymentRuntime:
     # -- helpers ------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self._tasks.spawn(self.services.events.record(self.owner, reason, message, warning))
-
-    def spawn(self, coro: Any) -> None:
-        self._tasks.spawn(coro)

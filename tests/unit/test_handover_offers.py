@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from agent_operator.jobs import Phase
-from tests.support.deployment_fakes import harness, offer, settle
+from tests.support.deployment_fakes import assignment, harness, offer, settle
 
 pytestmark = pytest.mark.unit
 
@@ -43,3 +43,23 @@ async def test_an_offer_held_until_the_next_operator_serves_is_passed_on() -> No
     (answer,) = h.reports.answers
     assert (answer.job_id, answer.available) == ("J1", False)
     assert "J1" not in h.dep.jobs
+
+
+async def test_a_job_being_placed_when_the_operator_stops_gets_its_pod_first() -> None:
+    """The leaving operator took a call (above) and is creating its pod when the handover
+    ends and it stops. Cancelling that would leave a job LiveKit thinks is running with no
+    pod for the next operator to resume it from; the stop waits for the placement."""
+    h = harness(registered=False)
+    stopping = asyncio.Event()
+    running = asyncio.ensure_future(h.dep.run(stopping, lambda: False))
+    await settle()
+    h.pods.create_gate.close()
+    await h.dep.assignment(assignment("J1"))
+    await settle(lambda: h.pods.create_gate.waiting)
+    stopping.set()
+    h.dep._changed.set()  # wakes the registration loop, as a spec change does
+    await asyncio.sleep(0.2)
+    h.pods.create_gate.open()
+    await asyncio.wait_for(running, 20)
+    assert len(h.pods.created) == 1, "the job's pod was made: the next operator resumes it from there"
+    assert [uid for uid, _, _ in h.supervisor.assigned] == [h.pods.created[0].uid]
