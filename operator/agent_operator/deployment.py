@@ -368,9 +368,12 @@ class DeploymentRuntime:
             self.jobs.adopt(entry)
         await self.ends.finish(entry, outcome)
 
-    async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
-        """The pod was deleted (or, ``final`` terminal, finished)."""
-        self.pool.gone(pod.uid)
+    async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None, deleted: bool = True) -> None:
+        """The pod was deleted (or, ``final`` terminal, finished); not ``deleted``: it is still
+        listed live (its delete failed), and keeps counting against the cap."""
+        if deleted:
+            self.pool.gone(pod.uid)
+            self.ends.pod_gone(pod.uid)
         self.trust.forget(pod)
         await self.adoption.pod_gone(pod, final)
 

@@ -261,11 +261,13 @@ class OperatorRuntime:
             # lists it live, and it counts against maxConcurrentJobs (warm_pool.room)
             record = self.supervisor.job(uid)
             if record is None or record.outcome is not None:
+                deleted = False
                 try:
                     await self.pods.delete(identity)
+                    deleted = True
                 finally:  # its outcome is reported even when the delete failed
                     if owner is not None:
-                        await owner.pod_gone(identity, pod)
+                        await owner.pod_gone(identity, pod, deleted)
 
     # -- SupervisorListener: routed by the binding's deployment ---------------------------------
     def _deployment(self, binding: RunnerBinding) -> DeploymentRuntime | None:

@@ -14,6 +14,7 @@ from livekit.protocol import agent
 
 from agent_operator.jobs import Phase
 from agent_operator.runtime import OperatorConfig, OperatorRuntime
+from agent_operator.supervisor import JobOutcome, OutcomeStatus
 from agent_operator.vocabulary import PodIdentity
 from tests.support.deployment_fakes import Harness, assignment, harness, offer, settle, spec
 
@@ -151,3 +152,32 @@ async def test_a_finished_pool_pod_counts_until_its_delete_returns() -> None:
     await h.dep.pool.reconcile()
     assert pool_pod.uid not in h.pods.live
     assert len(h.pods.live) == 5, "replaced once its delete returned"
+
+
+async def test_an_ended_job_whose_pod_delete_failed_keeps_its_slot_until_the_pod_is_gone() -> None:
+    """The call ended and LiveKit heard it, but the delete of its pod failed (the API server
+    away): the pod is still live, so its slot stays taken, and the pool makes no pod in its
+    place, until the pod is seen gone."""
+    h = harness(spec(maxConcurrentJobs=5, warmPool={"size": 2}))
+    await full_house(h)
+    entry = h.dep.jobs.get("J1")
+    assert entry is not None
+    assert entry.pod is not None
+    job_pod = entry.pod
+    real_delete = h.pods.delete
+
+    async def failing_delete(pod: PodIdentity, grace_seconds: int | None = None) -> None:
+        if pod.uid == job_pod.uid:
+            raise OSError("connection refused")
+        await real_delete(pod, grace_seconds)
+
+    h.pods.delete = failing_delete  # type: ignore[method-assign]
+    await h.dep.ends.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "done"))
+    assert [(j, s) for j, s, _ in h.reports.updates] == [("J1", agent.JS_SUCCESS)]
+    await h.dep.pool.reconcile()
+    assert h.pods.peak <= 5, f"{h.pods.peak} live pods at once at maxConcurrentJobs 5"
+    assert h.dep.jobs.busy == 3, "the slot of a pod still live is not free"
+    h.pods.live.pop(job_pod.uid)  # someone deleted it after all: the pod watch says DELETED
+    await h.dep.pod_gone(job_pod, None)
+    assert "J1" not in h.dep.jobs
+    assert h.dep.jobs.busy == 2
