@@ -15,6 +15,7 @@ from agent_operator import metrics
 log = logging.getLogger("agent_operator.deployment")
 
 HANDOVER_HOLD_SECONDS = 2.0  # LiveKit's job request times out after 3 s (psrpc's default)
+CLOCK_SKEW_LIMIT = 10.0  # an offer sent longer ago than this (or in the future): skewed clocks
 
 
 class Handover:
@@ -50,7 +51,7 @@ async def pass_on(
     fields = {**fields, "job_id": job.id, "room": job.room.name}
     held = time.monotonic()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(handover.successor_ready.wait(), handover.hold)
+        await asyncio.wait_for(handover.successor_ready.wait(), hold_left(job, handover.hold, time.time()))
     if not handover.successor_ready.is_set():
         log.info(
             "the next operator does not serve yet (held %.2fs); answering the offer here",
@@ -62,3 +63,14 @@ async def pass_on(
     metrics.AVAILABILITY_ANSWERS.labels(*labels, "no", "handover").inc()
     log.info("passed the job on to the next operator (held %.2fs)", time.monotonic() - held, extra=fields)
     await answer(agent.AvailabilityResponse(job_id=job.id, available=False))
+
+
+def hold_left(job: agent.Job, hold: float, now: float) -> float:
+    """What is left of the hold, counted from when LiveKit sent the offer (the job state's
+    ``updated_at``): a loaded operator reads it late (2-3 s measured at load 20), and
+    LiveKit's job request ends 3 s after it began. A time that looks skewed is not trusted."""
+    sent = job.state.updated_at / 1e9
+    elapsed = now - sent
+    if sent <= 0 or not 0.0 <= elapsed <= CLOCK_SKEW_LIMIT:
+        return hold
+    return max(0.0, hold - elapsed)
