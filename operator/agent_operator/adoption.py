@@ -118,6 +118,8 @@ class Adoption:
         annotations = meta.get("annotations") or {}
         job_id = labels.get(LABEL_JOB_ID, "")
         verdict = dep.trust.check(pod, key or dep.trust.key)
+        if verdict == "unverified" and jobs_only:
+            return False  # its runner attached before the pods were listed: it retries, they judge it
         if verdict == "unverified":  # an idle pod, no key to check it with: replace it
             log.info(
                 "replacing idle pod %s: no credentials to check its signature",

@@ -3,13 +3,14 @@
 It answers LiveKit (availability from capacity, assignment -> pod -> runner), hears from
 the supervisor how each job went, and keeps the resource's status and Events. Each job is
 one record in ``self.jobs`` (see ``jobs``); its collaborators are passed in
-(``collaborators``). Registration, adoption after a restart and drain live in their own
-modules.
+(``collaborators``). Registration, adoption after a restart, drain and whether it can
+serve (``readiness``, whence its conditions) live in their own modules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +21,6 @@ from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
-from agent_operator.conditions import DeploymentState, conditions
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.drain import drain
 from agent_operator.handover import pass_on
@@ -29,6 +29,7 @@ from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube.podspec import Owner
 from agent_operator.kube.status import Condition
 from agent_operator.offers import attributes, job_info, participant, start_request
+from agent_operator.readiness import Readiness
 from agent_operator.registration import Registration, short
 from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
 from agent_operator.status_report import StatusSnapshot, report_status
@@ -45,6 +46,9 @@ from agent_operator.warm_pool import PoolDemand, WarmPool
 log = logging.getLogger("agent_operator.deployment")
 
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
+# at a stop, placements in flight finish first: a job LiveKit gave us gets its pod (and its
+# signed job label), from which the next operator resumes it
+PLACEMENT_SETTLE_SECONDS = 10.0
 
 
 class DeploymentRuntime:
@@ -59,17 +63,16 @@ class DeploymentRuntime:
         self.fields = {"deployment": str(self.ref)}
         self.jobs = JobTable()
         self.draining = False
-        self.blocked = ""  # why this deployment cannot serve (spec or credentials)
-        self.blocked_reason = ""
-        self.connect_error = ""
-        self._registered_once = False
         self.status_writer = services.status_writer(owner)
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
+        self._placing = BackgroundTasks(log, "placement", self.fields)
         self._labels = (owner.namespace, owner.name)
+        self.readiness = Readiness(self.fields, self._labels, self.event, self.mark_dirty)
+        ready = self.readiness
         self.registration = Registration(
-            owner, services.read_credentials, self, self.fields, self._block, self._unblock_credentials
+            owner, services.read_credentials, self, self.fields, ready.block, ready.unblock_credentials
         )
         # signs the pods this deployment makes and checks the ones it finds (kube.pod_trust)
         self.trust = DeploymentTrust(owner, self.fields, self.event, lambda: self.registration.credentials)
@@ -105,7 +108,7 @@ class DeploymentRuntime:
                 credentials=lambda: self.registration.credentials,
                 credentials_ready=self.registration.credentials_ready,
                 changed=self.mark_dirty,
-                spawn=self.spawn,
+                spawn=self._tasks.spawn,
                 event=self.event,
                 trust=self.trust,
             ),
@@ -134,14 +137,10 @@ class DeploymentRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
         """A new generation of the resource (from the watch)."""
-        invalid = self.blocked if self.blocked_reason == "InvalidSpec" else ""
-        if generation == self.generation and spec == self.spec and error == invalid:
+        if generation == self.generation and spec == self.spec and error == self.readiness.invalid_spec:
             return
         self.spec, self.generation = spec, generation
-        if error:
-            self._block("InvalidSpec", error)
-        elif self.blocked_reason == "InvalidSpec":
-            self.blocked = self.blocked_reason = ""
+        self.readiness.spec_checked(error)
         self._changed.set()
         self._dirty.set()
         self.pool.wake()
@@ -158,7 +157,7 @@ class DeploymentRuntime:
         try:
             await self.registration.run(
                 lambda: self.spec,
-                lambda: self.blocked_reason == "InvalidSpec",
+                lambda: bool(self.readiness.invalid_spec),
                 self._changed,
                 stopping,
                 self.mark_dirty,
@@ -175,6 +174,8 @@ class DeploymentRuntime:
                     self.event,
                 )
         finally:
+            await self._placing.settle(PLACEMENT_SETTLE_SECONDS)
+            await self._placing.close()
             await self.registration.stop()
             status.cancel()
             pool.cancel()
@@ -183,18 +184,6 @@ class DeploymentRuntime:
             await self.registration.close()
             if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
-
-    def _block(self, reason: str, message: str) -> None:
-        if (self.blocked_reason, self.blocked) != (reason, message):
-            log.warning("deployment cannot serve: %s", message, extra=self.fields)
-            self.event("NotReady" if reason != "InvalidSpec" else "InvalidSpec", message, warning=True)
-        self.blocked_reason, self.blocked = reason, message
-        self._dirty.set()
-
-    def _unblock_credentials(self) -> None:
-        if self.blocked_reason not in ("", "InvalidSpec"):
-            log.info("credentials usable again", extra=self.fields)
-            self.blocked = self.blocked_reason = ""
 
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self) -> decisions.Capacity:
@@ -205,15 +194,16 @@ class DeploymentRuntime:
             registered=bool(self.worker_id),
             draining=self.draining,
             target_load=self.spec.target_load if self.spec else DEFAULT_TARGET_LOAD,
-            blocked_reason=self.blocked,
+            blocked_reason=self.readiness.blocked,
         )
 
     def _pool_demand(self) -> PoolDemand:
         return PoolDemand(
             spec=self.spec,
             busy=self.jobs.busy,
-            serving=not self.draining and self.blocked_reason != "InvalidSpec",
+            serving=not self.draining and not self.readiness.invalid_spec,
             paused=self.services.handover.active,
+            waiting=self.jobs.waiting_for_pod,
         )
 
     # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
@@ -224,8 +214,15 @@ class DeploymentRuntime:
             return agent.AvailabilityResponse(job_id=job.id, available=False)
         worker = self.registration.worker
         if self.services.handover.active and worker is not None:
-            self._tasks.spawn(pass_on(self.services.handover, worker.answer, job, self.fields, self._labels))
-            return None  # answered by _pass_on
+            take = functools.partial(self._answer, job)  # when no successor serves in time
+            self._tasks.spawn(
+                pass_on(self.services.handover, worker.answer, job, self.fields, self._labels, take)
+            )
+            return None  # answered by pass_on
+        return self._answer(job)
+
+    def _answer(self, job: agent.Job) -> agent.AvailabilityResponse:
+        """The answer to an offer from this deployment's capacity."""
         verdict = decisions.availability(self.capacity())
         metrics.AVAILABILITY_ANSWERS.labels(
             *self._labels, "yes" if verdict.accept else "no", verdict.reason
@@ -262,28 +259,30 @@ class DeploymentRuntime:
             entry.identity, entry.name = participant(spec, job, self.owner.name)
         metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
         self._dirty.set()
-        self._tasks.spawn(
-            self._place(entry, start_request(assignment, spec, entry.identity, entry.name), spec, fields)
-        )
+        request = start_request(assignment, spec, entry.identity, entry.name)
+        self._placing.spawn(self._place(entry, request, spec, fields))
 
     async def _place(
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
     ) -> None:
         info = job_info(request, fields)
+
+        def hold(pod: PodIdentity) -> None:
+            entry.pod = pod
+
         try:
-            placement, pooled = await self.pool.place(spec, info, fields)
+            placement, pooled = await self.pool.place(spec, info, fields, hold)
         except Exception as exc:
             await self.ends.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
             return
         pod = placement.pod
-        entry.pod = pod
         entry.phase = Phase.STARTING
         fields = entry.log_fields(self.fields)
         metrics.JOB_STARTS_BY_PATH.labels(*self._labels, placement.path).inc()
         if pooled:
             log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
             signature = self.trust.busy_signature(pod, spec.template_hash(), info)
-            self._tasks.spawn(self.services.pods.mark_busy(pod, info, signature))
+            self._placing.spawn(self.services.pods.mark_busy(pod, info, signature))
             self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
         else:
             log.info("job assigned; pod created (cold path)", extra=fields)
@@ -320,19 +319,10 @@ class DeploymentRuntime:
         await self.services.supervisor.shutdown_job(entry.pod.uid, reason, grace)
 
     async def registered(self, worker_id: str) -> None:
-        first, self._registered_once = not self._registered_once, True
-        self.connect_error = ""
-        metrics.WORKER_CONNECTED.labels(*self._labels).set(1)
-        self.event(
-            "WorkerRegistered", f"registered with LiveKit as worker {worker_id}" + ("" if first else " again")
-        )
-        self._dirty.set()
+        self.readiness.registered(worker_id)
 
     async def disconnected(self, reason: str) -> None:
-        self.connect_error = reason
-        metrics.WORKER_CONNECTED.labels(*self._labels).set(0)
-        metrics.WORKER_RECONNECTS.labels(*self._labels).inc()
-        self._dirty.set()
+        self.readiness.disconnected(reason)
 
     def status(self) -> agent.UpdateWorkerStatus:
         return decisions.worker_status(self.capacity())
@@ -378,9 +368,12 @@ class DeploymentRuntime:
             self.jobs.adopt(entry)
         await self.ends.finish(entry, outcome)
 
-    async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
-        """The pod was deleted (or, ``final`` terminal, finished)."""
-        self.pool.gone(pod.uid)
+    async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None, deleted: bool = True) -> None:
+        """The pod was deleted (or, ``final`` terminal, finished); not ``deleted``: it is still
+        listed live (its delete failed), and keeps counting against the cap."""
+        if deleted:
+            self.pool.gone(pod.uid)
+            self.ends.pod_gone(pod.uid)
         self.trust.forget(pod)
         await self.adoption.pod_gone(pod, final)
 
@@ -399,20 +392,8 @@ class DeploymentRuntime:
         )
 
     def conditions(self) -> list[Condition]:
-        return conditions(
-            DeploymentState(
-                worker_id=self.worker_id,
-                connect_error=self.connect_error,
-                blocked_reason=self.blocked_reason,
-                blocked=self.blocked,
-                draining=self.draining,
-                recent=tuple(self.ends.recent),
-            )
-        )
+        return self.readiness.conditions(self.worker_id, self.draining, tuple(self.ends.recent))
 
     # -- helpers ------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:
         self._tasks.spawn(self.services.events.record(self.owner, reason, message, warning))
-
-    def spawn(self, coro: Any) -> None:
-        self._tasks.spawn(coro)

@@ -1,5 +1,6 @@
 """The one exit of a deployment's jobs: the outcome reported to LiveKit once, counted,
-told as an Event, the pod removed, and only then the slot freed."""
+told as an Event, the pod removed, and only then the slot freed (a pod whose delete failed
+is still live: its job keeps the slot until the pod is seen gone)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class JobEnds:
         self._labels = labels  # the metrics' namespace and deployment
         self.counts = {"jobsStarted": 0, "jobsSucceeded": 0, "jobsFailed": 0}
         self.recent: list[OutcomeStatus] = []  # the last ten outcomes (the Degraded condition)
+        self._undeleted: dict[str, Job] = {}  # by pod uid: ended jobs whose pod's delete failed
 
     async def fail_unstarted(self, entry: Job, error: str) -> None:
         """A job that ends without an outcome from its runner."""
@@ -76,12 +78,25 @@ class JobEnds:
         # the runner exits by itself; removing the pod now means no pod outlives its job. A
         # killed runner's pod (and one that never started its job) gets no grace: a graceful
         # delete would let a hung process linger for the whole grace period. The slot is
-        # freed once the delete is asked for, so idle + busy pods never exceed the cap
+        # freed once the delete returned, so idle + busy pods never exceed the cap
         if entry.pod is not None:
             no_grace = unstarted or outcome.status is OutcomeStatus.KILLED
             try:
                 await self._pods.delete(entry.pod, grace_seconds=0 if no_grace else None)
             except Exception as exc:
-                log.warning("could not delete the job's pod: %s", short(exc), extra=fields)
+                log.warning(
+                    "could not delete the job's pod: %s; its slot is freed once the pod is gone",
+                    short(exc),
+                    extra=fields,
+                )
+                self._undeleted[entry.pod.uid] = entry
+                return
         self._jobs.release(entry)
         self._freed()
+
+    def pod_gone(self, uid: str) -> None:
+        """A pod was deleted (or its delete returned): an ended job's slot it still held is free."""
+        entry = self._undeleted.pop(uid, None)
+        if entry is not None:
+            self._jobs.release(entry)
+            self._freed()

@@ -120,5 +120,10 @@ class JobTable:
         return sum(1 for j in self._jobs.values() if j.phase in HOLDS_POD)
 
     @property
+    def waiting_for_pod(self) -> int:
+        """Jobs being placed that have no pod yet."""
+        return sum(1 for j in self._jobs.values() if j.phase is Phase.PLACING and j.pod is None)
+
+    @property
     def with_pod(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.pod is not None and j.phase in HOLDS_POD]

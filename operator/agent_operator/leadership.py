@@ -61,6 +61,7 @@ async def hand_over(lease: LeaderLease, handover: Handover, election: ElectionCo
                     raise
                 holder, serving = "?", False
             if serving:
+                handover.successor_serving = True
                 return f"{holder} serves after {waited:.2f}s"
             if not holder and waited > election.claim_timeout:
                 return f"no operator took the leader Lease within {election.claim_timeout:.0f}s"

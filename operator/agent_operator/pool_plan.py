@@ -6,8 +6,9 @@ is older than ``maxIdleAge``, never attached within the start timeout, or lost i
 and did not come back within it. The start timeout runs from when this operator began to
 wait for the runner: its creation, or its adoption after a restart (an adopted pod's runner
 may still be attached to the previous operator, and may even have just been given a job).
-An adopted pod that has not attached here yet is never shrunk away or handed a job.
-Idle + busy never exceeds ``maxConcurrentJobs``.
+An adopted pod that has not attached here yet is never shrunk away or handed a job. The
+pool never shrinks away the pods that jobs being placed are about to take. Idle + busy
+never exceeds ``maxConcurrentJobs`` (``WarmPool.room``, the one check before any create).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class PoolPod:
     attached: bool = False
     attached_once: bool = False
     detached_at: float | None = None
-    deleting: bool = False
+    deleting: bool = False  # its delete is asked for: never handed out
+    deleted: bool = False  # the delete call returned: marked for deletion, no longer live
     # monotonic: when this operator began waiting for its runner (creation or adoption)
     expected_at: float | None = None
     adopted: bool = False
@@ -57,7 +59,10 @@ def plan_pool(
     now: float,
     max_idle_age: float,
     start_timeout: float,
+    claimed: int = 0,
 ) -> PoolPlan:
+    """``claimed``: jobs being placed that have no pod yet; each takes an idle pod first, so
+    that many beyond ``desired`` are kept rather than deleted under them."""
     delete: list[tuple[PoolPod, str]] = []
     keep: list[PoolPod] = []
     for pod in pods:
@@ -75,10 +80,10 @@ def plan_pool(
             delete.append((pod, f"runner lost its stream and did not return within {start_timeout:.0f}s"))
         else:
             keep.append(pod)
-    if len(keep) > desired:
+    if len(keep) > desired + claimed:
         # shrink: drop the ones not ready yet first, then the oldest; never an unknown one
         known = sorted((p for p in keep if not p.unknown), key=lambda p: (p.attached, p.created_at))
-        excess = known[: len(keep) - desired]
+        excess = known[: len(keep) - desired - claimed]
         for pod in excess:
             delete.append((pod, "pool shrunk"))
         keep = [p for p in keep if p not in excess]

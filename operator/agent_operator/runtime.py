@@ -193,7 +193,7 @@ class OperatorRuntime:
     def serving(self, namespace: str, name: str) -> bool:
         """This deployment's worker is registered, or it cannot be (a reason is in its status)."""
         dep = self.deployments.get((namespace, name))
-        return dep is not None and (bool(dep.worker_id) or bool(dep.blocked))
+        return dep is not None and (bool(dep.worker_id) or bool(dep.readiness.blocked))
 
     def deployment_changed(self, body: dict[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -268,12 +268,18 @@ class OperatorRuntime:
             await self.supervisor.pod_failed(uid, failure.reason, failure.message)
         if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
             await self.supervisor.unit_exited(uid, exit_detail(pod))
-            # a finished runner pod is removed once its outcome is in (or it never attached)
+            # a finished runner pod is removed once its outcome is in (or it never attached);
+            # its deployment hears of it once the delete returned: until then the API server
+            # lists it live, and it counts against maxConcurrentJobs (warm_pool.room)
             record = self.supervisor.job(uid)
             if record is None or record.outcome is not None:
-                if owner is not None:
-                    await owner.pod_gone(identity, pod)
-                await self.pods.delete(identity)
+                deleted = False
+                try:
+                    await self.pods.delete(identity)
+                    deleted = True
+                finally:  # its outcome is reported even when the delete failed
+                    if owner is not None:
+                        await owner.pod_gone(identity, pod, deleted)
 
     # -- SupervisorListener: routed by the binding's deployment ---------------------------------
     def _deployment(self, binding: RunnerBinding) -> DeploymentRuntime | None:

@@ -32,6 +32,13 @@ class BackgroundTasks:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    async def settle(self, timeout: float) -> None:
+        """Let what runs (and what it starts meanwhile) finish, for up to ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._tasks and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._tasks), timeout=left)
+
     async def close(self) -> None:
         """Cancel what is still running and wait for it."""
         tasks = list(self._tasks)

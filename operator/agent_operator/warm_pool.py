@@ -32,9 +32,15 @@ class PoolDemand:
     """What the deployment wants of its pool right now."""
 
     spec: DeploymentSpec | None
-    busy: int  # jobs that hold a pod or are getting one
+    busy: int  # jobs that hold a pod or are getting one (each holds at most one)
     serving: bool  # False: draining, or the spec cannot be served (the pool empties)
     paused: bool = False  # handing over: the next operator adopts the pool as it is
+    waiting: int = 0  # of the busy, jobs being placed with no pod yet: they take idle ones first
+
+
+class NoRoomForPod(Exception):
+    """A job found no pool pod, and a new pod would exceed maxConcurrentJobs until its start
+    timeout passed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,45 +73,64 @@ class WarmPool:
         self._clock = clock
         self.pods: dict[str, PoolPod] = {}
         self._creating = 0  # pool pods being created right now
-        self._pool_changed = asyncio.Event()  # a pod created, attached or gone
+        self._pool_changed = asyncio.Event()  # a pod created, attached, deleted or gone; room freed
         self._wake = asyncio.Event()
 
     # -- placement: the one way a job gets a pod -----------------------------------------------
     async def place(
-        self, spec: DeploymentSpec, info: JobInfo, fields: dict[str, str]
+        self,
+        spec: DeploymentSpec,
+        info: JobInfo,
+        fields: dict[str, str],
+        hold: Callable[[PodIdentity], None],
     ) -> tuple[Placement, bool]:
         """A pod for the job: an idle pool pod (attached first, else one still starting),
         else a new pod. It waits rather than make one pod too many: for a pool pod being
-        created (it is this job's), or, when a new pod would exceed maxConcurrentJobs, for an
-        adopted pool pod to attach here (up to the start timeout). Returns the placement and
-        whether the pod came from the pool."""
+        created (it is this job's), or, while a new pod would exceed maxConcurrentJobs (pool
+        pods not attached here yet, or whose delete has not landed, still count), for room,
+        up to the start timeout (then ``NoRoomForPod``). ``hold`` gets the pod the moment it
+        is the job's, before anything else runs. Returns the placement and whether the pod
+        came from the pool."""
         template_hash = spec.template_hash()
         deadline = self._clock() + spec.heartbeat.start_timeout
+        expired = False
         while True:
             self._pool_changed.clear()
             pod = self.take(template_hash)
             if pod is not None:
                 identity = PodIdentity(pod.namespace, pod.name, pod.uid)
+                hold(identity)
                 return Placement(identity, "warm" if pod.attached else "cold"), True
-            if not self._creating and not self._over_cap(spec):
+            if (expired or not self._creating) and self.room(spec, for_job=True):
                 break
+            if expired:
+                raise NoRoomForPod(
+                    f"no pod within the start timeout: {self._counted()} pods would be live with "
+                    f"maxConcurrentJobs {spec.max_concurrent_jobs}"
+                )
             try:
                 await asyncio.wait_for(self._pool_changed.wait(), max(0.0, deadline - self._clock()))
             except TimeoutError:
-                break
+                expired = True
         name = pod_name(self.owner.name, info.job_id, secrets.token_hex(2))
         body = self._trust.seal(build_runner_pod(self.owner, spec, self._runner_settings, name, info))
         # a job may start as late as its start timeout: ride out an API server blip
         created = await self._pods.create(body, retry_for=spec.heartbeat.start_timeout, log_fields=fields)
+        hold(created)
         return Placement(created, "cold"), False
 
-    def _over_cap(self, spec: DeploymentSpec) -> bool:
-        """A new pod would exceed the cap while adopted pool pods, not attached here yet
-        (their runners may serve the previous operator), still count."""
-        if not any(p.unknown and not p.deleting for p in self.pods.values()):
-            return False
-        live = sum(1 for p in self.pods.values() if not p.deleting)
-        return live + self._demand().busy > spec.max_concurrent_jobs
+    def _counted(self) -> int:
+        """The pods that count against maxConcurrentJobs: the pool's (idle, starting, not
+        attached here yet, or deleting until the delete call returned: the API server lists
+        it live until then), the pool's being created, and one per job holding a pod or
+        getting one (a job placed cold has its own slot for its pod)."""
+        pool = sum(1 for p in self.pods.values() if not p.deleted)
+        return pool + self._creating + self._demand().busy
+
+    def room(self, spec: DeploymentSpec, for_job: bool = False) -> bool:
+        """The one check before any pod is created: may one more exist? A job being placed
+        is counted already (its slot is its pod's); the pool's new pod is one more."""
+        return self._counted() + (0 if for_job else 1) <= spec.max_concurrent_jobs
 
     def take(self, template_hash: str) -> PoolPod | None:
         """A pod for a job, removed from the pool (a pod is never reused)."""
@@ -162,7 +187,10 @@ class WarmPool:
         return sum(1 for p in self.pods.values() if p.attached and not p.deleting)
 
     def wake(self) -> None:
+        """Something changed (a slot freed, the spec): reconcile soon, and the placements
+        waiting for room look again."""
         self._wake.set()
+        self._pool_changed.set()
 
     # -- reconcile ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -206,13 +234,25 @@ class WarmPool:
             self._clock(),
             spec.warm_pool_max_idle_age if spec else 0.0,
             spec.heartbeat.start_timeout if spec else 0.0,
+            claimed=demand.waiting,
         )
         # all of them at once, before the first await: ``take`` never hands out a doomed pod
         for pod, _ in plan.delete:
             pod.deleting = True
+        failed: Exception | None = None
         for pod, reason in plan.delete:
             log.info("replacing idle pod %s: %s", pod.name, reason, extra={**self.fields, "pod": pod.name})
-            await self._pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
+            try:
+                await self._pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
+            except Exception as exc:
+                pod.deleting = False  # still live: it counts, and the next plan judges it again
+                failed = failed or exc
+                continue
+            pod.deleted = True  # marked for deletion: room for another pod
+            self._pool_changed.set()
+        if failed is not None:
+            self._update_gauge()
+            raise failed
         created = 0
         for _ in range(plan.create):
             if not await self._create_one(template_hash):
@@ -232,9 +272,11 @@ class WarmPool:
             return False
         if self._trust.key is None:
             return False  # no pods before the credentials: they could not be signed (deployment_trust)
+        if not self.room(spec):
+            return False  # a deleted pod not gone yet, or jobs placed meanwhile: no pod too many
         name = pod_name(self.owner.name, "pool", secrets.token_hex(3))
         body = self._trust.seal(build_runner_pod(self.owner, spec, self._runner_settings, name, None))
-        self._creating += 1
+        self._creating += 1  # reserved before the first await: the next check counts it
         try:
             identity = await self._pods.create(body)
             self.pods[identity.uid] = PoolPod(

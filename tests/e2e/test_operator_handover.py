@@ -28,7 +28,7 @@ from devenv.kube import KubeAccess
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
-    OperatorProcess,
+    deploy_pair,
     dispatch,
     leader_and_standby,
     metric_value,
@@ -59,17 +59,7 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
     lk: api.LiveKitAPI,
 ) -> None:
     logs: Path = local_kubelet.workdir / "logs"
-    election = [f"--leader-election-namespace={ns}", "--handover-timeout=15"]
-    old = OperatorProcess(
-        kube.kubeconfig, [ns], logs / f"operator-{ns}-old.log", extra_args=[*election, "--identity=old"]
-    )
-    new = OperatorProcess(
-        kube.kubeconfig,
-        [ns],
-        logs / f"operator-{ns}-new.log",
-        extra_args=[*election, "--identity=new"],
-        runner_port=old.runner_port,
-    )
+    old, new = deploy_pair(kube.kubeconfig, ns, logs, handover_timeout=15)
     rooms: list[str] = []
     old.start()
     try:

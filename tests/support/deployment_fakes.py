@@ -61,6 +61,9 @@ class Gate:
 
 
 class FakePods:
+    """Counts pods as the API server's pod list shows them: a pod may be live from the moment
+    its create is sent, and stays live (no deletionTimestamp) until its delete returns."""
+
     def __init__(self) -> None:
         self.live: dict[str, PodIdentity] = {}  # created and not deleted
         self.created: list[PodIdentity] = []
@@ -68,23 +71,28 @@ class FakePods:
         self.busy: list[tuple[PodIdentity, str]] = []
         self.listed: list[dict[str, object]] = []
         self.create_gate, self.delete_gate = Gate(), Gate()
+        self.creating = 0
         self.peak = 0
 
     async def create(
         self, pod: dict[str, object], retry_for: float = 0.0, log_fields: Mapping[str, str] | None = None
     ) -> PodIdentity:
         meta = cast(dict[str, Any], pod["metadata"])
-        await self.create_gate.passed()
+        self.creating += 1
+        self.peak = max(self.peak, len(self.live) + self.creating)
+        try:
+            await self.create_gate.passed()
+        finally:
+            self.creating -= 1
         identity = PodIdentity(meta["namespace"], meta["name"], uuid.uuid4().hex)
         self.created.append(identity)
         self.live[identity.uid] = identity
-        self.peak = max(self.peak, len(self.live))
         return identity
 
     async def delete(self, pod: PodIdentity, grace_seconds: int | None = None) -> None:
-        self.live.pop(pod.uid, None)  # marked for deletion at once, as the API server does
         self.deleted.append((pod, grace_seconds))
         await self.delete_gate.passed()
+        self.live.pop(pod.uid, None)  # the API server marked it for deletion: not live
 
     async def mark_busy(self, pod: PodIdentity, job: JobInfo, signature: str = "") -> None:
         self.busy.append((pod, job.job_id))
@@ -154,6 +162,7 @@ class Reports:
 
     def __init__(self) -> None:
         self.updates: list[tuple[str, int, str]] = []
+        self.answers: list[agent.AvailabilityResponse] = []
         self.gate = Gate()
 
     async def update_job(self, job_id: str, status: int, error: str = "") -> bool:
@@ -162,7 +171,7 @@ class Reports:
         return True
 
     async def answer(self, response: agent.AvailabilityResponse) -> None:
-        return None
+        self.answers.append(response)
 
 
 @dataclasses.dataclass

@@ -384,6 +384,29 @@ async def leader_and_standby(
         standby.stop()
 
 
+def deploy_pair(
+    kubeconfig: Path, namespace: str, logs: Path, handover_timeout: float
+) -> tuple[OperatorProcess, OperatorProcess]:
+    """A deploy's two operators, not started: the leaving one ("old") and the next ("new"),
+    with leader election in ``namespace``, sharing one runner port (gRPC sets SO_REUSEPORT)
+    as two pods share a Service."""
+    election = [f"--leader-election-namespace={namespace}", f"--handover-timeout={handover_timeout:g}"]
+    old = OperatorProcess(
+        kubeconfig,
+        [namespace],
+        logs / f"operator-{namespace}-old.log",
+        extra_args=[*election, "--identity=old"],
+    )
+    new = OperatorProcess(
+        kubeconfig,
+        [namespace],
+        logs / f"operator-{namespace}-new.log",
+        extra_args=[*election, "--identity=new"],
+        runner_port=old.runner_port,
+    )
+    return old, new
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of the first sample of ``name`` with these labels in a /metrics page."""
     for family in text_string_to_metric_families(text):

@@ -94,3 +94,13 @@ def test_an_adopted_pod_not_yet_attached_is_neither_shrunk_nor_taken() -> None:
     assert pick_idle([adopted("unknown", created=50, adopted_at=95)], "t1") is None
     # a stale template does not make it go either, until it attached here
     assert plan([adopted("old", 50, 95)], 1) == ([], 0)
+
+
+def test_pods_that_jobs_being_placed_will_take_are_not_shrunk_away() -> None:
+    """The cap is reached by two jobs still being placed (desired 0): the two idle pods are
+    theirs to take, not to delete (deleting them made the jobs go cold: issue 14, defect 3)."""
+    pods = [pod("a", 50), pod("b", 60)]
+    result = plan_pool(pods, 0, "t1", 100.0, max_idle_age=60, start_timeout=10, claimed=2)
+    assert (result.delete, result.create) == ([], 0)
+    one = plan_pool(pods, 0, "t1", 100.0, max_idle_age=60, start_timeout=10, claimed=1)
+    assert [(p.uid, why) for p, why in one.delete] == [("a", "pool shrunk")]
