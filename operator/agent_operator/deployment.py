@@ -39,7 +39,7 @@ from agent_operator.supervisor import (
     RunnerBinding,
 )
 from agent_operator.supervisor.service import StartFailed
-from agent_operator.tasks import BackgroundTasks
+from agent_operator.tasks import BackgroundTasks, run_with_companions
 from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
 from agent_operator.warm_pool import PoolDemand, WarmPool
 
@@ -149,41 +149,42 @@ class DeploymentRuntime:
         """Serve until ``stopping``; drain first if the resource was deleted."""
         metrics.init_deployment(*self._labels)
         await self.adoption.adopt_existing_pods()
-        status = asyncio.create_task(
-            report_status(self.status_writer, self._dirty, self._snapshot, self.fields),
-            name=f"status {self.ref}",
-        )
-        pool = asyncio.create_task(self.pool.run(), name=f"pool {self.ref}")
+        # the status writer and the pool run beside the registration; one that dies ends this
+        # run with CompanionStopped (logged), and kopf restarts the daemon, which re-adopts
+        companions = {
+            "status writer": report_status(self.status_writer, self._dirty, self._snapshot, self.fields),
+            "warm pool loop": self.pool.run(),
+        }
         try:
-            await self.registration.run(
-                lambda: self.spec,
-                lambda: bool(self.readiness.invalid_spec),
-                self._changed,
-                stopping,
-                self.mark_dirty,
-            )
-            if deleted():
-                self.draining = True
-                worker = self.registration.worker
-                await drain(
-                    self.owner,
-                    self.spec.drain_timeout if self.spec else 0.0,
-                    self.jobs,
-                    worker.send_status if worker is not None else None,
-                    self.services,
-                    self.event,
-                )
+            await run_with_companions(self._serve(stopping, deleted), companions, log, self.fields)
         finally:
             await self._placing.settle(PLACEMENT_SETTLE_SECONDS)
             await self._placing.close()
             await self.registration.stop()
-            status.cancel()
-            pool.cancel()
-            await asyncio.gather(status, pool, return_exceptions=True)
             await self._tasks.close()
             await self.registration.close()
             if stopping.is_set() and deleted():
                 metrics.forget_deployment(*self._labels)
+
+    async def _serve(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
+        await self.registration.run(
+            lambda: self.spec,
+            lambda: bool(self.readiness.invalid_spec),
+            self._changed,
+            stopping,
+            self.mark_dirty,
+        )
+        if deleted():
+            self.draining = True
+            worker = self.registration.worker
+            await drain(
+                self.owner,
+                self.spec.drain_timeout if self.spec else 0.0,
+                self.jobs,
+                worker.send_status if worker is not None else None,
+                self.services,
+                self.event,
+            )
 
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self) -> decisions.Capacity:

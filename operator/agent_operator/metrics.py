@@ -111,6 +111,12 @@ WORKER_RECONNECTS = Counter(
     "Worker connections to LiveKit lost (each is followed by a reconnect).",
     DEPLOYMENT_LABELS,
 )
+TASK_FAILURES = Counter(
+    "agent_operator_task_failures_total",
+    "Operator tasks that failed or stopped when they should run on (worker status updates, "
+    "status writer, warm pool loop, background calls), by task; each is logged with its error.",
+    ["task"],
+)
 KUBE_API_ERRORS = Counter(
     "agent_operator_kube_api_errors_total",
     "Kubernetes API calls that failed, by operation (create_pod, delete_pod, patch_pod, "

@@ -1,12 +1,28 @@
-"""Background calls that are still owned: kept until done, failures logged, cancelled and
-awaited when their owner stops (nothing fire-and-forget outlives the operator's shutdown)."""
+"""Tasks that are still owned, so none dies unseen.
+
+``BackgroundTasks``: one-off calls kept until done, failures logged, cancelled and awaited when
+their owner stops (nothing fire-and-forget outlives the operator's shutdown).
+``run_with_companions``: loops that must run for as long as their owner's main work (the
+worker's status updates beside its reader, a deployment's status writer and pool beside its
+registration). One that ends on its own is logged with its traceback, counted, and ends the
+main work with ``CompanionStopped``, so the owner's failure handling (a reconnect, a restarted
+daemon) takes over instead of the loop being silently gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+
+from agent_operator import metrics
+
+T = TypeVar("T")
+
+
+class CompanionStopped(Exception):
+    """A loop meant to run beside its owner's main work ended (failed, or returned)."""
 
 
 class BackgroundTasks:
@@ -23,6 +39,7 @@ class BackgroundTasks:
             try:
                 await coro
             except Exception:
+                metrics.TASK_FAILURES.labels(self._what).inc()
                 self._log.exception("%s failed", self._what, extra=self._fields)
 
         task = asyncio.create_task(guarded())
@@ -46,3 +63,33 @@ class BackgroundTasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
+
+
+async def run_with_companions(
+    main: Awaitable[T],
+    companions: Mapping[str, Awaitable[None]],
+    log: logging.Logger,
+    fields: Mapping[str, Any] | None = None,
+) -> T:
+    """``main``'s result, while each companion (named by its key) runs beside it.
+
+    Companions run until cancelled; one that ends first is logged (with its error), counted in
+    ``agent_operator_task_failures_total`` and ends ``main``: ``CompanionStopped`` is raised from
+    its error. Every task is cancelled and awaited on the way out, cancellation included."""
+    main_task = asyncio.ensure_future(main)
+    names = {asyncio.ensure_future(coro): name for name, coro in companions.items()}
+    try:
+        done, _ = await asyncio.wait([main_task, *names], return_when=asyncio.FIRST_COMPLETED)
+        if main_task in done:
+            return main_task.result()
+        task = next(t for t in names if t in done)
+        error = None if task.cancelled() else task.exception()
+        why = f"{type(error).__name__}: {error}" if error is not None else "it returned"
+        metrics.TASK_FAILURES.labels(names[task]).inc()
+        log.error("%s stopped (%s)", names[task], why, exc_info=error, extra=dict(fields or {}))
+        raise CompanionStopped(f"{names[task]} stopped ({why})") from error
+    finally:
+        everything = [main_task, *names]
+        for pending in everything:
+            pending.cancel()
+        await asyncio.gather(*everything, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from agent_jobrunner.voice.providers.openai import (
     OpenAILLM,
     OpenAISTT,
     OpenAITTS,
+    Timeouts,
 )
 from tests.voicekit.fake_openai import FakeOpenAI, tone
 
@@ -210,3 +212,56 @@ async def test_speech_streams_audio(server: FakeOpenAI, response_format: str) ->
         "voice": "nova",
         "response_format": response_format,
     }
+
+
+# -- timeouts: a long reply streamed with small gaps is never cut (no limit on the whole answer),
+# a server that stops sending is given up after the read (idle) timeout. Scaled down (a 0.5 s read
+# timeout in place of the default 30 s): the streamed reply lasts four read timeouts, as a reply
+# of two minutes would against the default.
+
+READ_TIMEOUT = 0.5
+REPLY = "Hello, I am a voice agent running in a job pod."  # the fake's answer, a chunk a word
+
+
+async def test_a_reply_streamed_longer_than_the_read_timeout_arrives_whole(server: FakeOpenAI) -> None:
+    """Issue 14, defect 14: the client had a 30 s limit on the whole answer, so a long reply
+    streamed steadily was cut off after 30 s."""
+    server.chunk_gap = READ_TIMEOUT * 4 / len(REPLY.split())  # 4 read timeouts in all, <1/2 per gap
+    llm = OpenAILLM("gpt-test", base_url=server.base_url, timeouts=Timeouts(connect=5, read=READ_TIMEOUT))
+    started = time.monotonic()
+    try:
+        chunks = [c async for c in llm.chat(question("hello"), [])]
+    finally:
+        await llm.aclose()
+    took = time.monotonic() - started
+    text = "".join(c.text for c in chunks if isinstance(c, TextDelta))
+    assert text == REPLY
+    assert took > 3 * READ_TIMEOUT, f"the reply was meant to outlast the read timeout, took {took:.2f}s"
+
+
+async def test_a_server_that_stalls_is_given_up_after_the_read_timeout(server: FakeOpenAI) -> None:
+    server.chat_script = ["stall"]
+    server.stall_seconds = READ_TIMEOUT * 6
+    llm = OpenAILLM("gpt-test", base_url=server.base_url, timeouts=Timeouts(connect=5, read=READ_TIMEOUT))
+    started = time.monotonic()
+    received: list[str] = []
+
+    async def read() -> None:
+        async for c in llm.chat(question("hello"), []):
+            if isinstance(c, TextDelta):
+                received.append(c.text)
+
+    try:
+        with pytest.raises(APIConnectionError, match="chat completion stream failed"):
+            await read()
+    finally:
+        await llm.aclose()
+    took = time.monotonic() - started
+    assert received == ["Let me think"], "what arrived before the stall was passed on"
+    assert READ_TIMEOUT <= took < server.stall_seconds, f"given up after {took:.2f}s"
+
+
+def test_timeouts_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="timeouts must be positive"):
+        Timeouts(connect=0)
+    assert Timeouts().client_timeout().total is None

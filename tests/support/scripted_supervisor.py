@@ -173,10 +173,15 @@ class ScriptedSupervisor(pb_grpc.RunnerSupervisorServicer):
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # first, without awaiting: when the runner cancels its stream, grpc.aio may cancel
+            # this handler a second time while it cleans up, and an await here would be cut
+            # short before the session is marked ended (test_silent_operator_stream_is_replaced
+            # then waited forever on first.wait_ended())
+            session.ended.set()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await session.mark_ended()
+            await session.mark_ended()  # wakes whoever waits on the session's condition
 
     async def session(self, index: int = 0, timeout: float = WAIT) -> Session:
         """The ``index``-th session that attached, waiting for it if need be."""

@@ -52,7 +52,10 @@ def tone(seconds: float, rate: int, hz: float = 440.0) -> Pcm:
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
-        self.chat_script: list[str] = []  # per chat request, in order: "ok", "500", "broken"
+        # per chat request, in order: "ok", "500", "broken", "stall" (a few chunks, then silence)
+        self.chat_script: list[str] = []
+        self.chunk_gap = 0.005  # seconds between two chunks of a streamed answer
+        self.stall_seconds = 5.0  # how long "stall" stays silent before it hangs up
         self.transcript = "what is the weather in paris"
         self.speech = tone(1.0, 24_000)
         self.app = web.Application()
@@ -100,9 +103,14 @@ class FakeOpenAI:
             assert request.transport is not None
             request.transport.close()  # mid-stream, no terminating chunk
             return response
+        if behaviour == "stall":
+            await response.write(sse(chunk({"role": "assistant", "content": ""})))
+            await response.write(sse(chunk({"content": "Let me think"})))
+            await asyncio.sleep(self.stall_seconds)
+            return response
         for piece in self._answer(body):
             await response.write(sse(piece))
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(self.chunk_gap)
         await response.write(sse("[DONE]"))
         await response.write_eof()
         return response

@@ -4,7 +4,7 @@ See :class:`VoicePipeline`; providers live in ``agent_jobrunner.voice.providers`
 """
 
 from agent_jobrunner.voice.audio import MODEL_SAMPLE_RATE, ROOM_SAMPLE_RATE, Framer, Pcm, Resampler
-from agent_jobrunner.voice.chat import ChatContext, ChatMessage, ToolCall
+from agent_jobrunner.voice.chat import ChatContext, ChatMessage, ContextLimits, ToolCall
 from agent_jobrunner.voice.events import (
     AgentStartedSpeaking,
     AgentStoppedSpeaking,
@@ -50,6 +50,7 @@ __all__ = [
     "ChatChunk",
     "ChatContext",
     "ChatMessage",
+    "ContextLimits",
     "Events",
     "Framer",
     "FunctionCalled",

@@ -1,4 +1,10 @@
-"""The conversation so far: what the model is given on every turn."""
+"""The conversation so far: what the model is given on every turn.
+
+A long call would outgrow the model's context window, so a context can be bounded
+(``ContextLimits``): when a message takes it past the limits, the oldest turns are dropped
+whole (a turn starts with a user message; an assistant's tool calls and their results go with
+it), never the system instructions and never the newest turn.
+"""
 
 from __future__ import annotations
 
@@ -33,11 +39,34 @@ class ChatMessage:
     created_at: float = dataclasses.field(default_factory=time.time)
 
 
+@dataclasses.dataclass(frozen=True)
+class ContextLimits:
+    """At most ``max_turns`` turns and ``max_chars`` characters of message text besides the
+    system instructions (None: no limit)."""
+
+    max_turns: int | None = None
+    max_chars: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("max_turns", "max_chars"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1 (or None for no limit), not {value}")
+
+
+def _size(message: ChatMessage) -> int:
+    return len(message.content) + sum(len(c.name) + len(c.arguments) for c in message.tool_calls)
+
+
 class ChatContext:
     """An ordered list of messages, starting with the instructions (if any)."""
 
-    def __init__(self, messages: list[ChatMessage] | None = None) -> None:
+    def __init__(
+        self, messages: list[ChatMessage] | None = None, limits: ContextLimits | None = None
+    ) -> None:
         self._messages: list[ChatMessage] = list(messages or [])
+        self.limits = limits or ContextLimits()
+        self._trim()
 
     @classmethod
     def with_instructions(cls, instructions: str) -> ChatContext:
@@ -49,10 +78,37 @@ class ChatContext:
 
     def append(self, message: ChatMessage) -> ChatMessage:
         self._messages.append(message)
+        self._trim()
         return message
 
+    def limit(self, limits: ContextLimits) -> None:
+        """Bound this context from now on (trims at once if it is already past the limits)."""
+        self.limits = limits
+        self._trim()
+
     def copy(self) -> ChatContext:
-        return ChatContext(self._messages)
+        return ChatContext(self._messages, self.limits)
+
+    def _trim(self) -> None:
+        """Drop the oldest whole turns until the limits hold (or only the newest turn is left)."""
+        system = [m for m in self._messages if m.role == "system"]
+        turns: list[list[ChatMessage]] = []
+        for message in self._messages:
+            if message.role == "system":
+                continue
+            if message.role == "user" or not turns:
+                turns.append([])
+            turns[-1].append(message)
+        limits, dropped = self.limits, 0
+        chars = sum(_size(m) for turn in turns for m in turn)
+        while len(turns) - dropped > 1 and (
+            (limits.max_turns is not None and len(turns) - dropped > limits.max_turns)
+            or (limits.max_chars is not None and chars > limits.max_chars)
+        ):
+            chars -= sum(_size(m) for m in turns[dropped])
+            dropped += 1
+        if dropped:
+            self._messages = system + [m for turn in turns[dropped:] for m in turn]
 
     def last(self, role: Role | None = None) -> ChatMessage | None:
         for message in reversed(self._messages):

@@ -23,7 +23,7 @@ from typing import Any
 from livekit import rtc
 
 from agent_jobrunner.voice.audio import History, Pcm
-from agent_jobrunner.voice.chat import ChatContext, ChatMessage
+from agent_jobrunner.voice.chat import ChatContext, ChatMessage, ContextLimits
 from agent_jobrunner.voice.events import (
     Events,
     MessageAdded,
@@ -52,6 +52,9 @@ class PipelineOptions:
     output_queue_ms: int = 200  # audio queued ahead in the room's source: the most an interruption drops
     track_name: str = "agent-voice"
     stt_chunk_seconds: float = 0.1  # audio batched per push to a streaming STT
+    # the chat context's bound (None: none); the oldest turns go first, the instructions stay
+    max_context_turns: int | None = 50
+    max_context_chars: int | None = 40_000
 
 
 class VoicePipeline:
@@ -77,6 +80,7 @@ class VoicePipeline:
         self.options = options or PipelineOptions()
         self.events = Events()
         self._context = chat_context or ChatContext.with_instructions(instructions)
+        self._context.limit(ContextLimits(self.options.max_context_turns, self.options.max_context_chars))
         self._turns: list[TurnMetrics] = []
         self._input: AudioInput | None = None
         self._output: AudioOutput | None = None

@@ -25,12 +25,15 @@ from livekit import api
 from livekit.protocol import agent, models
 
 from agent_operator import __version__
-from agent_operator.tasks import BackgroundTasks
+from agent_operator.tasks import BackgroundTasks, run_with_companions
 
 log = logging.getLogger("agent_operator.worker")
 
 STATUS_INTERVAL = 2.5  # the status is sent at least this often
 STATUS_CHECK_INTERVAL = 0.1  # and within this long of a change (a job started or ended)
+# no receive timeout (the server may be quiet for long); built at import, so an aiohttp without
+# ClientWSTimeout (< 3.11) fails every test that imports the worker, the lowest-versions run too
+WS_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +145,7 @@ class WorkerConnection:
             headers={"Authorization": f"Bearer {token}"},
             params={"protocol": "1"},
             heartbeat=30,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5),
+            timeout=WS_TIMEOUT,
         )
         self._ws = ws
         await self._send(agent.WorkerMessage(register=self._register_request()))
@@ -156,22 +159,24 @@ class WorkerConnection:
         running = self.handler.running_job_ids()
         if running:
             await self._send(agent.WorkerMessage(migrate_job=agent.MigrateJobRequest(job_ids=running)))
-        status = asyncio.create_task(self._status_loop())
-        try:
-            async for frame in ws:
-                msg = _parse(frame)
-                if msg is None:
-                    if frame.type in (
-                        aiohttp.WSMsgType.CLOSE,
-                        aiohttp.WSMsgType.CLOSED,
-                        aiohttp.WSMsgType.ERROR,
-                    ):
-                        return
-                    continue
-                await self._dispatch(msg)
-        finally:
-            status.cancel()
-            await asyncio.gather(status, return_exceptions=True)
+        # a status loop that dies ends the session (logged, then a reconnect): LiveKit would
+        # otherwise route by the last status it got, for as long as the connection lasts
+        await run_with_companions(
+            self._read(ws), {"worker status updates": self._status_loop()}, log, self.fields
+        )
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for frame in ws:
+            msg = _parse(frame)
+            if msg is None:
+                if frame.type in (
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.ERROR,
+                ):
+                    return
+                continue
+            await self._dispatch(msg)
 
     def _register_request(self) -> agent.RegisterWorkerRequest:
         return agent.RegisterWorkerRequest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import aiohttp
@@ -24,6 +25,23 @@ class APIConnectionError(ProviderError):
     """The request did not get a whole answer (refused, reset, timed out, cut off)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Timeouts:
+    """How long a request may wait, in seconds: ``connect`` for a connection, ``read`` for the
+    next bytes of the answer (the first ones included). No limit on the whole answer: a long
+    reply streamed steadily is never cut, a server that stalls is given up after ``read``."""
+
+    connect: float = 10.0
+    read: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.connect <= 0 or self.read <= 0:
+            raise ValueError(f"timeouts must be positive: {self}")
+
+    def client_timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=None, connect=self.connect, sock_read=self.read)
+
+
 class OpenAIClient:
     """``base_url`` is the API root including ``/v1`` (OpenAI, Groq, vLLM, Ollama all have one).
 
@@ -31,11 +49,12 @@ class OpenAIClient:
     """
 
     def __init__(
-        self, base_url: str | None = None, api_key: str | None = None, timeout: float = 30.0
+        self, base_url: str | None = None, api_key: str | None = None, timeouts: Timeouts | None = None
     ) -> None:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY", "")
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_read=timeout)
+        self.timeouts = timeouts or Timeouts()
+        self.timeout = self.timeouts.client_timeout()
         self._session: aiohttp.ClientSession | None = None
 
     def url(self, path: str) -> str:

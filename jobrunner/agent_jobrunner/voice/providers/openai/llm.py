@@ -14,7 +14,12 @@ import aiohttp
 from agent_jobrunner.voice.chat import ChatContext, ChatMessage, ToolCall
 from agent_jobrunner.voice.interfaces import ChatChunk, ProviderError, TextDelta
 from agent_jobrunner.voice.providers.openai import sse
-from agent_jobrunner.voice.providers.openai.http import APIConnectionError, OpenAIClient, raise_for_status
+from agent_jobrunner.voice.providers.openai.http import (
+    APIConnectionError,
+    OpenAIClient,
+    Timeouts,
+    raise_for_status,
+)
 from agent_jobrunner.voice.tools import FunctionTool
 
 
@@ -61,10 +66,10 @@ class OpenAILLM:
         base_url: str | None = None,
         api_key: str | None = None,
         temperature: float | None = None,
-        timeout: float = 30.0,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.model = model
-        self.client = client or OpenAIClient(base_url, api_key, timeout)
+        self.client = client or OpenAIClient(base_url, api_key, timeouts)
         self.temperature = temperature
 
     def request_body(self, context: ChatContext, tools: Sequence[FunctionTool]) -> dict[str, Any]:

@@ -7,7 +7,12 @@ import aiohttp
 from agent_jobrunner.voice import wav
 from agent_jobrunner.voice.audio import MODEL_SAMPLE_RATE, Pcm
 from agent_jobrunner.voice.interfaces import ProviderError, Transcript
-from agent_jobrunner.voice.providers.openai.http import APIConnectionError, OpenAIClient, raise_for_status
+from agent_jobrunner.voice.providers.openai.http import (
+    APIConnectionError,
+    OpenAIClient,
+    Timeouts,
+    raise_for_status,
+)
 
 
 class OpenAISTT:
@@ -22,12 +27,12 @@ class OpenAISTT:
         client: OpenAIClient | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.model = model
         self.language = language
         self.prompt = prompt
-        self.client = client or OpenAIClient(base_url, api_key, timeout)
+        self.client = client or OpenAIClient(base_url, api_key, timeouts)
 
     def form(self, audio: Pcm) -> aiohttp.FormData:
         form = aiohttp.FormData()

@@ -11,7 +11,12 @@ import aiohttp
 from agent_jobrunner.voice import wav
 from agent_jobrunner.voice.audio import Pcm, resample_stream
 from agent_jobrunner.voice.interfaces import ProviderError
-from agent_jobrunner.voice.providers.openai.http import APIConnectionError, OpenAIClient, raise_for_status
+from agent_jobrunner.voice.providers.openai.http import (
+    APIConnectionError,
+    OpenAIClient,
+    Timeouts,
+    raise_for_status,
+)
 
 # what OpenAI's "pcm" response format is
 PCM_SAMPLE_RATE = 24_000
@@ -31,13 +36,13 @@ class OpenAITTS:
         client: OpenAIClient | None = None,
         base_url: str | None = None,
         api_key: str | None = None,
-        timeout: float = 30.0,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.model = model
         self.voice = voice
         self.response_format = response_format
         self.speed = speed
-        self.client = client or OpenAIClient(base_url, api_key, timeout)
+        self.client = client or OpenAIClient(base_url, api_key, timeouts)
 
     def request_body(self, text: str) -> dict[str, object]:
         body: dict[str, object] = {
