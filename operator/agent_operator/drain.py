@@ -26,6 +26,9 @@ log = logging.getLogger("agent_operator.deployment")
 POLL_SECONDS = 0.5
 # after the shutdown: how long the pods may take to go, beyond their longest grace period
 PODS_GONE_MARGIN_SECONDS = 60.0
+# a drain taken over after a restart: how long runners get to re-attach, so that they are
+# asked to shut down gracefully rather than killed when their grace runs out
+ATTACH_WAIT_SECONDS = 15.0
 
 
 async def drain(
@@ -48,6 +51,7 @@ async def drain(
     deadline = time.monotonic() + max(0.0, remaining)
     while jobs.busy and time.monotonic() < deadline:  # noqa: ASYNC110 - jobs end by several paths
         await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    await _until_attached(jobs.with_pod, services, time.monotonic() + ATTACH_WAIT_SECONDS)
     graces = await shut_down_all(jobs.with_pod, services, fields)
     selector = f"{LABEL_DEPLOYMENT}={owner.name}"
     found = await services.pods.list(owner.namespace, selector)
@@ -83,6 +87,14 @@ async def shut_down_all(entries: list[Job], services: Collaborators, fields: dic
         )
     )
     return graces
+
+
+async def _until_attached(entries: list[Job], services: Collaborators, deadline: float) -> None:
+    def detached() -> bool:
+        return any(e.pod is not None and not services.supervisor.attached(e.pod.uid) for e in entries)
+
+    while detached() and time.monotonic() < deadline:  # noqa: ASYNC110 - attaches come by the stream
+        await asyncio.sleep(POLL_SECONDS)
 
 
 async def _until_gone(services: Collaborators, namespace: str, selector: str, wait: float) -> list[str]:

@@ -50,6 +50,7 @@ async def running(h: Harness, *job_ids: str) -> list[PodIdentity]:
         assert entry is not None
         assert entry.pod is not None
         pods.append(entry.pod)
+        h.supervisor.attached_uids.add(entry.pod.uid)
     return pods
 
 
@@ -158,6 +159,23 @@ async def test_a_resumed_drain_keeps_the_deadline_of_the_deletion() -> None:
     await running(h, "J1")
     await asyncio.wait_for(h.dep._drain(time.time() - 601), 5)
     assert [reason for _, reason in h.supervisor.shutdowns] == ["deployment deleted"]
+
+
+async def test_a_resumed_drain_lets_adopted_runners_re_attach_before_shutting_them_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Right after a restart the runners are still re-attaching: each is asked to shut down
+    once it is back (a graceful end), not killed when a grace without it runs out."""
+    monkeypatch.setattr(drain, "POLL_SECONDS", 0.01)
+    h = harness()
+    (pod,) = await running(h, "J1")
+    h.supervisor.attached_uids.clear()
+    task = asyncio.create_task(h.dep._drain(time.time() - 3600))
+    await asyncio.sleep(0.2)
+    assert h.supervisor.shutdowns == []
+    h.supervisor.attached_uids.add(pod.uid)
+    await asyncio.wait_for(task, 5)
+    assert [uid for uid, _ in h.supervisor.shutdowns] == [pod.uid]
 
 
 async def test_an_assignment_while_draining_is_refused_and_livekit_told() -> None:
