@@ -61,7 +61,8 @@ async def drain(
     if left:
         names = ", ".join(sorted(left)[:10]) + (" ..." if len(left) > 10 else "")
         log.warning("drain incomplete: %d pods still present after %.0fs", len(left), wait, extra=fields)
-        event(
+        await services.events.record(  # awaited: the deployment's own tasks end with the drain
+            owner,
             "DrainIncomplete",
             f"{len(left)} pods still present {wait:.0f}s after their deletion ({names}); the "
             "deployment is removed and Kubernetes' garbage collector deletes them (they are "
@@ -69,7 +70,7 @@ async def drain(
             warning=True,
         )
         return False
-    event("Drained", "all job pods are gone")
+    await services.events.record(owner, "Drained", "all job pods are gone")
     return True
 
 

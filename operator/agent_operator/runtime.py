@@ -128,6 +128,7 @@ class OperatorRuntime:
         self._grace: dict[str, int] = {}
         self.runner_port = 0
         self.exiting = asyncio.Event()
+        self._drained: dict[str, bool] = {}  # deleted deployments' uid -> their drain's result
 
     async def start(self) -> None:
         self.api = await kube_client(self.config.kubeconfig)
@@ -198,6 +199,8 @@ class OperatorRuntime:
         left; False: some outlasted the wait, told as an Event), and its finalizer may go.
         Raises ``DrainInterrupted`` if the operator stops first: the finalizer stays, and the
         next operator drains on, to the same deadline."""
+        if owner.uid in self._drained:  # kopf may call again before it sees its own patch
+            return self._drained[owner.uid]
         key = (owner.namespace, owner.name)
         dep = self.deployments.get(key)
         if dep is not None and dep.owner.uid == owner.uid:
@@ -244,6 +247,8 @@ class OperatorRuntime:
         finally:
             if self.deployments.get(key) is dep:
                 del self.deployments[key]
+            if dep.drain_result is not None:
+                self._drained[owner.uid] = dep.drain_result
         return dep
 
     def begin_exit(self) -> None:

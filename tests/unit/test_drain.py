@@ -235,3 +235,16 @@ async def test_the_delete_handler_keeps_the_finalizer_when_the_operator_stops_fi
         await asyncio.wait_for(handler, 5)
     await asyncio.wait_for(run, 5)
     assert h.supervisor.shutdowns == []
+
+
+async def test_a_drain_that_is_done_is_not_run_again_when_kopf_calls_once_more() -> None:
+    """kopf may call the on-delete handler again before it sees its own patch: the drain is
+    not redone (no second worker, no second Drained)."""
+    h = harness()
+    runtime = operator_with(h)
+    owner = h.dep.owner
+    assert await asyncio.wait_for(runtime.finish_deletion(owner, BODY, 1, None), 10) is True
+    assert reasons(h).count("Drained") == 1
+    assert await asyncio.wait_for(runtime.finish_deletion(owner, BODY, 1, None), 1) is True
+    await settle()
+    assert reasons(h).count("Drained") == 1
