@@ -67,6 +67,21 @@ class RunnerConfig:
         )
 
 
+# what a user may set in the pod template (the rest is the operator's wiring of the pod)
+USER_SETTINGS = ("AGENT_LOG_LEVEL", "AGENT_REATTACH_WINDOW_SECONDS", "AGENT_SHUTDOWN_TIMEOUT_SECONDS")
+
+
+def check_user_setting(name: str, value: str) -> None:
+    """Raise :class:`ConfigError` if ``value`` is not valid for the user setting ``name``."""
+    env = {name: value}
+    if name == "AGENT_LOG_LEVEL":
+        _log_level(env, name)
+    elif name in USER_SETTINGS:
+        _seconds(env, name, 0.0)
+    else:
+        raise ConfigError(name, f"is not a user setting (those are {', '.join(USER_SETTINGS)})")
+
+
 def _pem(env: Mapping[str, str], name: str) -> bytes | None:
     value = _optional(env, name)
     if value is None:

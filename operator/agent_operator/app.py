@@ -163,6 +163,14 @@ async def _serve(
     stop_flag = asyncio.Event()
     exit_code = 0
     side = BackgroundTasks(log, "leadership task")
+
+    def exiting() -> None:
+        """A drain in progress stops now and leaves its pods to the next operator; it would
+        otherwise be cancelled half way by kopf's exit (its daemon is never cancelled)."""
+        runtime: OperatorRuntime | None = getattr(memo, "runtime", None)
+        if runtime is not None:
+            runtime.begin_exit()
+
     if lease is not None and election is not None:
 
         async def keep() -> None:
@@ -174,6 +182,7 @@ async def _serve(
                     return
                 log.error("lost leadership: %s; stopping", exc, extra=lease.fields)
                 exit_code = 1
+                exiting()
                 stop_flag.set()
 
         async def announce() -> None:
@@ -212,6 +221,7 @@ async def _serve(
         stop_flag.set()
 
     def on_signal(sig: signal.Signals) -> None:
+        exiting()
         if stop.is_set():  # a second signal: stop now
             log.info("%s again: stopping without waiting", sig.name)
             stop_flag.set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ from agent_operator.supervisor import (
     RunnerBinding,
 )
 from agent_operator.supervisor.service import StartFailed
-from agent_operator.tasks import BackgroundTasks, run_with_companions
+from agent_operator.tasks import BackgroundTasks, first_of, run_with_companions, unless
 from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
 from agent_operator.warm_pool import PoolDemand, WarmPool
 
@@ -63,6 +64,8 @@ class DeploymentRuntime:
         self.fields = {"deployment": str(self.ref)}
         self.jobs = JobTable()
         self.draining = False
+        self.drain_result: bool | None = None  # True: drained, pods gone; False: some were left
+        self.finished = asyncio.Event()  # run() is over (drained or not)
         self.status_writer = services.status_writer(owner)
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -145,8 +148,17 @@ class DeploymentRuntime:
         self._dirty.set()
         self.pool.wake()
 
-    async def run(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
-        """Serve until ``stopping``; drain first if the resource was deleted."""
+    async def run(
+        self,
+        stopping: asyncio.Event,
+        deleted: Callable[[], float | None],
+        exiting: asyncio.Event | None = None,
+    ) -> None:
+        """Serve until ``stopping``; then drain if the resource was deleted (``deleted``: when,
+        as a wall-clock time; None while it exists). The worker stays registered through the
+        drain, so LiveKit hears how the last jobs end. ``exiting`` (the operator stops) cuts a
+        drain short and leaves its pods as they are: the next operator takes it up
+        (``drain_result`` stays None)."""
         metrics.init_deployment(*self._labels)
         await self.adoption.adopt_existing_pods()
         # the status writer and the pool run beside the registration; one that dies ends this
@@ -156,35 +168,55 @@ class DeploymentRuntime:
             "warm pool loop": self.pool.run(),
         }
         try:
-            await run_with_companions(self._serve(stopping, deleted), companions, log, self.fields)
+            await run_with_companions(self._serve(stopping, deleted, exiting), companions, log, self.fields)
         finally:
             await self._placing.settle(PLACEMENT_SETTLE_SECONDS)
             await self._placing.close()
             await self.registration.stop()
             await self._tasks.close()
             await self.registration.close()
-            if stopping.is_set() and deleted():
+            if self.drain_result is not None:
                 metrics.forget_deployment(*self._labels)
 
-    async def _serve(self, stopping: asyncio.Event, deleted: Callable[[], bool]) -> None:
-        await self.registration.run(
-            lambda: self.spec,
-            lambda: bool(self.readiness.invalid_spec),
-            self._changed,
-            stopping,
-            self.mark_dirty,
+    async def _serve(
+        self, stopping: asyncio.Event, deleted: Callable[[], float | None], exiting: asyncio.Event | None
+    ) -> None:
+        unregister = asyncio.Event()  # the worker goes once serving and any drain are over
+        registering = asyncio.create_task(
+            self.registration.run(
+                lambda: self.spec,
+                lambda: bool(self.readiness.invalid_spec),
+                self._changed,
+                unregister,
+                self.mark_dirty,
+            ),
+            name=f"registration {self.ref}",
         )
-        if deleted():
-            self.draining = True
-            worker = self.registration.worker
-            await drain(
-                self.owner,
-                self.spec.drain_timeout if self.spec else 0.0,
-                self.jobs,
-                worker.send_status if worker is not None else None,
-                self.services,
-                self.event,
-            )
+        try:
+            await first_of(stopping, registering)
+            deleted_at = deleted()
+            if deleted_at is not None:
+                self.draining = True
+                self._dirty.set()
+                self.drain_result = await unless(self._drain(deleted_at), exiting)
+        finally:
+            unregister.set()
+            self.finished.set()
+            await asyncio.gather(registering, return_exceptions=True)
+
+    async def _drain(self, deleted_at: float) -> bool:
+        timeout = self.spec.drain_timeout if self.spec else 0.0
+        worker = self.registration.worker
+        return await drain(
+            self.owner,
+            deleted_at + timeout - time.time(),
+            self.jobs,
+            worker.send_status if worker is not None else None,
+            self.services,
+            self.event,
+            self.fields,
+        )
+
 
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self) -> decisions.Capacity:
@@ -255,6 +287,9 @@ class DeploymentRuntime:
         if spec is None or (known is not None and known.phase is not Phase.OFFERED):
             log.warning("ignored assignment of a job already running here", extra=fields)
             return
+        if self.draining:
+            await self._refuse_assignment(job.id, known, fields)
+            return
         entry = self.jobs.place(job.id, job.room.name)
         if not entry.identity:  # no offer of ours on record (the offer's hold ran out)
             entry.identity, entry.name = participant(spec, job, self.owner.name)
@@ -262,6 +297,20 @@ class DeploymentRuntime:
         self._dirty.set()
         request = start_request(assignment, spec, entry.identity, entry.name)
         self._placing.spawn(self._place(entry, request, spec, fields))
+
+    async def _refuse_assignment(self, job_id: str, offered: Job | None, fields: dict[str, str]) -> None:
+        """An assignment that arrives while the deployment drains (its offer may predate the
+        drain): no pod is made, and LiveKit hears at once that the job failed here."""
+        if offered is not None:
+            self.jobs.release(offered)
+        log.warning("refused an assignment: the deployment is draining", extra=fields)
+        metrics.JOBS_ENDED.labels(*self._labels, "rejected").inc()
+        worker = self.registration.worker
+        if worker is None or not await worker.update_job(
+            job_id, agent.JS_FAILED, "the deployment is draining"
+        ):
+            log.warning("could not tell LiveKit the assignment was refused (not connected)", extra=fields)
+        self._dirty.set()
 
     async def _place(
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]

@@ -11,7 +11,7 @@ from typing import Any
 import kopf
 
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT, Owner
-from agent_operator.runtime import OperatorRuntime
+from agent_operator.runtime import DrainInterrupted, OperatorRuntime
 from agent_operator.spec import GROUP, PLURAL, VERSION
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -64,7 +64,26 @@ async def serve(
 ) -> None:
     runtime: OperatorRuntime = memo.runtime
     owner = Owner(namespace or "", name, uid)
-    await runtime.serve_deployment(owner, dict(spec), int(meta.get("generation") or 0), stopped)
+    await runtime.serve_deployment(
+        owner, dict(spec), int(meta.get("generation") or 0), stopped, lambda: meta.get("deletionTimestamp")
+    )
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def drained(
+    *, name: str, namespace: str | None, uid: str, spec: kopf.Spec, meta: kopf.Meta, memo: Any, **_: Any
+) -> None:
+    """Holds the finalizer until the drain is done. kopf runs it again on the next operator
+    if this one stops first (and it runs no daemon for a resource being deleted), so a drain
+    cut short by a restart is resumed rather than lost."""
+    runtime: OperatorRuntime = memo.runtime
+    owner = Owner(namespace or "", name, uid)
+    try:
+        await runtime.finish_deletion(
+            owner, dict(spec), int(meta.get("generation") or 0), meta.get("deletionTimestamp")
+        )
+    except DrainInterrupted as exc:
+        raise kopf.TemporaryError(str(exc), delay=5) from exc
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import logging
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -41,6 +44,7 @@ from agent_operator.supervisor import (
     SupervisorSettings,
 )
 from agent_operator.supervisor.tls import ReloadingServerCertificate
+from agent_operator.tasks import first_of
 
 log = logging.getLogger("agent_operator.runtime")
 
@@ -81,6 +85,17 @@ class ManagedTLS:
     secret: str
 
 
+class DrainInterrupted(Exception):
+    """The operator stopped before a deleted deployment had drained."""
+
+
+def deletion_time(timestamp: str | None) -> float:
+    """A deletionTimestamp (RFC 3339, UTC) as a wall-clock time; now if there is none."""
+    if not timestamp:
+        return time.time()
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
 def runner_host(address: str) -> str:
     """The host part of a runner address ("svc.ns.svc:50051" -> "svc.ns.svc", "[::1]:1" -> "::1")."""
     return address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
@@ -112,6 +127,8 @@ class OperatorRuntime:
         self.deployments: dict[tuple[str, str], DeploymentRuntime] = {}
         self._grace: dict[str, int] = {}
         self.runner_port = 0
+        self.exiting = asyncio.Event()
+        self._drained: dict[str, bool] = {}  # deleted deployments' uid -> their drain's result
 
     async def start(self) -> None:
         self.api = await kube_client(self.config.kubeconfig)
@@ -140,6 +157,7 @@ class OperatorRuntime:
         return grpc.ssl_server_credentials([(pki.key_pem.encode(), pki.cert_pem.encode())])
 
     async def stop(self) -> None:
+        self.begin_exit()
         if self.supervisor is not None:
             await self.supervisor.stop()
         if self.api is not None:
@@ -147,34 +165,96 @@ class OperatorRuntime:
 
     # -- deployments ----------------------------------------------------------------------------
     async def serve_deployment(
-        self, owner: Owner, spec: dict[str, Any], generation: int, stopped: Any
+        self,
+        owner: Owner,
+        spec: dict[str, Any],
+        generation: int,
+        stopped: Any,
+        deletion_timestamp: Callable[[], str | None],
     ) -> None:
-        """Serve one AgentDeployment until kopf stops its daemon (``stopped``, a kopf flag)."""
-        parsed, error = _parse(spec)
-        dep = DeploymentRuntime(self.collaborators(), owner, parsed, generation)
-        if error:
-            dep.update(None, generation, error)
-        key = (owner.namespace, owner.name)
-        self.deployments[key] = dep
+        """Serve one AgentDeployment until kopf stops its daemon (``stopped``, a kopf flag),
+        and drain it if it was deleted (``deletion_timestamp``: the live resource's)."""
         stopping = asyncio.Event()
 
         async def watch_flag() -> None:
             await stopped.wait()
             stopping.set()
 
+        def deleted() -> float | None:
+            if stopped.reason is None or not stopped.reason & DaemonStoppingReason.RESOURCE_DELETED:
+                return None
+            return deletion_time(deletion_timestamp())
+
         flag = asyncio.create_task(watch_flag())
         try:
-            await dep.run(
-                stopping,
-                deleted=lambda: bool(
-                    stopped.reason is not None and stopped.reason & DaemonStoppingReason.RESOURCE_DELETED
-                ),
-            )
+            await self._run_deployment(owner, spec, generation, stopping, deleted)
         finally:
             flag.cancel()
             await asyncio.gather(flag, return_exceptions=True)
+
+    async def finish_deletion(
+        self, owner: Owner, spec: dict[str, Any], generation: int, deletion_timestamp: str | None
+    ) -> bool:
+        """kopf's on-delete handler: returns once the deployment has drained (True: no pod
+        left; False: some outlasted the wait, told as an Event), and its finalizer may go.
+        Raises ``DrainInterrupted`` if the operator stops first: the finalizer stays, and the
+        next operator drains on, to the same deadline."""
+        if owner.uid in self._drained:  # kopf may call again before it sees its own patch
+            return self._drained[owner.uid]
+        key = (owner.namespace, owner.name)
+        dep = self.deployments.get(key)
+        if dep is not None and dep.owner.uid == owner.uid:
+            finished = asyncio.ensure_future(dep.finished.wait())
+            try:
+                await first_of(self.exiting, finished)
+            finally:
+                finished.cancel()
+                await asyncio.gather(finished, return_exceptions=True)
+            if dep.drain_result is not None:
+                return dep.drain_result
+        if self.exiting.is_set():
+            raise DrainInterrupted("the operator is stopping; the next one drains on")
+        # an operator (re)started after the deletion: kopf runs no daemon for a resource being
+        # deleted, so the drain is resumed here (or the daemon failed before its drain)
+        log.info(
+            "resuming the drain of a deleted deployment",
+            extra={"deployment": f"{owner.namespace}/{owner.name}"},
+        )
+        stopping = asyncio.Event()
+        stopping.set()
+        when = deletion_time(deletion_timestamp)
+        dep = await self._run_deployment(owner, spec, generation, stopping, lambda: when)
+        if dep.drain_result is None:
+            raise DrainInterrupted("the operator is stopping; the next one drains on")
+        return dep.drain_result
+
+    async def _run_deployment(
+        self,
+        owner: Owner,
+        spec: dict[str, Any],
+        generation: int,
+        stopping: asyncio.Event,
+        deleted: Callable[[], float | None],
+    ) -> DeploymentRuntime:
+        parsed, error = _parse(spec)
+        dep = DeploymentRuntime(self.collaborators(), owner, parsed, generation)
+        if error:
+            dep.update(None, generation, error)
+        key = (owner.namespace, owner.name)
+        self.deployments[key] = dep
+        try:
+            await dep.run(stopping, deleted, self.exiting)
+        finally:
             if self.deployments.get(key) is dep:
                 del self.deployments[key]
+            if dep.drain_result is not None:
+                self._drained[owner.uid] = dep.drain_result
+        return dep
+
+    def begin_exit(self) -> None:
+        """The operator is stopping (a signal, or leadership lost): drains in progress stop
+        and leave their pods to the next operator."""
+        self.exiting.set()
 
     def collaborators(self) -> Collaborators:
         api = self.api

@@ -13,7 +13,7 @@ from typing import Any
 from livekit.protocol import agent, models
 
 from agent_jobrunner.protocol import pb
-from agent_operator import templates
+from agent_operator import runner_env, templates
 from agent_operator.vocabulary import HeartbeatSettings
 
 GROUP = "agentoperator.dev"
@@ -139,6 +139,10 @@ class DeploymentSpec:
         containers = (template.get("spec") or {}).get("containers") or []
         if not containers:
             raise SpecError("template.spec.containers: at least one container (the runner) is required")
+        try:
+            runner_env.check_runner_env(containers[0])
+        except runner_env.EnvError as exc:
+            raise SpecError(str(exc)) from None
         participant = spec.get("participant") or {}
         identity_template = str(participant.get("identityTemplate") or "agent-{job_id}")
         name_template = str(participant.get("nameTemplate") or "")

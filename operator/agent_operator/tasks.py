@@ -93,3 +93,28 @@ async def run_with_companions(
         for pending in everything:
             pending.cancel()
         await asyncio.gather(*everything, return_exceptions=True)
+
+
+async def first_of(event: asyncio.Event, task: asyncio.Task[Any]) -> None:
+    """Until ``event`` is set or ``task`` ends (a failure of the task is raised)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        await asyncio.gather(waiter, return_exceptions=True)
+    if task.done():
+        task.result()
+
+
+async def unless(work: Awaitable[bool], stop: asyncio.Event | None) -> bool | None:
+    """``work``'s result, or None if ``stop`` is set first (the work is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait() if stop is not None else asyncio.Event().wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in (task, waiter):
+            fut.cancel()
+        await asyncio.gather(task, waiter, return_exceptions=True)
+    return task.result() if not task.cancelled() else None

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 from typing import Any
 
+from agent_operator.runner_env import RESERVED
 from agent_operator.spec import GROUP, KIND, VERSION, DeploymentSpec
 
 LABEL_DEPLOYMENT = f"{GROUP}/deployment"
@@ -123,9 +124,11 @@ def build_runner_pod(
 
     container = pod_spec["containers"][0]
     _secure_container(container)
-    env = [e for e in container.get("env") or [] if not str(e.get("name", "")).startswith("AGENT_")]
+    # the spec's check refused reserved names in the template (runner_env); every one is set
+    # here, the unused ones empty, as env wins over envFrom: no ConfigMap can supply one
+    env = [e for e in container.get("env") or [] if str(e.get("name", "")) not in RESERVED]
     user_env = {e["name"] for e in env}
-    env = [
+    wiring = [
         {"name": "AGENT_OPERATOR_ADDRESS", "value": runner.operator_address},
         {"name": "AGENT_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "AGENT_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -133,9 +136,10 @@ def build_runner_pod(
         {"name": "AGENT_RUNNER_TOKEN_PATH", "value": f"{TOKEN_DIR}/token"},
         {"name": "AGENT_ENTRYPOINT", "value": spec.entrypoint},
         {"name": "AGENT_RUNTIME", "value": spec.runtime},
-        *([{"name": "AGENT_OPERATOR_TLS_CA_PEM", "value": runner.tls_ca_pem}] if runner.tls_ca_pem else []),
-        *env,
+        {"name": "AGENT_OPERATOR_TLS_CA", "value": ""},
+        {"name": "AGENT_OPERATOR_TLS_CA_PEM", "value": runner.tls_ca_pem},
     ]
+    env = [*wiring, *env]
     if "TMPDIR" not in user_env:
         env.append({"name": "TMPDIR", "value": "/tmp"})  # noqa: S108 - the pod's own emptyDir
     container["env"] = env
