@@ -82,6 +82,7 @@ class DeploymentRuntime:
             changed=self.mark_dirty,
             fields=self.fields,
             trust=self.trust,
+            event=self.event,
         )
         self.ends = JobEnds(
             self.jobs,
@@ -407,6 +408,7 @@ class DeploymentRuntime:
                 blocked=self.blocked,
                 draining=self.draining,
                 recent=tuple(self.ends.recent),
+                pool_failure=self.pool.failure,
             )
         )
 

@@ -182,6 +182,8 @@ async def test_a_bad_agent_is_the_answer_to_the_job(
     message: str,
 ) -> None:
     runner, session, _ = await start_job(supervisor, runners, livekit, caller_room, attribute)
+    assert session.hello.state == pb.RUNNER_STATE_PREWARM_FAILED  # said before any job comes
+    assert message in session.hello.prewarm_error
     response = await session.expect("start_job_response")
     assert message in response.error
     assert await runner.wait() == 1
