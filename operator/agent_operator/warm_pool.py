@@ -189,8 +189,10 @@ class WarmPool:
 
     @property
     def failure(self) -> PoolFailure | None:
-        """The last failure of a pool pod, while no pool pod has attached since."""
-        return self._backoff.last
+        """The last failure of a pool pod, while no pool pod has attached since (and a pool is
+        wanted: scaled to 0, there is no pool to be degraded)."""
+        spec = self._demand().spec
+        return self._backoff.last if spec is not None and spec.warm_pool_size > 0 else None
 
     @property
     def ready(self) -> int:

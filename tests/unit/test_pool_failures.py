@@ -195,6 +195,18 @@ async def test_a_prewarm_failure_reported_by_the_supervisor_reaches_the_pool() -
     assert "ModuleNotFoundError" in h.events.recorded[0][1]
 
 
+async def test_a_pool_scaled_to_zero_is_not_degraded() -> None:
+    h, _ = pool_harness()
+    await h.dep.pool.reconcile()
+    await h.dep.pool.failed(only_pod(h).uid, "PrewarmFailed", "boom")
+    assert h.dep.pool.failure is not None
+    h.dep.update(spec(maxConcurrentJobs=4, warmPool={"size": 0}), 2)
+    after: object = h.dep.pool.failure  # (mypy keeps the narrowing above across the call)
+    assert after is None
+    condition = next(c for c in h.dep.conditions() if c.type == "WarmPoolDegraded")
+    assert condition.status is False
+
+
 def test_the_condition_names_the_last_failure() -> None:
     backoff = PoolBackoff()
     backoff.failed(0.0, "PrewarmFailed", "a")
