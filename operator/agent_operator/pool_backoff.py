@@ -14,7 +14,8 @@ import re
 
 BASE_SECONDS = 2.0
 MAX_SECONDS = 300.0
-MESSAGE_LIMIT = 400
+# pod_failures already cuts what the kubelet said to 400 characters: this keeps the advice after it
+MESSAGE_LIMIT = 1000
 
 # a JWT (a room or ServiceAccount token), and the value of a key=value / key: value pair whose
 # key names a secret

@@ -50,7 +50,7 @@ def test_what_people_see_has_no_token_or_secret_and_is_short() -> None:
     assert "\n" not in said
     assert said.startswith("RuntimeError: cannot reach")
     assert "api_secret=[redacted]" in said
-    assert len(for_people("x" * 5000)) == 400
+    assert len(for_people("x" * 5000)) == 1000
 
 
 def pool_harness(size: int = 1) -> tuple[Harness, Clock]:
