@@ -2,14 +2,16 @@
 
     python -m devenv.images      # `make images`: build or reuse all, print time, size, cache
 
-Four images, each built as a user builds it and exported as an OCI archive under
+Five images, each built as a user builds it and exported as an OCI archive under
 ``<cache>/images/`` (what the local cluster imports with ``ctr -n k8s.io images import``):
 
 * ``python``: the base, made from Debian packages (``devenv/base_image.py``);
 * ``runner``: ``jobrunner/Dockerfile``, ``PYTHON_IMAGE`` set to the base;
 * ``operator``: ``operator/Dockerfile``, likewise;
 * ``test-agents``: ``tests/agents/Dockerfile``, ``FROM`` the runner (the test agents, the voice
-  extras and espeak-ng; also runs the shipped ``agent_jobrunner.examples.voice``).
+  extras and espeak-ng; also runs the shipped ``agent_jobrunner.examples.voice``);
+* ``weather-agent``: the livekit-agents example, ``jobrunner/examples/weather-agent/Dockerfile``
+  in its own folder as the build context, ``FROM`` the runner, as a user builds an agent image.
 
 Tags are real and name their inputs: ``docker.io/livekit-agent-operator/runner:0.1.0-<key>``,
 the key hashing the Dockerfile, the files it copies, its build arguments and its base's key
@@ -73,12 +75,20 @@ class ImageSpec:
     dockerfile: Path  # in the build context (the repository root)
     base_arg: str  # the build argument naming the image it starts from
     base: str  # name of that image
+    context: Path = Path()  # the build context, in the repository
 
 
 IMAGES = (
     ImageSpec("runner", Path("jobrunner/Dockerfile"), "PYTHON_IMAGE", "python"),
     ImageSpec("operator", Path("operator/Dockerfile"), "PYTHON_IMAGE", "python"),
     ImageSpec("test-agents", Path("tests/agents/Dockerfile"), "RUNNER_IMAGE", "runner"),
+    ImageSpec(
+        "weather-agent",
+        Path("jobrunner/examples/weather-agent/Dockerfile"),
+        "RUNNER_IMAGE",
+        "runner",
+        context=Path("jobrunner/examples/weather-agent"),
+    ),
 )
 NAMES = ("python", *(spec.name for spec in IMAGES))
 
@@ -166,9 +176,10 @@ def base_target() -> tuple[str, Path]:
 def image_target(
     spec: ImageSpec, parent_tag: str, pip_args: dict[str, str], context: Path = REPO_ROOT
 ) -> tuple[dict[str, str], str, Path]:
-    """The build arguments, tag and archive of ``spec`` built in ``context`` on ``parent_tag``."""
+    """The build arguments, tag and archive of ``spec`` built from the repository ``context``
+    on ``parent_tag``."""
     build_args = {spec.base_arg: parent_tag, **pip_args}
-    key = input_key(context / spec.dockerfile, context, build_args, [parent_tag])
+    key = input_key(context / spec.dockerfile, context / spec.context, build_args, [parent_tag])
     tag = f"{REPOSITORY}/{spec.name}:{version(context)}-{key}"
     return build_args, tag, images_dir() / f"{spec.name}-{key}.oci.tar"
 
@@ -197,7 +208,7 @@ def ensure_image(
         return cached
     _in_store(buildah, parent)
     start = time.monotonic()
-    buildah.build(REPO_ROOT / spec.dockerfile, REPO_ROOT, tag, build_args, mounts)
+    buildah.build(REPO_ROOT / spec.dockerfile, REPO_ROOT / spec.context, tag, build_args, mounts)
     image = _export(buildah, spec.name, tag, archive, time.monotonic() - start)
     prune(buildah, spec.name, keep=archive)
     return image

@@ -53,7 +53,8 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
-HelloState = tuple["pb.RunnerState.ValueType", "pb.RunningJob | None"]
+# the state, the running job (state RUNNING) and the prewarm error (state PREWARM_FAILED)
+HelloState = tuple["pb.RunnerState.ValueType", "pb.RunningJob | None", str]
 
 
 class AttachError(Exception):
@@ -266,7 +267,7 @@ class OperatorLink:
         return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
     def _hello(self, credential: str) -> pb.Hello:
-        state, running_job = self._hello_state()
+        state, running_job, prewarm_error = self._hello_state()
         hello = pb.Hello(
             protocol_version=PROTOCOL_VERSION,
             pod_namespace=self._config.pod_namespace,
@@ -275,6 +276,7 @@ class OperatorLink:
             credential=credential,
             state=state,
             runner_version=__version__,
+            prewarm_error=prewarm_error,
         )
         if running_job is not None:
             hello.running_job.CopyFrom(running_job)

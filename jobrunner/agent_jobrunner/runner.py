@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 # how long an idle runner spends telling the operator it is leaving
 IDLE_CLOSE_SECONDS = 1.0
+# the longest prewarm error the runner reports (the operator puts it in an Event)
+PREWARM_ERROR_LIMIT = 1000
 # of a job's shutdown budget, the part kept for delivering the last messages
 FLUSH_SHARE = 0.2
 FLUSH_MAX_SECONDS = 2.0
@@ -85,8 +87,9 @@ class Runner:
                 await self._agent.aclose()
 
     async def _load_agent(self) -> None:
-        # Loaded before attaching, so a warm pod has the user's code ready when its job comes;
-        # a failure is the answer to the job's StartJobRequest, so the operator hears of it.
+        # Loaded (and prewarmed) before attaching, so a warm pod has the user's code ready when
+        # its job comes. A failure is said in the Hello (state PREWARM_FAILED): the operator
+        # counts no idle pod, tells the user and replaces the pod; a job sent anyway is refused.
         try:
             self._agent = await load_agent(self.config.runtime, self.config.entrypoint)
         except EntrypointError as err:
@@ -107,9 +110,11 @@ class Runner:
         self._trigger(JobEnd(EndCause.SIGNALLED, reason=name))
 
     def _hello_state(self) -> HelloState:
-        if self._running_job is None:
-            return pb.RUNNER_STATE_IDLE, None
-        return pb.RUNNER_STATE_RUNNING, self._running_job
+        if self._running_job is not None:
+            return pb.RUNNER_STATE_RUNNING, self._running_job, ""
+        if self._agent is None and self._entrypoint_error:
+            return pb.RUNNER_STATE_PREWARM_FAILED, None, self._entrypoint_error[:PREWARM_ERROR_LIMIT]
+        return pb.RUNNER_STATE_IDLE, None, ""
 
     # ------------------------------------------------------------------------------ messages
 

@@ -1,11 +1,12 @@
 """A deployment's status conditions, as a pure function of what it knows (tested without
-servers): Registered, Ready and Degraded."""
+servers): Registered, Ready, Degraded and WarmPoolDegraded."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from agent_operator.kube.status import Condition
+from agent_operator.pool_backoff import PoolFailure
 from agent_operator.supervisor import OutcomeStatus
 
 
@@ -17,6 +18,7 @@ class DeploymentState:
     blocked: str  # the message that goes with it
     draining: bool
     recent: tuple[OutcomeStatus, ...]  # the last outcomes, oldest first
+    pool_failure: PoolFailure | None = None  # the last pool pod failure, until one attaches
 
 
 def conditions(state: DeploymentState) -> list[Condition]:
@@ -42,4 +44,17 @@ def conditions(state: DeploymentState) -> list[Condition]:
         )
     else:
         degraded = Condition("Degraded", False, "JobsHealthy", "")
-    return [reg, ready, degraded]
+    return [reg, ready, degraded, warm_pool(state.pool_failure)]
+
+
+def warm_pool(failure: PoolFailure | None) -> Condition:
+    """True while pool pods fail before they serve (the reason is the last failure's)."""
+    if failure is None:
+        return Condition("WarmPoolDegraded", False, "PoolHealthy", "")
+    return Condition(
+        "WarmPoolDegraded",
+        True,
+        failure.reason,
+        f"{failure.in_a_row} pool pods failed in a row, the last: {failure.message}; "
+        f"the next waits {failure.delay:.0f}s",
+    )

@@ -88,6 +88,7 @@ class DeploymentRuntime:
             changed=self.mark_dirty,
             fields=self.fields,
             trust=self.trust,
+            event=self.event,
         )
         self.ends = JobEnds(
             self.jobs,
@@ -216,7 +217,6 @@ class DeploymentRuntime:
             self.event,
             self.fields,
         )
-
 
     # -- capacity -----------------------------------------------------------------------------
     def capacity(self) -> decisions.Capacity:
@@ -442,7 +442,9 @@ class DeploymentRuntime:
         )
 
     def conditions(self) -> list[Condition]:
-        return self.readiness.conditions(self.worker_id, self.draining, tuple(self.ends.recent))
+        return self.readiness.conditions(
+            self.worker_id, self.draining, tuple(self.ends.recent), self.pool.failure
+        )
 
     # -- helpers ------------------------------------------------------------------------------
     def event(self, reason: str, message: str, warning: bool = False) -> None:

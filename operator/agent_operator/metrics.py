@@ -59,6 +59,19 @@ JOB_POD_FAILURES = Counter(
     "failed probe).",
     (*DEPLOYMENT_LABELS, "reason"),
 )
+PREWARM_FAILURES = Counter(
+    "agent_operator_prewarm_failures_total",
+    "Runners whose agent could not be loaded or prewarmed (its import or setup_fnc raised, or the "
+    "prewarm outlasted its timeout); their pods take no job and are replaced.",
+    DEPLOYMENT_LABELS,
+)
+POOL_POD_FAILURES = Counter(
+    "agent_operator_pool_pod_failures_total",
+    "Idle pool pods that could never serve, deleted and replaced with backoff, by reason: "
+    "PrewarmFailed, AttachTimeout (the runner never attached within the start timeout), "
+    "ErrImagePull, ImagePullBackOff, InvalidImageName, ErrImageNeverPull, Unschedulable, OOMKilled.",
+    (*DEPLOYMENT_LABELS, "reason"),
+)
 JOBS_STARTED = Counter(
     "agent_operator_jobs_started_total",
     "Jobs whose runner answered StartJobResponse (joined the room, entrypoint running), by path: "
@@ -189,6 +202,7 @@ _PLAIN = (
     POOL_BUSY,
     POOL_TARGET,
     HEARTBEAT_RTT,
+    PREWARM_FAILURES,
 )
 _BY_OUTCOME = (JOBS_ENDED, JOB_DURATION)
 _BY_PATH = (JOBS_STARTED, JOB_START_LATENCY, JOB_STARTS_BY_PATH)
@@ -216,7 +230,7 @@ def init_deployment(namespace: str, name: str) -> None:
 
 def forget_deployment(namespace: str, name: str) -> None:
     """Drop a deleted deployment's series (a stale ``worker_connected 0`` would page someone)."""
-    for metric in (*_PLAIN, *_BY_OUTCOME, *_BY_PATH, AVAILABILITY_ANSWERS):
+    for metric in (*_PLAIN, *_BY_OUTCOME, *_BY_PATH, AVAILABILITY_ANSWERS, POOL_POD_FAILURES):
         metric.remove_by_labels({"namespace": namespace, "deployment": name})
 
 

@@ -2,8 +2,9 @@
 one a job takes.
 
 An idle pod is replaced when it was built from an older template (never serve a stale pod),
-is older than ``maxIdleAge``, never attached within the start timeout, or lost its stream
-and did not come back within it. The start timeout runs from when this operator began to
+is older than ``maxIdleAge``, or lost its stream and did not come back within the start
+timeout; one whose runner never attached within it has failed (``failed``: the pool says so
+and backs off, as for a failed prewarm). The start timeout runs from when this operator began to
 wait for the runner: its creation, or its adoption after a restart (an adopted pod's runner
 may still be attached to the previous operator, and may even have just been given a job).
 An adopted pod that has not attached here yet is never shrunk away or handed a job. The
@@ -46,6 +47,7 @@ class PoolPod:
 class PoolPlan:
     delete: list[tuple[PoolPod, str]]
     create: int
+    failed: list[tuple[PoolPod, str]] = dataclasses.field(default_factory=list)
 
 
 def desired_idle(size: int, max_jobs: int, busy: int) -> int:
@@ -64,6 +66,7 @@ def plan_pool(
     """``claimed``: jobs being placed that have no pod yet; each takes an idle pod first, so
     that many beyond ``desired`` are kept rather than deleted under them."""
     delete: list[tuple[PoolPod, str]] = []
+    failed: list[tuple[PoolPod, str]] = []
     keep: list[PoolPod] = []
     for pod in pods:
         if pod.deleting:
@@ -75,7 +78,7 @@ def plan_pool(
         elif now - pod.created_at > max_idle_age:
             delete.append((pod, f"idle longer than maxIdleAge ({max_idle_age:.0f}s)"))
         elif not pod.attached_once and now - pod.waiting_since > start_timeout:
-            delete.append((pod, f"runner did not attach within {start_timeout:.0f}s"))
+            failed.append((pod, f"its runner did not attach within the start timeout ({start_timeout:.0f}s)"))
         elif not pod.attached and pod.detached_at is not None and now - pod.detached_at > start_timeout:
             delete.append((pod, f"runner lost its stream and did not return within {start_timeout:.0f}s"))
         else:
@@ -87,7 +90,7 @@ def plan_pool(
         for pod in excess:
             delete.append((pod, "pool shrunk"))
         keep = [p for p in keep if p not in excess]
-    return PoolPlan(delete=delete, create=max(0, desired - len(keep)))
+    return PoolPlan(delete=delete, create=max(0, desired - len(keep)), failed=failed)
 
 
 def pick_idle(pods: list[PoolPod], template_hash: str) -> PoolPod | None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from agent_operator import metrics
 from agent_operator.conditions import DeploymentState, conditions
 from agent_operator.kube.status import Condition
+from agent_operator.pool_backoff import PoolFailure
 from agent_operator.supervisor import OutcomeStatus
 
 log = logging.getLogger("agent_operator.deployment")
@@ -74,7 +75,11 @@ class Readiness:
         self._changed()
 
     def conditions(
-        self, worker_id: str, draining: bool, recent: tuple[OutcomeStatus, ...]
+        self,
+        worker_id: str,
+        draining: bool,
+        recent: tuple[OutcomeStatus, ...],
+        pool_failure: PoolFailure | None,
     ) -> list[Condition]:
         return conditions(
             DeploymentState(
@@ -84,5 +89,6 @@ class Readiness:
                 blocked=self.blocked,
                 draining=draining,
                 recent=recent,
+                pool_failure=pool_failure,
             )
         )

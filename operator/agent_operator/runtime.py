@@ -345,6 +345,8 @@ class OperatorRuntime:
         if failure is None and record is not None and record.outcome is None and probe_killable(pod):
             failure = await self._probe_failure(identity, record.log_fields())
         if failure is not None:  # before the exit: an OOM kill fails a running job too, at once
+            if owner is not None:  # an idle pool pod: replaced, with backoff
+                await owner.pool.failed(uid, failure.reason, failure.message)
             await self.supervisor.pod_failed(uid, failure.reason, failure.message)
         if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
             await self.supervisor.unit_exited(uid, exit_detail(pod))
@@ -374,6 +376,11 @@ class OperatorRuntime:
         owner = self._deployment(binding)
         if owner is not None:
             owner.runner_detached(binding.pod)
+
+    async def runner_prewarm_failed(self, binding: RunnerBinding, error: str) -> None:
+        owner = self._deployment(binding)
+        if owner is not None:  # a job's pod: its job fails (the supervisor), else the pool's
+            await owner.pool.failed(binding.pod.uid, "PrewarmFailed", error)
 
     async def job_started(self, job: JobRecord) -> None:
         owner = self._deployment(job.binding)

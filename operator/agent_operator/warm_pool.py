@@ -18,6 +18,7 @@ from agent_operator.collaborators import Pods
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.kube.pods import brief
 from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings, build_runner_pod
+from agent_operator.pool_backoff import PoolBackoff, PoolFailure
 from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool
 from agent_operator.spec import DeploymentSpec
 from agent_operator.templates import pod_name
@@ -60,6 +61,7 @@ class WarmPool:
         changed: Callable[[], None],
         fields: dict[str, str],
         trust: DeploymentTrust,
+        event: Callable[[str, str, bool], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.owner = owner
@@ -71,6 +73,8 @@ class WarmPool:
         self._changed = changed
         self.fields = fields
         self._clock = clock
+        self._event = event
+        self._backoff = PoolBackoff()
         self.pods: dict[str, PoolPod] = {}
         self._creating = 0  # pool pods being created right now
         self._pool_changed = asyncio.Event()  # a pod created, attached, deleted or gone; room freed
@@ -161,8 +165,10 @@ class WarmPool:
         )
 
     def attached(self, uid: str) -> None:
+        """Its runner attached, prewarmed (a failed prewarm is ``failed``)."""
         pod = self.pods.get(uid)
         if pod is not None:
+            self._backoff.succeeded()
             pod.attached = pod.attached_once = True
             pod.detached_at = None
             self._update_gauge()
@@ -181,6 +187,37 @@ class WarmPool:
             self._update_gauge()
             self._pool_changed.set()
             self.wake()
+
+    async def failed(self, uid: str, reason: str, message: str) -> None:
+        """A pool pod that will never serve (its agent's prewarm failed, its image cannot be
+        pulled, no node takes it): not idle, deleted, an Event saying why, and the next pool pod
+        waits (``pool_backoff``). A pod not in the pool (a job's) is left to its job's end."""
+        pod = self.pods.get(uid)
+        if pod is None or pod.deleting:
+            return  # a job pod, or already being replaced (its status says it again)
+        self._fail(pod, reason, message)
+        await self._pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
+
+    def _fail(self, pod: PoolPod, reason: str, message: str) -> None:
+        pod.deleting = True
+        pod.attached = False
+        failure = self._backoff.failed(self._clock(), reason, message)
+        metrics.POOL_POD_FAILURES.labels(self.owner.namespace, self.owner.name, reason).inc()
+        said = (
+            f"pool pod {pod.name}: {reason}: {failure.message}; replaced in {failure.delay:.0f}s "
+            f"({failure.in_a_row} failed in a row)"
+        )
+        log.warning("%s", said, extra={**self.fields, "pod": pod.name, "reason": reason})
+        self._event("PoolPodFailed", said, True)
+        self._update_gauge()
+        self._changed()
+
+    @property
+    def failure(self) -> PoolFailure | None:
+        """The last failure of a pool pod, while no pool pod has attached since (and a pool is
+        wanted: scaled to 0, there is no pool to be degraded)."""
+        spec = self._demand().spec
+        return self._backoff.last if spec is not None and spec.warm_pool_size > 0 else None
 
     @property
     def ready(self) -> int:
@@ -239,8 +276,11 @@ class WarmPool:
         # all of them at once, before the first await: ``take`` never hands out a doomed pod
         for pod, _ in plan.delete:
             pod.deleting = True
+        for pod, message in plan.failed:
+            self._fail(pod, "AttachTimeout", message)
         failed: Exception | None = None
-        for pod, reason in plan.delete:
+        doomed = [*plan.delete, *((pod, "it failed before it served") for pod, _ in plan.failed)]
+        for pod, reason in doomed:
             log.info("replacing idle pod %s: %s", pod.name, reason, extra={**self.fields, "pod": pod.name})
             try:
                 await self._pods.delete(PodIdentity(pod.namespace, pod.name, pod.uid))
@@ -254,11 +294,12 @@ class WarmPool:
             self._update_gauge()
             raise failed
         created = 0
-        for _ in range(plan.create):
+        # after a failure in a row, the next pool pod waits (the loop comes back every tick)
+        for _ in range(plan.create if self._backoff.allows(self._clock()) else 0):
             if not await self._create_one(template_hash):
                 break
             created += 1
-        if plan.delete or created:
+        if plan.delete or plan.failed or created:
             self._update_gauge()
             self._changed()
 

@@ -4,12 +4,14 @@
 with a ``prewarm_fnc``) and ``entrypoint`` (a bare function) are the same agent. What it does
 once a participant is there comes from ``LKA_TEST_MODE``: ``shutdown`` (``ctx.shutdown()``),
 ``raise``, or anything else: return and let the job go on until it is ended from outside.
+``broken`` and ``hanging`` are the same agent with a ``setup_fnc`` that raises or never returns.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobProcess, WorkerOptions
@@ -65,3 +67,12 @@ broken = AgentServer(setup_fnc=broken_prewarm)
 broken.rtc_session(entrypoint, agent_name="lka-test")
 
 no_entrypoint = AgentServer()
+
+
+def hanging_prewarm(proc: JobProcess) -> None:
+    threading.Event().wait()  # a model download that never ends
+
+
+# a prewarm that hangs: bounded by the server's own initialize_process_timeout
+hanging = AgentServer(setup_fnc=hanging_prewarm, initialize_process_timeout=2.0)
+hanging.rtc_session(entrypoint, agent_name="lka-test")

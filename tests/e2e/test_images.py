@@ -139,14 +139,14 @@ def images() -> dict[str, Image]:
 def unpacked(images: dict[str, Image], tmp_path_factory: pytest.TempPathFactory) -> dict[str, UnpackedImage]:
     return {
         name: UnpackedImage(images[name].archive, tmp_path_factory.mktemp(name))
-        for name in ("python", "runner", "operator", "test-agents")
+        for name in ("python", "runner", "operator", "test-agents", "weather-agent")
     }
 
 
 def test_the_cache_answers_for_every_image_without_building(images: dict[str, Image]) -> None:
     # in this network namespace a build could not reach any index: a cache miss would fail
     again = ensure_images(log=False)
-    assert set(again) == {"python", "runner", "operator", "test-agents"}
+    assert set(again) == {"python", "runner", "operator", "test-agents", "weather-agent"}
     assert all(image.cached for image in again.values()), again
     assert {n: i.tag for n, i in again.items()} == {n: i.tag for n, i in images.items()}
     for image in again.values():
@@ -215,7 +215,12 @@ def test_the_agent_image_holds_the_test_agents_and_speaks(unpacked: dict[str, Un
     agents = unpacked["test-agents"]
     assert agents.config["User"] == "65532:65532", "built FROM the runner, its user is kept"
     assert agents.entrypoint == ["agent-jobrunner"]
-    modules = sorted(p.stem for p in (REPO_ROOT / "tests" / "agents").glob("*.py") if p.stem != "__init__")
+    # broken_import raises at import on purpose (a failed prewarm)
+    modules = sorted(
+        p.stem
+        for p in (REPO_ROOT / "tests" / "agents").glob("*.py")
+        if p.stem not in ("__init__", "broken_import")
+    )
     code = (
         "import importlib, shutil\n"
         f"for name in {modules!r}: importlib.import_module('tests.agents.' + name)\n"
@@ -229,6 +234,25 @@ def test_the_agent_image_holds_the_test_agents_and_speaks(unpacked: dict[str, Un
     spoke = agents.run(["sh", "-c", "espeak-ng --stdout 'hello there' | head -c 4"])
     assert spoke.returncode == 0, spoke.stderr
     assert spoke.stdout == "RIFF", "espeak-ng writes a WAV stream"
+
+
+def test_the_livekit_agents_example_image_holds_the_agent_as_it_is(
+    unpacked: dict[str, UnpackedImage],
+) -> None:
+    example = unpacked["weather-agent"]
+    assert example.config["User"] == "65532:65532", "built FROM the runner, its user is kept"
+    assert example.entrypoint == ["agent-jobrunner"]
+    code = (
+        "import shutil\n"
+        "from livekit.agents import AgentServer\n"
+        "import agent\n"  # /app, the working directory
+        "assert isinstance(agent.server, AgentServer), agent.server\n"
+        "from agent_jobrunner.lka.agent import resolve\n"
+        "print(resolve('agent:server').style, shutil.which('espeak-ng'))\n"
+    )
+    ran = example.run(["python", "-c", code])
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ran.stdout.split()[-2:] == ["AgentServer", "/usr/bin/espeak-ng"]
 
 
 # the voice example's offline providers, in the image: espeak-ng speaks a question, Silero VAD

@@ -32,8 +32,7 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.voicekit.caller import Caller
-from tests.voicekit.speech import speak, transcribe
+from tests.support.weather_call import ANSWER_WORDS, ask_the_weather
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -86,27 +85,9 @@ async def test_the_example_agent_answers_from_a_warm_pod(
     await status_equals(deployments, "weather", "idlePods", 1, timeout=120)
     idle = await job_pod(deployments, "weather")
     assert idle.metadata.labels["agentoperator.dev/state"] == "idle"
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    caller = Caller()
-    try:
-        await dispatch(lk, body["spec"]["agentName"], room)
-        await caller.join(livekit, room)
-        await wait_participant(lk, room, "agent-")
-        await caller.wait_agent_track(90)
-        await starts_reported(deployments, "weather", 1)
-        busy = [
-            p for p in await deployments.pods("weather") if p.metadata.labels.get("agentoperator.dev/job-id")
-        ]
-        assert [p.metadata.name for p in busy] == [idle.metadata.name]  # the warm pod took the job
-
-        _, said = await caller.say(await speak("What is the weather in Paris?"))
-        start = await caller.agent_starts(said)
-        end = await caller.agent_stops(said)
-        answer = await transcribe(caller.audio(start - 0.3, end + 0.3))
-        assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
-    finally:
-        await caller.leave()
-    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    busy, answer = await ask_the_weather(lk, livekit, deployments, "weather", body["spec"]["agentName"])
+    assert busy == [idle.metadata.name]  # the warm pod took the job
+    assert set(answer.split()) >= ANSWER_WORDS, answer
     status = await status_equals(deployments, "weather", "jobsSucceeded", 1, timeout=90)
     assert status["jobsFailed"] == 0
     operator_log = operator.log_text()

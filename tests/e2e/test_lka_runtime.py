@@ -71,13 +71,15 @@ async def start_job(
     caller: rtc.Room,
     attribute: str,
     mode: str = "",
+    state: pb.RunnerState.ValueType = pb.RUNNER_STATE_IDLE,
 ) -> tuple[RunnerProcess, Session, str]:
+    """Start the agent ``attribute`` names, attached in ``state``, and send it a job."""
     room = f"lka-{uuid.uuid4().hex[:8]}"
     await caller.connect(livekit.url, room_token(livekit, room, "caller"))
     runner = runners(supervisor.port, attribute, {"LKA_TEST_MODE": mode})
     await runner.start()
     session = await supervisor.servicer.session()
-    assert session.hello.state == pb.RUNNER_STATE_IDLE
+    assert session.hello.state == state
     request, job = start_request(livekit, room)
     session.send(pb.SupervisorMessage(start_job=request))
     return runner, session, job.id
@@ -181,7 +183,9 @@ async def test_a_bad_agent_is_the_answer_to_the_job(
     attribute: str,
     message: str,
 ) -> None:
-    runner, session, _ = await start_job(supervisor, runners, livekit, caller_room, attribute)
+    failed = pb.RUNNER_STATE_PREWARM_FAILED  # said before any job comes
+    runner, session, _ = await start_job(supervisor, runners, livekit, caller_room, attribute, state=failed)
+    assert message in session.hello.prewarm_error
     response = await session.expect("start_job_response")
     assert message in response.error
     assert await runner.wait() == 1
@@ -205,6 +209,8 @@ async def test_an_unsupported_livekit_agents_release_fails_the_start_saying_so(
     runner = runners(supervisor.port, "server", {"PYTHONPATH": f"{shadow}:{REPO_ROOT}"})
     await runner.start()
     session = await supervisor.servicer.session()
+    assert session.hello.state == pb.RUNNER_STATE_PREWARM_FAILED
+    assert "livekit-agents 1.7.0 is installed" in session.hello.prewarm_error
     request, _ = start_request(livekit, room)
     session.send(pb.SupervisorMessage(start_job=request))
     response = await session.expect("start_job_response")

@@ -18,6 +18,7 @@ from devenv.environment import TestEnvironment
 from devenv.kube import KubeAccess
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
+from tests.support import cannot_start
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -116,23 +117,7 @@ async def test_an_agent_over_its_memory_limit_fails_its_job_as_oomkilled_at_once
     await no_pods(deployments, "hog")
 
 
-@pytest.mark.parametrize(
-    ("case", "agent", "reasons", "fix"),
-    [
-        (
-            "pull",
-            {"image": "localhost/agent-operator-test/no-such-agent:1", "imagePullPolicy": "IfNotPresent"},
-            ("ErrImagePull", "ImagePullBackOff"),
-            "imagePullSecrets",
-        ),
-        (
-            "sched",
-            {"resources": {"requests": {"memory": "4000Gi"}}},
-            ("Unschedulable",),
-            "resources.requests",
-        ),
-    ],
-)
+@pytest.mark.parametrize(("case", "agent", "reasons", "fix"), cannot_start.CASES, ids=cannot_start.IDS)
 async def test_a_pod_that_cannot_start_fails_its_job_fast_saying_what_to_fix(
     operator: OperatorProcess,
     deployments: Deployments,

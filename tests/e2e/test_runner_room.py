@@ -474,7 +474,10 @@ async def test_bad_entrypoint(
     runner = runners(supervisor.port, entrypoint)
     await runner.start()
     session = await supervisor.servicer.session()
-    assert session.hello.state == pb.RUNNER_STATE_IDLE  # a bad entrypoint is reported when the job comes
+    # a bad entrypoint is said in the Hello (the operator counts no idle pod), and a job sent
+    # anyway is refused with it
+    assert session.hello.state == pb.RUNNER_STATE_PREWARM_FAILED
+    assert error in session.hello.prewarm_error
     request, job = start_request(livekit, room_name())
     start(session, request)
     response = await session.expect("start_job_response")
@@ -492,6 +495,8 @@ async def test_unimportable_entrypoint(
     runner = runners(supervisor.port, "x", {"AGENT_ENTRYPOINT": "tests.agents.does_not_exist:entrypoint"})
     await runner.start()
     session = await supervisor.servicer.session()
+    assert session.hello.state == pb.RUNNER_STATE_PREWARM_FAILED
+    assert "cannot import tests.agents.does_not_exist" in session.hello.prewarm_error
     request, _ = start_request(livekit, room_name())
     start(session, request)
     response = await session.expect("start_job_response")

@@ -114,12 +114,16 @@ class FakeSupervisor:
         self.shutdowns: list[tuple[str, str]] = []
         self.forgotten: list[str] = []
         self.exited: list[tuple[str, str]] = []
+        self.failed: list[tuple[str, str]] = []
 
     async def forget(self, pod_uid: str) -> None:
         self.forgotten.append(pod_uid)
 
     async def unit_exited(self, pod_uid: str, detail: str) -> None:
         self.exited.append((pod_uid, detail))
+
+    async def pod_failed(self, pod_uid: str, reason: str, message: str) -> None:
+        self.failed.append((pod_uid, reason))
 
     def expect(self, binding: RunnerBinding) -> None:
         self.bindings[binding.pod.uid] = binding

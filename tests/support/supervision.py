@@ -53,6 +53,9 @@ class RecordingListener:
     async def runner_detached(self, binding: RunnerBinding) -> None:
         await self._add(Event("detached", binding.pod))
 
+    async def runner_prewarm_failed(self, binding: RunnerBinding, error: str) -> None:
+        await self._add(Event("prewarm_failed", binding.pod, error))
+
     async def job_started(self, job: JobRecord) -> None:
         await self._add(Event("started", job.pod, job))
 

@@ -17,8 +17,11 @@ def pod(uid: str, created: float, attached: bool = True, template: str = "t1", *
 
 
 def plan(pods: list[PoolPod], desired: int, now: float = 100.0) -> tuple[list[str], int]:
+    """The pods replaced ("uid:first word of why"; "uid:failed" for a pod that failed) and how
+    many to create."""
     result = plan_pool(pods, desired, "t1", now, max_idle_age=60, start_timeout=10)
-    return sorted(f"{p.uid}:{why.split()[0]}" for p, why in result.delete), result.create
+    replaced = [f"{p.uid}:{why.split()[0]}" for p, why in result.delete]
+    return sorted(replaced + [f"{p.uid}:failed" for p, _ in result.failed]), result.create
 
 
 def test_desired_never_exceeds_capacity_left() -> None:
@@ -31,7 +34,7 @@ def test_fill_an_empty_pool() -> None:
     assert plan([], 3) == ([], 3)
 
 
-def test_stale_old_and_silent_pods_are_replaced() -> None:
+def test_stale_old_and_lost_pods_are_replaced_and_one_never_attached_has_failed() -> None:
     pods = [
         pod("stale", 95, template="t0"),
         pod("old", 30),
@@ -41,7 +44,7 @@ def test_stale_old_and_silent_pods_are_replaced() -> None:
         pod("young", 95, attached=False),
     ]
     deleted, create = plan(pods, 3)
-    assert deleted == ["lost:runner", "old:idle", "silent:runner", "stale:built"]
+    assert deleted == ["lost:runner", "old:idle", "silent:failed", "stale:built"]
     assert create == 1
 
 
@@ -83,7 +86,7 @@ def test_adopted_pods_get_the_start_timeout_from_their_adoption() -> None:
     pods = [adopted("a", created=50, adopted_at=95), adopted("b", created=50, adopted_at=95, attached=True)]
     assert plan(pods, 2) == ([], 0)
     # its window passed without an attach: replaced
-    assert plan([adopted("c", created=50, adopted_at=85)], 1) == (["c:runner"], 1)
+    assert plan([adopted("c", created=50, adopted_at=85)], 1) == (["c:failed"], 1)
 
 
 def test_an_adopted_pod_not_yet_attached_is_neither_shrunk_nor_taken() -> None:

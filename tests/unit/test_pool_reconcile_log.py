@@ -41,7 +41,15 @@ async def test_a_repeated_failure_is_logged_once(
     monkeypatch.setattr(warm_pool, "TICK_SECONDS", 0.01)
     unused: Any = None
     pool = warm_pool.WarmPool(
-        unused, unused, unused, unused, unused, unused, fields={"deployment": "ns/voice"}, trust=unused
+        unused,
+        unused,
+        unused,
+        unused,
+        unused,
+        unused,
+        fields={"deployment": "ns/voice"},
+        trust=unused,
+        event=unused,
     )
     calls = 0
     recovered = asyncio.Event()

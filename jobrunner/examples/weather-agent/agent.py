@@ -73,9 +73,11 @@ def no_cpu_load() -> float:
     return 0.0
 
 
-# Under its own worker, livekit-agents reports its CPU load to LiveKit, which offers no job to a
-# worker above 0.7; on a machine busy with other work (the tests' two shared cores) set
-# IGNORE_CPU_LOAD=1. Under the operator neither is used: the operator reports jobs / capacity.
+# Under the operator nothing here is used: no livekit-agents worker runs in a pod (one job per
+# pod; the operator reports jobs / maxConcurrentJobs), so the plain AgentServer(setup_fnc=...)
+# is all a deployment needs. Only under livekit-agents' own worker (`python agent.py start`)
+# does it report the machine's CPU load, and LiveKit offers no job above 0.7: on a machine busy
+# with other work (the tests' two shared cores) set IGNORE_CPU_LOAD=1.
 if os.environ.get("IGNORE_CPU_LOAD"):
     server = AgentServer(setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0)
 else:

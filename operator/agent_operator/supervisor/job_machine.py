@@ -121,6 +121,11 @@ class JobMachine:
     # -- what the runner's stream tells ----------------------------------------------------------
     async def attached(self, slot: PodSlot, session: RunnerSession, hello: pb.Hello) -> None:
         record = slot.job
+        if session.prewarm_error:
+            deployment = slot.binding.deployment
+            metrics.PREWARM_FAILURES.labels(deployment.namespace, deployment.name).inc()
+            log.warning("the agent's prewarm failed: %s", session.prewarm_error, extra=slot.fields())
+            self._call(self.listener.runner_prewarm_failed(slot.binding, session.prewarm_error))
         if hello.state == pb.RUNNER_STATE_RUNNING:
             if record is None:
                 self._adopt(slot, hello.running_job)
@@ -243,6 +248,13 @@ class JobMachine:
         request = slot.request
         if request is None or session.start_sent or slot.job is None:
             return  # at most once per stream: assign() and the attach path may both get here
+        if session.prewarm_error:  # the agent cannot run here: the room token never goes out
+            await self.end(
+                slot,
+                JobOutcome(OutcomeStatus.FAILED, "prewarm failed", session.prewarm_error),
+                terminate="the agent's prewarm failed",
+            )
+            return
         session.start_sent = True
         session.idle = False
         try:

@@ -298,7 +298,7 @@ class Supervisor:
             )
             log.info(
                 "runner attached (%s)",
-                "running" if not session.idle else "idle",
+                pb.RunnerState.Name(hello.state).removeprefix("RUNNER_STATE_").lower(),
                 extra={
                     "pod": str(binding.pod),
                     "deployment": str(binding.deployment),
@@ -320,7 +320,8 @@ class Supervisor:
             await context.abort(session.close_code, session.close_details)
 
     async def _on_attached(self, slot: PodSlot, session: RunnerSession, hello: pb.Hello) -> None:
-        self._call(self.listener.runner_attached(session.binding, session.idle))
+        if not session.prewarm_error:  # else the machine reports the failure
+            self._call(self.listener.runner_attached(session.binding, session.idle))
         await self._machine.attached(slot, session, hello)
 
     def _on_detached(self, slot: PodSlot, session: RunnerSession, why: str) -> None:

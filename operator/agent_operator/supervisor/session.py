@@ -34,6 +34,11 @@ class RunnerSession:
         self.binding = binding
         self.hello = hello
         self.idle = hello.state != pb.RUNNER_STATE_RUNNING
+        # the agent could not be loaded or prewarmed: the runner takes no job, its pod is replaced
+        self.prewarm_error = ""
+        if hello.state == pb.RUNNER_STATE_PREWARM_FAILED:
+            self.idle = False
+            self.prewarm_error = hello.prewarm_error or "the runner reported a failed prewarm"
         self.start_sent = False
         self._context = context
         self._clock = clock

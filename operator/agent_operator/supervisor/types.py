@@ -96,6 +96,10 @@ class SupervisorListener(Protocol):
 
     async def runner_detached(self, binding: RunnerBinding) -> None: ...
 
+    async def runner_prewarm_failed(self, binding: RunnerBinding, error: str) -> None:
+        """The runner attached, but its agent could not be loaded or prewarmed (``error``)."""
+        ...
+
     async def job_started(self, job: JobRecord) -> None: ...
 
     async def job_adopted(self, job: JobRecord) -> None: ...
@@ -110,6 +114,9 @@ class NullListener:
         return None
 
     async def runner_detached(self, binding: RunnerBinding) -> None:
+        return None
+
+    async def runner_prewarm_failed(self, binding: RunnerBinding, error: str) -> None:
         return None
 
     async def job_started(self, job: JobRecord) -> None:

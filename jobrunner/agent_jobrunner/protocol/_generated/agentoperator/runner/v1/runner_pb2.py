@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentoperator/runner/v1/runner.proto\x12\x17\x61gentoperator.runner.v1\"\xb0\x03\n\rRunnerMessage\x12/\n\x05hello\x18\x01 \x01(\x0b\x32\x1e.agentoperator.runner.v1.HelloH\x00\x12G\n\x12start_job_response\x18\x02 \x01(\x0b\x32).agentoperator.runner.v1.StartJobResponseH\x00\x12-\n\x04pong\x18\x03 \x01(\x0b\x32\x1d.agentoperator.runner.v1.PongH\x00\x12\x31\n\x03log\x18\x04 \x01(\x0b\x32\".agentoperator.runner.v1.LogRecordH\x00\x12\x38\n\njob_status\x18\x05 \x01(\x0b\x32\".agentoperator.runner.v1.JobStatusH\x00\x12\x36\n\tuser_exit\x18\x06 \x01(\x0b\x32!.agentoperator.runner.v1.UserExitH\x00\x12\x46\n\x11shutdown_response\x18\x07 \x01(\x0b\x32).agentoperator.runner.v1.ShutdownResponseH\x00\x42\t\n\x07message\"\xf6\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x15\n\rpod_namespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0f\n\x07pod_uid\x18\x04 \x01(\t\x12\x12\n\ncredential\x18\x05 \x01(\t\x12\x33\n\x05state\x18\x06 \x01(\x0e\x32$.agentoperator.runner.v1.RunnerState\x12\x38\n\x0brunning_job\x18\x07 \x01(\x0b\x32#.agentoperator.runner.v1.RunningJob\x12\x16\n\x0erunner_version\x18\x08 \x01(\t\"X\n\nRunningJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\troom_name\x18\x02 \x01(\t\x12\x1a\n\x12started_at_unix_ms\x18\x03 \x01(\x03\x12\x0b\n\x03job\x18\x04 \x01(\x0c\"1\n\x10StartJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"7\n\x04Pong\x12\x19\n\x11ping_timestamp_us\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_us\x18\x02 \x01(\x03\"\xf3\x01\n\tLogRecord\x12\x30\n\x05level\x18\x01 \x01(\x0e\x32!.agentoperator.runner.v1.LogLevel\x12\x0e\n\x06logger\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12<\n\x05\x65xtra\x18\x04 \x03(\x0b\x32-.agentoperator.runner.v1.LogRecord.ExtraEntry\x12\x14\n\x0ctimestamp_us\x18\x05 \x01(\x03\x12\x11\n\texception\x18\x06 \x01(\t\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.agentoperator.runner.v1.JobState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"*\n\x08UserExit\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x10ShutdownResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xff\x01\n\x11SupervisorMessage\x12\x33\n\x07welcome\x18\x01 \x01(\x0b\x32 .agentoperator.runner.v1.WelcomeH\x00\x12=\n\tstart_job\x18\x02 \x01(\x0b\x32(.agentoperator.runner.v1.StartJobRequestH\x00\x12-\n\x04ping\x18\x03 \x01(\x0b\x32\x1d.agentoperator.runner.v1.PingH\x00\x12<\n\x08shutdown\x18\x04 \x01(\x0b\x32(.agentoperator.runner.v1.ShutdownRequestH\x00\x42\t\n\x07message\"Q\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x18\n\x10ping_interval_ms\x18\x03 \x01(\r\"\xf3\x02\n\x0fStartJobRequest\x12\x0b\n\x03job\x18\x01 \x01(\x0c\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x1c\n\x14participant_identity\x18\x04 \x01(\t\x12\x18\n\x10participant_name\x18\x05 \x01(\t\x12\x1c\n\x14participant_metadata\x18\x06 \x01(\t\x12\x63\n\x16participant_attributes\x18\x07 \x03(\x0b\x32\x43.agentoperator.runner.v1.StartJobRequest.ParticipantAttributesEntry\x12>\n\x0e\x61uto_subscribe\x18\x08 \x01(\x0e\x32&.agentoperator.runner.v1.AutoSubscribe\x1a<\n\x1aParticipantAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\x04Ping\x12\x14\n\x0ctimestamp_us\x18\x01 \x01(\x03\"3\n\x0fShutdownRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x10\n\x08grace_ms\x18\x02 \x01(\r*\\\n\x0bRunnerState\x12\x1c\n\x18RUNNER_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUNNER_STATE_IDLE\x10\x01\x12\x18\n\x14RUNNER_STATE_RUNNING\x10\x02*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\n\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x14\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x1e\x12\x13\n\x0fLOG_LEVEL_ERROR\x10(\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x32*\xa2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_STATE_CONNECTING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x1b\n\x17JOB_STATE_SHUTTING_DOWN\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05*\x9e\x01\n\rAutoSubscribe\x12\x1e\n\x1a\x41UTO_SUBSCRIBE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTO_SUBSCRIBE_ALL\x10\x01\x12\x17\n\x13\x41UTO_SUBSCRIBE_NONE\x10\x02\x12\x1d\n\x19\x41UTO_SUBSCRIBE_AUDIO_ONLY\x10\x03\x12\x1d\n\x19\x41UTO_SUBSCRIBE_VIDEO_ONLY\x10\x04\x32t\n\x10RunnerSupervisor\x12`\n\x06\x41ttach\x12&.agentoperator.runner.v1.RunnerMessage\x1a*.agentoperator.runner.v1.SupervisorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$agentoperator/runner/v1/runner.proto\x12\x17\x61gentoperator.runner.v1\"\xb0\x03\n\rRunnerMessage\x12/\n\x05hello\x18\x01 \x01(\x0b\x32\x1e.agentoperator.runner.v1.HelloH\x00\x12G\n\x12start_job_response\x18\x02 \x01(\x0b\x32).agentoperator.runner.v1.StartJobResponseH\x00\x12-\n\x04pong\x18\x03 \x01(\x0b\x32\x1d.agentoperator.runner.v1.PongH\x00\x12\x31\n\x03log\x18\x04 \x01(\x0b\x32\".agentoperator.runner.v1.LogRecordH\x00\x12\x38\n\njob_status\x18\x05 \x01(\x0b\x32\".agentoperator.runner.v1.JobStatusH\x00\x12\x36\n\tuser_exit\x18\x06 \x01(\x0b\x32!.agentoperator.runner.v1.UserExitH\x00\x12\x46\n\x11shutdown_response\x18\x07 \x01(\x0b\x32).agentoperator.runner.v1.ShutdownResponseH\x00\x42\t\n\x07message\"\x8d\x02\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x15\n\rpod_namespace\x18\x02 \x01(\t\x12\x10\n\x08pod_name\x18\x03 \x01(\t\x12\x0f\n\x07pod_uid\x18\x04 \x01(\t\x12\x12\n\ncredential\x18\x05 \x01(\t\x12\x33\n\x05state\x18\x06 \x01(\x0e\x32$.agentoperator.runner.v1.RunnerState\x12\x38\n\x0brunning_job\x18\x07 \x01(\x0b\x32#.agentoperator.runner.v1.RunningJob\x12\x16\n\x0erunner_version\x18\x08 \x01(\t\x12\x15\n\rprewarm_error\x18\t \x01(\t\"X\n\nRunningJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\troom_name\x18\x02 \x01(\t\x12\x1a\n\x12started_at_unix_ms\x18\x03 \x01(\x03\x12\x0b\n\x03job\x18\x04 \x01(\x0c\"1\n\x10StartJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"7\n\x04Pong\x12\x19\n\x11ping_timestamp_us\x18\x01 \x01(\x03\x12\x14\n\x0ctimestamp_us\x18\x02 \x01(\x03\"\xf3\x01\n\tLogRecord\x12\x30\n\x05level\x18\x01 \x01(\x0e\x32!.agentoperator.runner.v1.LogLevel\x12\x0e\n\x06logger\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12<\n\x05\x65xtra\x18\x04 \x03(\x0b\x32-.agentoperator.runner.v1.LogRecord.ExtraEntry\x12\x14\n\x0ctimestamp_us\x18\x05 \x01(\x03\x12\x11\n\texception\x18\x06 \x01(\t\x1a,\n\nExtraEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\\\n\tJobStatus\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x30\n\x05state\x18\x02 \x01(\x0e\x32!.agentoperator.runner.v1.JobState\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"*\n\x08UserExit\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x10ShutdownResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xff\x01\n\x11SupervisorMessage\x12\x33\n\x07welcome\x18\x01 \x01(\x0b\x32 .agentoperator.runner.v1.WelcomeH\x00\x12=\n\tstart_job\x18\x02 \x01(\x0b\x32(.agentoperator.runner.v1.StartJobRequestH\x00\x12-\n\x04ping\x18\x03 \x01(\x0b\x32\x1d.agentoperator.runner.v1.PingH\x00\x12<\n\x08shutdown\x18\x04 \x01(\x0b\x32(.agentoperator.runner.v1.ShutdownRequestH\x00\x42\t\n\x07message\"Q\n\x07Welcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10protocol_version\x18\x02 \x01(\r\x12\x18\n\x10ping_interval_ms\x18\x03 \x01(\r\"\xf3\x02\n\x0fStartJobRequest\x12\x0b\n\x03job\x18\x01 \x01(\x0c\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\r\n\x05token\x18\x03 \x01(\t\x12\x1c\n\x14participant_identity\x18\x04 \x01(\t\x12\x18\n\x10participant_name\x18\x05 \x01(\t\x12\x1c\n\x14participant_metadata\x18\x06 \x01(\t\x12\x63\n\x16participant_attributes\x18\x07 \x03(\x0b\x32\x43.agentoperator.runner.v1.StartJobRequest.ParticipantAttributesEntry\x12>\n\x0e\x61uto_subscribe\x18\x08 \x01(\x0e\x32&.agentoperator.runner.v1.AutoSubscribe\x1a<\n\x1aParticipantAttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1c\n\x04Ping\x12\x14\n\x0ctimestamp_us\x18\x01 \x01(\x03\"3\n\x0fShutdownRequest\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x10\n\x08grace_ms\x18\x02 \x01(\r*}\n\x0bRunnerState\x12\x1c\n\x18RUNNER_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUNNER_STATE_IDLE\x10\x01\x12\x18\n\x14RUNNER_STATE_RUNNING\x10\x02\x12\x1f\n\x1bRUNNER_STATE_PREWARM_FAILED\x10\x03*\x92\x01\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\n\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x14\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x1e\x12\x13\n\x0fLOG_LEVEL_ERROR\x10(\x12\x16\n\x12LOG_LEVEL_CRITICAL\x10\x32*\xa2\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14JOB_STATE_CONNECTING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x1b\n\x17JOB_STATE_SHUTTING_DOWN\x10\x03\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x04\x12\x14\n\x10JOB_STATE_FAILED\x10\x05*\x9e\x01\n\rAutoSubscribe\x12\x1e\n\x1a\x41UTO_SUBSCRIBE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41UTO_SUBSCRIBE_ALL\x10\x01\x12\x17\n\x13\x41UTO_SUBSCRIBE_NONE\x10\x02\x12\x1d\n\x19\x41UTO_SUBSCRIBE_AUDIO_ONLY\x10\x03\x12\x1d\n\x19\x41UTO_SUBSCRIBE_VIDEO_ONLY\x10\x04\x32t\n\x10RunnerSupervisor\x12`\n\x06\x41ttach\x12&.agentoperator.runner.v1.RunnerMessage\x1a*.agentoperator.runner.v1.SupervisorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,46 +35,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOGRECORD_EXTRAENTRY']._serialized_options = b'8\001'
   _globals['_STARTJOBREQUEST_PARTICIPANTATTRIBUTESENTRY']._loaded_options = None
   _globals['_STARTJOBREQUEST_PARTICIPANTATTRIBUTESENTRY']._serialized_options = b'8\001'
-  _globals['_RUNNERSTATE']._serialized_start=2165
-  _globals['_RUNNERSTATE']._serialized_end=2257
-  _globals['_LOGLEVEL']._serialized_start=2260
-  _globals['_LOGLEVEL']._serialized_end=2406
-  _globals['_JOBSTATE']._serialized_start=2409
-  _globals['_JOBSTATE']._serialized_end=2571
-  _globals['_AUTOSUBSCRIBE']._serialized_start=2574
-  _globals['_AUTOSUBSCRIBE']._serialized_end=2732
+  _globals['_RUNNERSTATE']._serialized_start=2188
+  _globals['_RUNNERSTATE']._serialized_end=2313
+  _globals['_LOGLEVEL']._serialized_start=2316
+  _globals['_LOGLEVEL']._serialized_end=2462
+  _globals['_JOBSTATE']._serialized_start=2465
+  _globals['_JOBSTATE']._serialized_end=2627
+  _globals['_AUTOSUBSCRIBE']._serialized_start=2630
+  _globals['_AUTOSUBSCRIBE']._serialized_end=2788
   _globals['_RUNNERMESSAGE']._serialized_start=66
   _globals['_RUNNERMESSAGE']._serialized_end=498
   _globals['_HELLO']._serialized_start=501
-  _globals['_HELLO']._serialized_end=747
-  _globals['_RUNNINGJOB']._serialized_start=749
-  _globals['_RUNNINGJOB']._serialized_end=837
-  _globals['_STARTJOBRESPONSE']._serialized_start=839
-  _globals['_STARTJOBRESPONSE']._serialized_end=888
-  _globals['_PONG']._serialized_start=890
-  _globals['_PONG']._serialized_end=945
-  _globals['_LOGRECORD']._serialized_start=948
-  _globals['_LOGRECORD']._serialized_end=1191
-  _globals['_LOGRECORD_EXTRAENTRY']._serialized_start=1147
-  _globals['_LOGRECORD_EXTRAENTRY']._serialized_end=1191
-  _globals['_JOBSTATUS']._serialized_start=1193
-  _globals['_JOBSTATUS']._serialized_end=1285
-  _globals['_USEREXIT']._serialized_start=1287
-  _globals['_USEREXIT']._serialized_end=1329
-  _globals['_SHUTDOWNRESPONSE']._serialized_start=1331
-  _globals['_SHUTDOWNRESPONSE']._serialized_end=1365
-  _globals['_SUPERVISORMESSAGE']._serialized_start=1368
-  _globals['_SUPERVISORMESSAGE']._serialized_end=1623
-  _globals['_WELCOME']._serialized_start=1625
-  _globals['_WELCOME']._serialized_end=1706
-  _globals['_STARTJOBREQUEST']._serialized_start=1709
-  _globals['_STARTJOBREQUEST']._serialized_end=2080
-  _globals['_STARTJOBREQUEST_PARTICIPANTATTRIBUTESENTRY']._serialized_start=2020
-  _globals['_STARTJOBREQUEST_PARTICIPANTATTRIBUTESENTRY']._serialized_end=2080
-  _globals['_PING']._serialized_start=2082
-  _globals['_PING']._serialized_end=2110
-  _globals['_SHUTDOWNREQUEST']._serialized_start=2112
-  _globals['_SHUTDOWNREQUEST']._serialized_end=2163
-  _globals['_RUNNERSUPERVISOR']._serialized_start=2734
-  _globals['_RUNNERSUPERVISOR']._serialized_end=2850
+  _globals['_HELLO']._serialized_end=770
+  _globals['_RUNNINGJOB']._serialized_start=772
+  _globals['_RUNNINGJOB']._serialized_end=860
+  _globals['_STARTJOBRESPONSE']._serialized_start=862
+  _globals['_STARTJOBRESPONSE']._serialized_end=911
+  _globals['_PONG']._serialized_start=913
+  _globals['_PONG']._serialized_end=968
+  _globals['_LOGRECORD']._serialized_start=971
+  _globals['_LOGRECORD']._serialized_end=1214
+  _globals['_LOGRECORD_EXTRAENTRY']._serialized_start=1170
+  _globals['_LOGRECORD_EXTRAENTRY']._serialized_end=1214
+  _globals['_JOBSTATUS']._serialized_start=1216
+  _globals['_JOBSTATUS']._serialized_end=1308
+  _globals['_USEREXIT']._serialized_start=1310
+  _globals['_USEREXIT']._serialized_end=1352
+  _globals['_SHUTDOWNRESPONSE']._serialized_start=1354
+  _globals['_SHUTDOWNRESPONSE']._serialized_end=1388
+  _globals['_SUPERVISORMESSAGE']._serialized_start=1391
+  _globals['_SUPERVISORMESSAGE']._serialized_end=1646
+  _globals['_WELCOME']._serialized_start=1648
+  _globals['_WELCOME']._serialized_end=1729
+  _globals['_STARTJOBREQUEST']._serialized_start=1732
+  _globals['_STARTJOBREQUEST']._serialized_end=2103
+  _globals['_STARTJOBREQUEST_PARTICIPANTATTRIBUTESENTRY']._serialized_start=2043
+  _globals['_STARTJOBREQUEST_PARTICIPANTATTRIBUTESENTRY']._serialized_end=2103
+  _globals['_PING']._serialized_start=2105
+  _globals['_PING']._serialized_end=2133
+  _globals['_SHUTDOWNREQUEST']._serialized_start=2135
+  _globals['_SHUTDOWNREQUEST']._serialized_end=2186
+  _globals['_RUNNERSUPERVISOR']._serialized_start=2790
+  _globals['_RUNNERSUPERVISOR']._serialized_end=2906
 # @@protoc_insertion_point(module_scope)

@@ -36,6 +36,10 @@ class _RunnerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunnerSta
     """attached and waiting for a StartJobRequest (a warm pool pod, or a cold pod just started)"""
     RUNNER_STATE_RUNNING: _RunnerState.ValueType  # 2
     """already running a job: a re-attach after the stream broke or the operator restarted"""
+    RUNNER_STATE_PREWARM_FAILED: _RunnerState.ValueType  # 3
+    """the agent could not be loaded or prewarmed (its import or setup_fnc raised, or the prewarm
+    outlasted its timeout): it takes no job; prewarm_error says why
+    """
 
 class RunnerState(_RunnerState, metaclass=_RunnerStateEnumTypeWrapper): ...
 
@@ -44,6 +48,10 @@ RUNNER_STATE_IDLE: RunnerState.ValueType  # 1
 """attached and waiting for a StartJobRequest (a warm pool pod, or a cold pod just started)"""
 RUNNER_STATE_RUNNING: RunnerState.ValueType  # 2
 """already running a job: a re-attach after the stream broke or the operator restarted"""
+RUNNER_STATE_PREWARM_FAILED: RunnerState.ValueType  # 3
+"""the agent could not be loaded or prewarmed (its import or setup_fnc raised, or the prewarm
+outlasted its timeout): it takes no job; prewarm_error says why
+"""
 Global___RunnerState: _TypeAlias = RunnerState  # noqa: Y015
 
 class _LogLevel:
@@ -175,6 +183,7 @@ class Hello(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     RUNNING_JOB_FIELD_NUMBER: _builtins.int
     RUNNER_VERSION_FIELD_NUMBER: _builtins.int
+    PREWARM_ERROR_FIELD_NUMBER: _builtins.int
     protocol_version: _builtins.int
     pod_namespace: _builtins.str
     pod_name: _builtins.str
@@ -183,6 +192,8 @@ class Hello(_message.Message):
     """the pod's projected ServiceAccount token (audience: the operator); checked with TokenReview"""
     state: Global___RunnerState.ValueType
     runner_version: _builtins.str
+    prewarm_error: _builtins.str
+    """set when state is PREWARM_FAILED: the error, for a person (truncated by the runner)"""
     @_builtins.property
     def running_job(self) -> Global___RunningJob:
         """set when state is RUNNING"""
@@ -198,10 +209,11 @@ class Hello(_message.Message):
         state: Global___RunnerState.ValueType = ...,
         running_job: Global___RunningJob | None = ...,
         runner_version: _builtins.str = ...,
+        prewarm_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["running_job", b"running_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "pod_name", b"pod_name", "pod_namespace", b"pod_namespace", "pod_uid", b"pod_uid", "protocol_version", b"protocol_version", "runner_version", b"runner_version", "running_job", b"running_job", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "pod_name", b"pod_name", "pod_namespace", b"pod_namespace", "pod_uid", b"pod_uid", "prewarm_error", b"prewarm_error", "protocol_version", b"protocol_version", "runner_version", b"runner_version", "running_job", b"running_job", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,44 @@
+"""A call to the livekit-agents example (``jobrunner/examples/weather-agent``) under the operator:
+dispatch it to a new room, ask it the weather in Paris as a caller, transcribe its answer."""
+
+from __future__ import annotations
+
+import uuid
+
+from livekit import api
+
+from devenv.livekit import LiveKitAccess
+from tests.support.operator import Deployments, dispatch, starts_reported, wait_participant
+from tests.voicekit.caller import Caller
+from tests.voicekit.speech import speak, transcribe
+
+# what the answer to "What is the weather in Paris?" holds (its get_weather tool's result)
+ANSWER_WORDS = {"weather", "paris", "sunny", "warm"}
+
+
+async def ask_the_weather(
+    lk: api.LiveKitAPI, livekit: LiveKitAccess, deployments: Deployments, name: str, agent_name: str
+) -> tuple[list[str], str]:
+    """The pods that ran the call, and the agent's answer as transcribed; the room is deleted
+    after (the job then ends)."""
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    caller = Caller()
+    try:
+        await dispatch(lk, agent_name, room)
+        await caller.join(livekit, room)
+        await wait_participant(lk, room, "agent-")
+        await caller.wait_agent_track(90)
+        await starts_reported(deployments, name, 1)
+        busy = [
+            p.metadata.name
+            for p in await deployments.pods(name)
+            if p.metadata.labels.get("agentoperator.dev/job-id")
+        ]
+        _, said = await caller.say(await speak("What is the weather in Paris?"))
+        start = await caller.agent_starts(said)
+        end = await caller.agent_stops(said)
+        answer = await transcribe(caller.audio(start - 0.3, end + 0.3))
+    finally:
+        await caller.leave()
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    return busy, answer
