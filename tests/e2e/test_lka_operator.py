@@ -19,9 +19,11 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.caller import Caller
 from devenv.environment import REPO_ROOT
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
+from devenv.speech import speak, transcribe
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -34,8 +36,6 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.voicekit.caller import Caller
-from tests.voicekit.speech import speak, transcribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
