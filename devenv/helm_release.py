@@ -170,13 +170,25 @@ class OperatorRelease:
         text: str = await core.read_namespaced_pod_log(pod, self.namespace, container="operator")
         return text
 
-    async def metrics(self, core: client.CoreV1Api) -> str:
-        """The operator's /metrics, scraped through its metrics Service (a cluster IP, kube-proxy)."""
-        service = await core.read_namespaced_service(f"{self.release}-metrics", self.namespace)
-        url = f"http://{service.spec.cluster_ip}:{METRICS_PORT}/metrics"
+    async def metrics(self, discovery: client.DiscoveryV1Api) -> str:
+        """The operator's /metrics, scraped as Prometheus scrapes it: at the address the metrics
+        Service's EndpointSlice lists (the pod IP; this network namespace has no route to cluster
+        IPs, as a node with no default route has none)."""
+        slices = await discovery.list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={self.release}-metrics"
+        )
+        addresses = [
+            address
+            for piece in slices.items
+            for endpoint in piece.endpoints or []
+            if endpoint.conditions is None or endpoint.conditions.ready
+            for address in endpoint.addresses
+        ]
+        if not addresses:
+            raise HelmError(f"the Service {self.release}-metrics has no ready endpoint")
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
-            http.get(url) as resp,
+            http.get(f"http://{addresses[0]}:{METRICS_PORT}/metrics") as resp,
         ):
             resp.raise_for_status()
             return await resp.text()
