@@ -12,6 +12,8 @@ Five images, each built as a user builds it and exported as an OCI archive under
   extras and espeak-ng; also runs the shipped ``agent_jobrunner.examples.voice``);
 * ``weather-agent``: the livekit-agents example, ``jobrunner/examples/weather-agent/Dockerfile``
   in its own folder as the build context, ``FROM`` the runner, as a user builds an agent image.
+* ``voice-agent``: ``jobrunner/examples/voice-agent/Dockerfile``, ``FROM`` the runner: the shipped
+  voice agent packaged as a user packages theirs (what ``make demo`` runs).
 
 Tags are real and name their inputs: ``docker.io/livekit-agent-operator/runner:0.1.0-<key>``,
 the key hashing the Dockerfile, the files it copies, its build arguments and its base's key
@@ -89,6 +91,7 @@ IMAGES = (
         "runner",
         context=Path("jobrunner/examples/weather-agent"),
     ),
+    ImageSpec("voice-agent", Path("jobrunner/examples/voice-agent/Dockerfile"), "RUNNER_IMAGE", "runner"),
 )
 NAMES = ("python", *(spec.name for spec in IMAGES))
 
@@ -241,13 +244,7 @@ def build_lock() -> Iterator[None]:
 
 def ensure_images(names: list[str] | None = None, log: bool = True) -> dict[str, Image]:
     """Build what is missing or stale (and the images it starts from); name -> Image."""
-    unknown = set(names or ()) - set(NAMES)
-    if unknown:
-        raise ImageBuildError(f"unknown images {sorted(unknown)}; known: {list(NAMES)}")
-    wanted = set(names or NAMES)
-    for spec in reversed(IMAGES):  # an image needs its base
-        if spec.name in wanted:
-            wanted.add(spec.base)
+    wanted = _with_bases(names)
     with build_lock():
         return _ensure(wanted, log)
 
@@ -281,17 +278,31 @@ def report(image: Image, driver: str) -> None:
     )
 
 
-def find_images() -> dict[str, Image]:
-    """The images `make images` built for the current inputs, without building (for tests in
-    the network namespace, where nothing can be built); raises saying what to run."""
+def _with_bases(names: list[str] | None) -> set[str]:
+    """``names`` (all when None) and the images they are built from."""
+    unknown = set(names or ()) - set(NAMES)
+    if unknown:
+        raise ImageBuildError(f"unknown images {sorted(unknown)}; known: {list(NAMES)}")
+    wanted = set(names or NAMES)
+    for spec in reversed(IMAGES):  # an image needs its base
+        if spec.name in wanted:
+            wanted.add(spec.base)
+    return wanted
+
+
+def find_images(names: list[str] | None = None) -> dict[str, Image]:
+    """The images `make images` built for the current inputs (``names`` and their bases; all
+    when None), without building (for tests in the network namespace, where nothing can be
+    built); raises saying what to run."""
+    wanted = _with_bases(names)
     pip_args, _ = pip_build_args(pip_settings())
     found: dict[str, Image | None] = {"python": _cached("python", *base_target())}
     for spec in IMAGES:
-        parent = found[spec.base]
-        if parent is not None:
+        parent = found.get(spec.base)
+        if spec.name in wanted and parent is not None:
             _args, tag, archive = image_target(spec, parent.tag, pip_args)
             found[spec.name] = _cached(spec.name, tag, archive)
-        else:
+        elif spec.name in wanted:
             found[spec.name] = None
     missing = [name for name, image in found.items() if image is None]
     if missing:
@@ -299,7 +310,7 @@ def find_images() -> dict[str, Image]:
             f"images {missing} are not built for the current sources; run `make images` "
             "(outside the test network namespace: building needs the network)"
         )
-    return {name: image for name, image in found.items() if image is not None}
+    return {name: image for name, image in found.items() if image is not None and name in wanted}
 
 
 def main(argv: list[str] | None = None) -> int:

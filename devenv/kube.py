@@ -30,8 +30,9 @@ from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 # a real node registers tainted not-ready; the node lifecycle controller lifts the taint once
-# the kubelet reports Ready
-NODE_CONTROLLERS = ("node-lifecycle-controller",)
+# the kubelet reports Ready. The Deployment and ReplicaSet controllers run the operator's own
+# Deployment when the chart is installed (`helm install`, devenv/helm_release.py).
+NODE_CONTROLLERS = ("node-lifecycle-controller", "deployment-controller", "replicaset-controller")
 SERVICE_CIDR = "10.96.0.0/24"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 CONTROLLERS = (

@@ -7,6 +7,7 @@ address (a network namespace's veth end) if a WebRTC stack refuses loopback.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import secrets
@@ -14,6 +15,7 @@ import socket
 from pathlib import Path
 
 import yaml
+from livekit import api
 
 from devenv import binaries
 from devenv.procs import ServerProcess, free_port, http_ok, wait_until
@@ -112,3 +114,29 @@ class LocalLiveKit:
         time.sleep(down_for)
         self.process.start()
         self._wait_ready(60)
+
+
+def room_token(livekit: LiveKitAccess, room: str, identity: str, agent: bool = False) -> str:
+    """A token that lets ``identity`` join ``room`` (publish and subscribe; as an agent if asked)."""
+    grants = api.VideoGrants(room_join=True, room=room, agent=agent, can_publish=True, can_subscribe=True)
+    return (
+        api.AccessToken(livekit.api_key, livekit.api_secret)
+        .with_identity(identity)
+        .with_grants(grants)
+        .to_jwt()
+    )
+
+
+def credentials_secret(livekit: LiveKitAccess, name: str) -> dict[str, object]:
+    """The Secret an AgentDeployment's ``credentialsSecretRef`` names: the LiveKit API key and secret."""
+    encoded = {
+        "api-key": base64.b64encode(livekit.api_key.encode()).decode(),
+        "api-secret": base64.b64encode(livekit.api_secret.encode()).decode(),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name},
+        "type": "Opaque",
+        "data": encoded,
+    }

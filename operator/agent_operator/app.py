@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 from typing import Any
 
 import kopf
@@ -149,6 +151,16 @@ async def _first(work: Any, stop: asyncio.Event) -> bool:
     return True
 
 
+def own_identity(election: ElectionConfig | None) -> str:
+    """Who this operator is to kopf: the leader-election identity (the pod name), else host and
+    PID. Left to itself kopf makes one from the login name, and a container running as a uid
+    with no passwd entry (the chart's 65532) has none: ``getpass.getuser()`` raised KeyError
+    and the operator pod crashed on start."""
+    if election is not None and election.identity:
+        return election.identity
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 async def _serve(
     config: OperatorConfig,
     namespaces: list[str],
@@ -205,6 +217,8 @@ async def _serve(
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=True,  # leadership is ours (the Lease), not kopf's peering
+        # kopf types it as its peering.Identity, a NewType of str it does not export
+        identity=own_identity(election),  # type: ignore[arg-type]
         memo=memo,
         ready_flag=probes.serving,
         stop_flag=stop_flag,

@@ -22,12 +22,12 @@ from pathlib import Path
 
 from agent_jobrunner.protocol import pb
 from devenv import binaries
+from devenv.caller import Caller
 from devenv.environment import REPO_ROOT
 from devenv.livekit import LiveKitAccess, LocalLiveKit
+from devenv.speech import speak
 from tests.support.lka_worker import EXAMPLE_PATH, example_worker
 from tests.support.scripted_supervisor import RunnerProcess, SupervisorServer, start_request
-from tests.voicekit.caller import Caller
-from tests.voicekit.speech import speak
 
 SETTLE = 3.0
 

@@ -31,11 +31,11 @@ from pathlib import Path
 from agent_jobrunner.protocol import pb
 from agent_jobrunner.voice.metrics import STAGES
 from devenv import binaries
+from devenv.caller import Caller
 from devenv.environment import REPO_ROOT
 from devenv.livekit import LocalLiveKit
+from devenv.speech import speak, trailing_silence
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
-from tests.voicekit.caller import Caller
-from tests.voicekit.speech import speak, trailing_silence
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
 QUESTIONS = ("What is the weather in Paris?", "Hello, who are you?", "What is the weather in London?")

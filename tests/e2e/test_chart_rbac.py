@@ -23,20 +23,18 @@ from livekit import api
 
 from devenv.environment import TestEnvironment
 from devenv.kube import KubeAccess, write_token_kubeconfig
-from devenv.kubeclient import api_client, create_namespace, eventually
+from devenv.kubeclient import api_client, create_namespace
 from devenv.livekit import LiveKitAccess
 from tests.support.apply import Applier
 from tests.support.chart import render, sets
 from tests.support.operator import (
     AGENTS,
-    GROUP,
-    PLURAL,
-    VERSION,
     Deployments,
     OperatorProcess,
     agent_deployment,
     create_credentials,
     dispatch,
+    no_other_deployments,
     release_deployments,
     starts_reported,
     status_equals,
@@ -45,19 +43,6 @@ from tests.support.operator import (
 from tests.support.operator_pods import leader_label, operator_pods
 
 pytestmark = pytest.mark.e2e
-
-
-async def no_other_deployments(k8s: client.ApiClient, mine: set[str]) -> None:
-    """Wait until no AgentDeployment exists outside ``mine``: an operator serving all namespaces
-    would serve them too. Earlier tests' namespaces are being deleted (the ``ns`` fixture
-    releases their AgentDeployments), which takes a few seconds."""
-    custom = client.CustomObjectsApi(k8s)
-
-    async def none_left() -> bool:
-        listed = await custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        return not [i for i in listed["items"] if i["metadata"]["namespace"] not in mine]
-
-    await eventually(none_left, 90, "other tests' AgentDeployments to go before serving all namespaces")
 
 
 async def refused(call: Any) -> int:

@@ -2,7 +2,7 @@
 by ``make images`` FROM the runner image) as an AgentDeployment's pods on the real node: a warm
 pod prewarmed from the image answers a caller's question with its tool.
 
-Real node only (``AGENT_OPERATOR_TEST_NODE=real``): the process kubelet runs no image. The same
+Job pods are containers on the real node. The same
 agent file from source, on either node, is ``tests/e2e/test_lka_operator.py``.
 """
 
@@ -30,7 +30,10 @@ pytestmark = [
     pytest.mark.timeout(600),
     pytest.mark.xfail(
         run=False,
-        reason="not run: failed on the real node at the merge (the pod never reached idlePods=1 in 240 s; cause not found)",
+        reason=(
+            "not run: failed on the real node at the merge"
+            " (the pod never reached idlePods=1 in 240 s; cause not found)"
+        ),
         strict=False,
     ),
 ]

@@ -16,12 +16,11 @@ import pytest
 from livekit import rtc
 
 from agent_jobrunner.protocol import pb
-from devenv.livekit import LiveKitAccess
+from devenv.livekit import LiveKitAccess, room_token
 from tests.support.scripted_supervisor import (
     RunnerProcess,
     Session,
     SupervisorServer,
-    room_token,
     start_request,
 )
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from agent_jobrunner.protocol import pb
+from devenv.caller import Caller
 from devenv.livekit import LiveKitAccess
+from devenv.speech import speak, transcribe
 from tests.support.lka_worker import EXAMPLE_PATH, example_worker
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer, start_request
-from tests.voicekit.caller import Caller
-from tests.voicekit.speech import speak, transcribe
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 

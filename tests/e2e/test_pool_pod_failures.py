@@ -1,7 +1,7 @@
 """Idle warm-pool pods that the real node cannot start: an image that cannot be pulled, a pod no
 node can take. Each is never counted idle, gets a ``PoolPodFailed`` Event naming the reason and
 what to fix, makes ``WarmPoolDegraded`` say so, and is replaced after growing waits, not in a
-hot loop. Real node only (``AGENT_OPERATOR_TEST_NODE=real``): the process kubelet pulls nothing
+hot loop. On the real node: its kubelet pulls nothing
 and schedules everything.
 """
 
@@ -15,7 +15,7 @@ from livekit import api
 
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
-from tests.support import cannot_start, environments
+from tests.support import cannot_start
 from tests.support.operator import Deployments, OperatorProcess, metric_value, ready_deployment
 from tests.support.pool_watch import PoolWatch, failure_events
 
@@ -24,7 +24,10 @@ pytestmark = [
     pytest.mark.timeout(400),
     pytest.mark.xfail(
         run=False,
-        reason="not run: failed on the real node at the merge ([sched]: the fourth pool pod not seen within 120 s; cause not found)",
+        reason=(
+            "not run: failed on the real node at the merge"
+            " ([sched]: the fourth pool pod not seen within 120 s; cause not found)"
+        ),
         strict=False,
     ),
 ]

@@ -22,7 +22,7 @@ from livekit import api, rtc
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb
-from devenv.livekit import LiveKitAccess
+from devenv.livekit import LiveKitAccess, room_token
 from devenv.pki import LocalCA
 from tests.support.scripted_supervisor import (
     CREDENTIAL,
@@ -30,7 +30,6 @@ from tests.support.scripted_supervisor import (
     RunnerProcess,
     Session,
     SupervisorServer,
-    room_token,
     start_request,
 )
 

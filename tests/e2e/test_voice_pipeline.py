@@ -18,11 +18,11 @@ import pytest
 
 from agent_jobrunner.protocol import pb
 from agent_jobrunner.voice.providers.rules import STORY
+from devenv.caller import Caller
 from devenv.livekit import LiveKitAccess
+from devenv.speech import speak, trailing_silence, transcribe
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
-from tests.voicekit.caller import Caller
 from tests.voicekit.fake_openai import FakeOpenAI
-from tests.voicekit.speech import speak, trailing_silence, transcribe
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]

@@ -48,7 +48,7 @@ def node_ip() -> str:
 def import_node_images(env: TestEnvironment) -> dict[str, str]:
     """Load the built images job pods use into the node's containerd; their tags by name."""
     assert env.node is not None
-    images = find_images()
+    images = find_images(list(NODE_IMAGES))
     for name in NODE_IMAGES:
         env.node.import_image(images[name].archive)
         IMPORTED[name] = images[name].tag

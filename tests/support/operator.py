@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
 import re
@@ -23,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devenv.environment import REPO_ROOT
 from devenv.kubeclient import eventually
-from devenv.livekit import LiveKitAccess
+from devenv.livekit import LiveKitAccess, credentials_secret
 from devenv.procs import free_port
 from tests.support import environments
 
@@ -80,6 +79,19 @@ async def release_deployments(api: client.ApiClient, namespace: str) -> None:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+async def no_other_deployments(k8s: client.ApiClient, mine: set[str]) -> None:
+    """Wait until no AgentDeployment exists outside ``mine``: an operator serving all namespaces
+    would serve them too. Earlier tests' namespaces are being deleted (the ``ns`` fixture
+    releases their AgentDeployments), which takes a few seconds."""
+    custom = client.CustomObjectsApi(k8s)
+
+    async def none_left() -> bool:
+        listed = await custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        return not [i for i in listed["items"] if i["metadata"]["namespace"] not in mine]
+
+    await eventually(none_left, 90, "other tests' AgentDeployments to go before serving all namespaces")
 
 
 class OperatorProcess:
@@ -193,19 +205,7 @@ class OperatorProcess:
 async def create_credentials(
     core: client.CoreV1Api, namespace: str, livekit: LiveKitAccess, name: str = "lk"
 ) -> None:
-    await core.create_namespaced_secret(
-        namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name},
-            "type": "Opaque",
-            "data": {
-                "api-key": base64.b64encode(livekit.api_key.encode()).decode(),
-                "api-secret": base64.b64encode(livekit.api_secret.encode()).decode(),
-            },
-        },
-    )
+    await core.create_namespaced_secret(namespace, credentials_secret(livekit, name))
 
 
 def agent_deployment(

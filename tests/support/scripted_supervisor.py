@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from livekit import api
 from livekit.protocol import agent as lk_agent
 from livekit.protocol import models
 
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, now_us, pb, pb_grpc
 from devenv.environment import REPO_ROOT
-from devenv.livekit import LiveKitAccess
+from devenv.livekit import LiveKitAccess, room_token
 
 # generous: a slow 2-core machine runs the runner, livekit-server and the test at once
 WAIT = 60.0
@@ -286,16 +285,6 @@ class RunnerProcess:
             assert self.proc is not None
             self.proc.kill()
             await self.proc.wait()
-
-
-def room_token(livekit: LiveKitAccess, room: str, identity: str, agent: bool = False) -> str:
-    grants = api.VideoGrants(room_join=True, room=room, agent=agent, can_publish=True, can_subscribe=True)
-    return (
-        api.AccessToken(livekit.api_key, livekit.api_secret)
-        .with_identity(identity)
-        .with_grants(grants)
-        .to_jwt()
-    )
 
 
 def start_request(

@@ -7,10 +7,10 @@ import uuid
 
 from livekit import api
 
+from devenv.caller import Caller
 from devenv.livekit import LiveKitAccess
+from devenv.speech import speak, transcribe
 from tests.support.operator import Deployments, dispatch, starts_reported, wait_participant
-from tests.voicekit.caller import Caller
-from tests.voicekit.speech import speak, transcribe
 
 # what the answer to "What is the weather in Paris?" holds (its get_weather tool's result)
 ANSWER_WORDS = {"weather", "paris", "sunny", "warm"}

@@ -10,8 +10,7 @@ import numpy as np
 from livekit import rtc
 
 from agent_jobrunner.voice.audio import ROOM_SAMPLE_RATE, Pcm
-from devenv.livekit import LiveKitAccess
-from tests.support.scripted_supervisor import room_token
+from devenv.livekit import LiveKitAccess, room_token
 
 FRAME = ROOM_SAMPLE_RATE // 100  # 10 ms
 # the agent is speaking in a 10 ms frame this loud (espeak speech is ~2000-6000 RMS; silence ~0)

@@ -9,7 +9,7 @@ from agent_jobrunner.voice.providers.espeak import EspeakTTS
 from agent_jobrunner.voice.providers.pocketsphinx import PocketSphinxSTT
 from agent_jobrunner.voice.providers.rules import STORY
 from agent_jobrunner.voice.sentences import split_sentences
-from tests.voicekit.caller import LOUD_RMS
+from devenv.caller import LOUD_RMS
 
 # what the agent may answer, for the caller's recognizer: the right answer has to win against
 # the others on the sound alone
