@@ -63,7 +63,6 @@ class Case:
     key: str
     agent_name: str
     settle: Callable[[], Awaitable[None]]
-    taken: Callable[[int], None] = lambda _: None  # told how many dispatches it is about to get
     series: dict[int, Series] = field(default_factory=dict)
 
 
@@ -96,7 +95,6 @@ async def batch(lk: api.LiveKitAPI, case: Case, size: int, series: Series) -> No
         for _ in range(size):
             series.fail(f"not settled before the batch: {type(exc).__name__}: {exc}")
         return
-    case.taken(size)
     results = await asyncio.gather(
         *(one_dispatch(lk, case.agent_name) for _ in range(size)), return_exceptions=True
     )
@@ -146,14 +144,13 @@ class LkaWorker:
         self.log_path = log_path
         self.agent_name = agent_name
         self.proc: asyncio.subprocess.Process | None = None
-        self.dispatched = 0
         from livekit.agents.utils.hw import get_cpu_monitor
 
         # AgentServer's own default for num_idle_processes (prod mode)
         self.idle_target = math.ceil(get_cpu_monitor().cpu_count())
 
-    def initialized(self) -> int:
-        return self.log_path.read_bytes().count(b"process initialized")
+    def count(self, message: bytes) -> int:
+        return self.log_path.read_bytes().count(message)
 
     async def start(self) -> None:
         env = dict(
@@ -178,16 +175,15 @@ class LkaWorker:
         await self.settle()
 
     async def settle(self) -> None:
-        """Its idle processes back to their target: one new process per job it took."""
-        target = self.idle_target + self.dispatched
+        """Its idle processes back to their target: one new process per job it received (a
+        dispatch LiveKit never gave it takes none)."""
 
         async def back() -> bool:
-            return self.initialized() >= target
+            return self.count(b"process initialized") >= self.idle_target + self.count(
+                b"received job request"
+            )
 
-        await eventually(back, 120, f"livekit-agents: {target} processes initialized")
-
-    def took(self, size: int) -> None:
-        self.dispatched += size
+        await eventually(back, 120, "livekit-agents: its idle processes back")
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -238,13 +234,12 @@ async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str,
         )
         await worker.start()
         out["lka_idle_processes"] = worker.idle_target
-        cases.append(Case("c", worker.agent_name, worker.settle, worker.took))
+        cases.append(Case("c", worker.agent_name, worker.settle))
     cases.sort(key=lambda c: c.key)
     try:
         async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
             for case in cases:  # warm-up, discarded: it also proves each is registered
                 await case.settle()
-                case.taken(1)
                 await one_dispatch(lk, case.agent_name, 180)
             for concurrency in (1, 4):
                 print(f"{args.n} dispatches per case, {concurrency} at a time", flush=True)
