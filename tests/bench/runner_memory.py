@@ -3,11 +3,15 @@ the container's own cgroup (``memory.stat``: what the kernel charges to it, page
 
     AGENT_OPERATOR_TEST_NODE=real devenv/netns-run .venv/bin/python -m tests.bench.runner_memory
 
-Two agents of the test agent image, each a deployment with a warm pool of one:
+Three agents of the test agent image, each a deployment with a warm pool of one:
 - the native voice example (``agent_jobrunner.examples.voice``: Silero VAD, PocketSphinx,
   the rule LLM, espeak-ng), in a call after a caller's question is answered;
-- the trivial native agent (``tests.agents.stream_agents:idle``), in a call with a caller.
-Each figure is read a few seconds after the state is reached. Real node only: on the process
+- the trivial native agent (``tests.agents.stream_agents:idle``), in a call with a caller;
+- the trivial livekit-agents agent (``tests.agents.lka_bench:server``, ``runtime:
+  livekit-agents``, prewarmed), in a call with a caller: the framework's own cost.
+Each figure is read a few seconds after the state is reached. ``rss`` is the cgroup's
+anonymous memory; pages of the image's files are charged to whichever container read them
+first, so ``cache`` is small and ``usage`` is close to ``rss``. Real node only: on the process
 kubelet a pod is no container and has no cgroup of its own.
 """
 
@@ -31,9 +35,12 @@ from tests.voicekit.caller import Caller
 from tests.voicekit.speech import speak
 
 SETTLE = 5.0
+NATIVE: dict[str, Any] = {}
+LKA: dict[str, Any] = {"runtime": "livekit-agents"}
 AGENT_CASES = (
-    ("voice example", "agent_jobrunner.examples.voice:entrypoint", "What is the weather in Paris?"),
-    ("trivial agent", f"{AGENTS}:idle", ""),
+    ("voice example", "agent_jobrunner.examples.voice:entrypoint", "What is the weather in Paris?", NATIVE),
+    ("trivial agent", f"{AGENTS}:idle", "", NATIVE),
+    ("livekit-agents runtime, trivial agent", "tests.agents.lka_bench:server", "", LKA),
 )
 
 
@@ -65,10 +72,12 @@ async def runner_pid(bench: OperatorBench, name: str, busy: bool) -> int:
     raise TimeoutError(f"no {'busy' if busy else 'idle'} pod of {name} with a running container")
 
 
-async def one_agent(bench: OperatorBench, label: str, entrypoint: str, question: str) -> dict[str, Any]:
+async def one_agent(
+    bench: OperatorBench, label: str, entrypoint: str, question: str, spec: dict[str, Any]
+) -> dict[str, Any]:
     name = f"mem-{uuid.uuid4().hex[:4]}"
     body = await bench.deployments.create(
-        agent_deployment(name, bench.livekit, entrypoint, warmPool={"size": 1})
+        agent_deployment(name, bench.livekit, entrypoint, warmPool={"size": 1}, **spec)
     )
     await bench.deployments.wait_condition(name, "Ready", "True", timeout=120)
     await status_equals(bench.deployments, name, "idlePods", 1, timeout=180)
@@ -115,9 +124,9 @@ def main() -> int:
         async def run() -> None:
             nonlocal failed
             async with operator_in(env, "bench-operator.log") as bench:
-                for label, entrypoint, question in AGENT_CASES:
+                for label, entrypoint, question, spec in AGENT_CASES:
                     try:
-                        await one_agent(bench, label, entrypoint, question)
+                        await one_agent(bench, label, entrypoint, question, spec)
                     except Exception as exc:
                         failed = True
                         print(f"{label}: FAILED: {type(exc).__name__}: {exc}", flush=True)
