@@ -83,15 +83,17 @@ demo: setup
 clean:
 	rm -rf $(VENV) $(LOWEST_VENV) .test-logs .mypy_cache .ruff_cache .pytest_cache
 
-# the reference framework for the comparison, in a venv of its own so its pins never meet ours
-LKA_VENV ?= .venv-lka
-$(LKA_VENV)/.installed:
-	python3 -m venv $(LKA_VENV)
-	$(LKA_VENV)/bin/pip install -q livekit-agents
-	touch $@
-
-bench: setup $(LKA_VENV)/.installed
-	devenv/netns-run $(PY) -m tests.bench.dispatch_latency --lka-python $(abspath $(LKA_VENV))/bin/python
+# The benchmarks (tests/bench/*.py; each prints its figures with the load average and writes
+# JSON under .test-logs/). livekit-agents, the reference, comes from the dev extra: the same
+# release as in the runner's livekit-agents runtime. A failed case does not stop the others.
+bench: setup
+	-devenv/netns-run $(PY) -m tests.bench.dispatch_latency --json bench-dispatch-real
+	-devenv/netns-run $(PY) -m tests.bench.runner_memory
+	-devenv/netns-run $(PY) -m tests.bench.dead_runner
+	-devenv/netns-run $(PY) -m tests.bench.lka_voice_latency
+	-devenv/netns-run $(PY) -m tests.bench.voice_latency
+	-devenv/netns-run $(PY) -m tests.bench.lka_memory
+	-devenv/netns-run $(PY) -m tests.bench.start_latency
 	$(PY) -m tests.bench.supervisor_capacity --runners 500 1000 2000 4000
 
 # docs/dashboard.png: the chart's dashboard panels drawn with matplotlib from the Prometheus

@@ -1,326 +1,320 @@
-"""Dispatch latency and dead-runner detection, on the real local environment.
+"""Dispatch -> agent ACTIVE in the room: the operator's paths against livekit-agents' own worker.
 
-    devenv/netns-run python -m tests.bench.dispatch_latency [--n 50] [--lka-python PATH]
+    devenv/netns-run .venv/bin/python -m tests.bench.dispatch_latency [--n 30] [--variants abcd]
+    devenv/netns-run .venv/bin/python -m tests.bench.dispatch_latency
 
-One livekit-server, one machine, one run. For each of
-  a. this operator, warm pool path (idle pods attached and waiting);
-  b. this operator, cold path (pool size 0; a pod is created per job: a container of the
-     test agent image on the real node, the image already imported, so no pull);
-  c. livekit-agents (from PyPI, in its own venv) with its prewarmed process pool;
-it makes N explicit dispatches sequentially and N with 4 at a time, and measures
-``create_dispatch`` -> the agent participant ACTIVE in the room, observed from outside the
-operator (RoomService.ListParticipants polled every 10 ms). Then it measures the time from
-SIGSTOP of a runner to its pod deleted, at short and at default heartbeat timeouts.
-A case that fails prints its failure and no number.
+One livekit-server, one run, the cases interleaved:
+  a. the operator, warm pool, native runtime (``tests.agents.stream_agents:idle``);
+  b. the operator, cold path (no pool), native runtime: a pod created per job (on the process
+     kubelet a local process; on the real node a container, so scheduling, the sandbox, CNI
+     and the container start are in it);
+  c. livekit-agents' own worker: ``python tests/agents/lka_bench.py start`` with its
+     prewarmed idle processes at the framework's default count (ceil(CPU count));
+  d. the operator, warm pool, ``runtime: livekit-agents``: the same module
+     (``tests.agents.lka_bench:server``), its pool pods prewarmed.
+c and d run the same agent code (issue 13); a is the native agent's warm path against c.
+
+Each case makes N dispatches one at a time, then N in batches of 4 at once. A round is one
+batch of every case, the cases rotated each round, a pause between batches. Before its batch a
+warm case waits for its pool to be full again and c for its idle processes to be back, so each
+dispatch is a hit. Measured from outside: ``create_dispatch`` -> the agent participant ACTIVE
+(``ListParticipants`` every 10 ms); then the room is deleted. A dispatch that fails is counted
+and named, never given a number. From the operator's log: pod created -> runner attached on
+the cold path. Results also go to ``.test-logs/bench-dispatch.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
+import math
 import os
-import signal
-import statistics
-import subprocess
-import tempfile
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client
 from livekit import api
 from livekit.protocol import models
 
-from devenv.environment import REPO_ROOT, TestEnvironment
-from devenv.kubeclient import api_client, create_namespace, eventually
+from devenv.environment import REPO_ROOT
+from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
-from tests.support import environments
-from tests.support.operator import (
-    AGENTS,
-    Deployments,
-    OperatorProcess,
-    agent_deployment,
-    create_credentials,
-    install_crd,
-    job_pod,
-    pid,
-)
+from tests.bench.figures import Series, header, load_average, machine, pct, row, write_json
+from tests.bench.operator_env import OperatorBench, environment, log_lines, node_kind, operator_in
+from tests.support.operator import AGENTS, Deployments, OperatorProcess, agent_deployment
 
 POLL = 0.01
+LKA_AGENT = REPO_ROOT / "tests" / "agents" / "lka_bench.py"
+LABELS = {
+    "a": "a. operator, warm pool (native)",
+    "b": "b. operator, cold path (native)",
+    "c": "c. livekit-agents worker, prewarmed",
+    "d": "d. operator, warm pool (livekit-agents)",
+}
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+@dataclass
+class Case:
+    key: str
+    agent_name: str
+    settle: Callable[[], Awaitable[None]]
+    series: dict[int, Series] = field(default_factory=dict)
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50_ms": round(pct(values, 0.5) * 1000, 1),
-        "p95_ms": round(pct(values, 0.95) * 1000, 1),
-        "p99_ms": round(pct(values, 0.99) * 1000, 1),
-        "mean_ms": round(statistics.fmean(values) * 1000, 1),
-    }
-
-
-async def one_dispatch(lk: api.LiveKitAPI, agent_name: str) -> float:
+async def one_dispatch(lk: api.LiveKitAPI, agent_name: str, timeout: float = 90) -> float:
     room = f"bench-{uuid.uuid4().hex[:8]}"
-    await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=30))
-    t0 = time.monotonic()
-    await lk.agent_dispatch.create_dispatch(api.CreateAgentDispatchRequest(agent_name=agent_name, room=room))
-    deadline = t0 + 60
-    while time.monotonic() < deadline:
-        resp = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
-        if any(
-            p.state == models.ParticipantInfo.ACTIVE and p.kind == models.ParticipantInfo.AGENT
-            for p in resp.participants
-        ):
-            elapsed = time.monotonic() - t0
-            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-            return elapsed
-        await asyncio.sleep(POLL)
-    raise TimeoutError(f"no agent joined {room} within 60s")
-
-
-async def run_series(
-    lk: api.LiveKitAPI, agent_name: str, n: int, concurrency: int, settle: Callable[[], Awaitable[None]]
-) -> list[float]:
-    results: list[float] = []
-
-    async def lane(count: int) -> None:
-        for _ in range(count):
-            await settle()
-            results.append(await one_dispatch(lk, agent_name))
-
-    per_lane = [n // concurrency + (1 if i < n % concurrency else 0) for i in range(concurrency)]
-    await asyncio.gather(*(lane(c) for c in per_lane))
-    return results
-
-
-async def measure_dispatch(env: TestEnvironment, args: argparse.Namespace, out: dict[str, Any]) -> None:
-    assert env.kube is not None
-    assert env.livekit is not None
-    livekit: LiveKitAccess = env.livekit
-    async with await api_client(env.kube.kubeconfig) as k8s:
-        await install_crd(k8s)
-        core = client.CoreV1Api(k8s)
-        ns = f"bench-{uuid.uuid4().hex[:6]}"
-        await create_namespace(core, ns)
-        await create_credentials(core, ns, livekit)
-        deployments = Deployments(k8s, ns)
-        op = OperatorProcess(env.kube.kubeconfig, [ns], env.workdir / "logs" / "bench-operator.log")
-        op.start()
-        try:
-            await op.wait_ready()
-            variants: dict[str, tuple[str, Callable[[], Awaitable[None]]]] = {}
-            warm = await deployments.create(
-                agent_deployment(
-                    "warm", livekit, f"{AGENTS}:idle", maxConcurrentJobs=16, warmPool={"size": 4}
-                )
-            )
-            cold = await deployments.create(
-                agent_deployment("cold", livekit, f"{AGENTS}:idle", maxConcurrentJobs=16)
-            )
-            for name in ("warm", "cold"):
-                await deployments.wait_condition(name, "Ready", "True", timeout=90)
-
-            async def pool_full() -> None:
-                # the warm path is a pool hit: dispatch when the pool is full again. The refill itself
-                # (a new Python process per pod) competes for this machine's 2 cores, which a
-                # cluster's other nodes would not.
-                async def full() -> bool:
-                    status = (await deployments.get("warm")).get("status") or {}
-                    return int(status.get("idlePods", 0)) >= 4
-
-                await eventually(full, 60, "a full warm pool")
-
-            async def no_wait() -> None:
-                return None
-
-            if "a" in args.variants:
-                variants["a. operator, warm pool"] = (warm["spec"]["agentName"], pool_full)
-            if "b" in args.variants:
-                variants["b. operator, cold path"] = (cold["spec"]["agentName"], no_wait)
-            lka_proc = None
-            if args.lka_python and "c" in args.variants:
-                lka_name = f"lka-{uuid.uuid4().hex[:4]}"
-                lka_env = dict(
-                    os.environ,
-                    LIVEKIT_URL=livekit.url,
-                    LIVEKIT_API_KEY=livekit.api_key,
-                    LIVEKIT_API_SECRET=livekit.api_secret,
-                    BENCH_AGENT_NAME=lka_name,
-                    BENCH_IDLE_PROCESSES="4",
-                )
-                lka_log = env.workdir / "logs" / "lka-worker.log"
-                with lka_log.open("ab") as log_file:
-                    lka_proc = await asyncio.create_subprocess_exec(
-                        args.lka_python,
-                        str(REPO_ROOT / "tests" / "bench" / "lka_worker.py"),
-                        "start",
-                        env=lka_env,
-                        stdout=log_file,
-                        stderr=subprocess.STDOUT,
-                    )
-                await asyncio.sleep(8)  # registered and its idle processes prewarmed
-                variants["c. livekit-agents, prewarmed"] = (lka_name, no_wait)
-            try:
-                async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
-                    for label, (agent_name, settle) in variants.items():
-                        # warm-up, discarded: the first dispatches also prove the worker is registered
-                        for _ in range(2):
-                            await settle()
-                            await one_dispatch(lk, agent_name)
-                        for concurrency in (1, 4):
-                            key = f"{label} (concurrency {concurrency})"
-                            try:
-                                values = await run_series(lk, agent_name, args.n, concurrency, settle)
-                                out["dispatch"][key] = summary(values)
-                            except Exception as exc:
-                                out["dispatch"][key] = {"error": f"{type(exc).__name__}: {exc}"}
-                            print(key, json.dumps(out["dispatch"][key]), flush=True)
-                            await asyncio.sleep(3)
-                metrics = await op.metrics()
-                out["placements"] = [
-                    line
-                    for line in metrics.splitlines()
-                    if line.startswith("agent_operator_job_placements_total{")
-                ]
-            finally:
-                if lka_proc is not None:
-                    lka_proc.terminate()
-                    try:
-                        await asyncio.wait_for(lka_proc.wait(), 20)
-                    except TimeoutError:
-                        lka_proc.kill()
-                        await lka_proc.wait()
-
-            # dead runner detection
-            for label, heartbeat, samples in (
-                (
-                    "short (ping 0.5s, timeout 5s)",
-                    {"pingInterval": "500ms", "pingTimeout": "5s"},
-                    args.detect_short,
-                ),
-                ("default (ping 2.5s, timeout 60s)", {}, args.detect_default),
+    await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=60))
+    try:
+        t0 = time.monotonic()
+        await lk.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+        )
+        while time.monotonic() < t0 + timeout:
+            resp = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+            if any(
+                p.state == models.ParticipantInfo.ACTIVE and p.kind == models.ParticipantInfo.AGENT
+                for p in resp.participants
             ):
-                key = f"detection {label}"
-                if samples <= 0:
-                    continue
-                try:
-                    values = await measure_detection(deployments, livekit, heartbeat, samples)
-                    out["detection"][key] = {
-                        "n": len(values),
-                        "values_s": [round(v, 2) for v in values],
-                        "max_s": round(max(values), 2),
-                    }
-                except Exception as exc:
-                    out["detection"][key] = {"error": f"{type(exc).__name__}: {exc}"}
-                print(key, json.dumps(out["detection"][key]), flush=True)
-        finally:
-            op.stop()
+                return time.monotonic() - t0
+            await asyncio.sleep(POLL)
+        raise TimeoutError(f"no agent ACTIVE in {room} within {timeout:.0f}s")
+    finally:
+        await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
-async def measure_detection(
-    deployments: Deployments, livekit: LiveKitAccess, heartbeat: dict[str, str], samples: int
-) -> list[float]:
-    name = f"det-{uuid.uuid4().hex[:4]}"
-    spec: dict[str, Any] = {"heartbeat": heartbeat} if heartbeat else {}
-    body = await deployments.create(agent_deployment(name, livekit, f"{AGENTS}:idle", **spec))
-    await deployments.wait_condition(name, "Ready", "True", timeout=90)
-    values: list[float] = []
-    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
-        for _ in range(samples):
-            room = f"det-{uuid.uuid4().hex[:6]}"
-            await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=30))
-            await lk.agent_dispatch.create_dispatch(
-                api.CreateAgentDispatchRequest(agent_name=body["spec"]["agentName"], room=room)
+async def batch(lk: api.LiveKitAPI, case: Case, size: int, series: Series) -> None:
+    series.sample_load()
+    try:
+        await case.settle()
+    except Exception as exc:
+        for _ in range(size):
+            series.fail(f"not settled before the batch: {type(exc).__name__}: {exc}")
+        return
+    results = await asyncio.gather(
+        *(one_dispatch(lk, case.agent_name) for _ in range(size)), return_exceptions=True
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            series.fail(f"{type(result).__name__}: {result}")
+        else:
+            series.add(result)
+
+
+async def interleaved(lk: api.LiveKitAPI, cases: list[Case], n: int, concurrency: int, gap: float) -> None:
+    for case in cases:
+        case.series[concurrency] = Series()
+    rounds = math.ceil(n / concurrency)
+    for r in range(rounds):
+        size = min(concurrency, n - r * concurrency)
+        for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
+            await batch(lk, case, size, case.series[concurrency])
+            await asyncio.sleep(gap)
+        done = ", ".join(f"{c.key}: {len(c.series[concurrency].values)}" for c in cases)
+        print(
+            f"  {concurrency} at a time, round {r + 1}/{rounds} ({done}; load {load_average():.1f})",
+            flush=True,
+        )
+
+
+def pool_full(deployments: Deployments, name: str, size: int) -> Callable[[], Awaitable[None]]:
+    async def settle() -> None:
+        async def full() -> bool:
+            status = (await deployments.get(name)).get("status") or {}
+            return int(status.get("idlePods", 0)) >= size
+
+        await eventually(full, 180, f"{name}: {size} idle pods")
+
+    return settle
+
+
+async def no_wait() -> None:
+    return None
+
+
+class LkaWorker:
+    """``python tests/agents/lka_bench.py start``: livekit-agents' own worker, its defaults."""
+
+    def __init__(self, livekit: LiveKitAccess, log_path: Path, agent_name: str) -> None:
+        self.livekit = livekit
+        self.log_path = log_path
+        self.agent_name = agent_name
+        self.proc: asyncio.subprocess.Process | None = None
+        from livekit.agents.utils.hw import get_cpu_monitor
+
+        # AgentServer's own default for num_idle_processes (prod mode)
+        self.idle_target = math.ceil(get_cpu_monitor().cpu_count())
+
+    def count(self, message: bytes) -> int:
+        return self.log_path.read_bytes().count(message)
+
+    async def start(self) -> None:
+        env = dict(
+            os.environ,
+            LIVEKIT_URL=self.livekit.url,
+            LIVEKIT_API_KEY=self.livekit.api_key,
+            LIVEKIT_API_SECRET=self.livekit.api_secret,
+            AGENT_NAME=self.agent_name,
+        )
+        with self.log_path.open("wb") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(LKA_AGENT), "start", env=env, cwd=self.log_path.parent,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+            )  # fmt: skip
+
+        async def registered() -> bool:
+            assert self.proc is not None
+            assert self.proc.returncode is None, self.log_path.read_text()[-3000:]
+            return b"registered worker" in self.log_path.read_bytes()
+
+        await eventually(registered, 120, "the livekit-agents worker registered")
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Its idle processes back to their target: one new process per job it received (a
+        dispatch LiveKit never gave it takes none)."""
+
+        async def back() -> bool:
+            return self.count(b"process initialized") >= self.idle_target + self.count(
+                b"received job request"
             )
-            pod = await job_pod(deployments, name)
-            runner = await pid(deployments, pod)
-            await asyncio.sleep(3)  # a few pongs in
-            t0 = time.monotonic()
-            os.kill(runner, signal.SIGSTOP)
-            while True:
-                pods = {p.metadata.uid for p in await deployments.pods(name)}
-                if pod.metadata.uid not in pods:
-                    break
-                if time.monotonic() - t0 > 180:
-                    raise TimeoutError("pod not deleted within 180s")
-                await asyncio.sleep(0.05)
-            values.append(time.monotonic() - t0)
-            # during a long stop livekit-server may already have dropped the silent agent and
-            # closed the empty room
-            with contextlib.suppress(api.TwirpError):
-                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-            await asyncio.sleep(1)
-    return values
+
+        await eventually(back, 120, "livekit-agents: its idle processes back")
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def attach_times(operator: OperatorProcess) -> list[float]:
+    """Cold path, from the operator's log: the job's pod created -> its runner attached."""
+    created: dict[str, datetime] = {}
+    out: list[float] = []
+    for record in log_lines(operator):
+        pod, at = str(record.get("pod")), datetime.fromisoformat(record["ts"])
+        if record.get("msg") == "job assigned; pod created (cold path)":
+            created[pod] = at
+        elif str(record.get("msg", "")).startswith("runner attached") and pod in created:
+            out.append((at - created.pop(pod)).total_seconds())
+    return out
+
+
+async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    livekit, deployments = bench.livekit, bench.deployments
+    specs = {
+        "a": agent_deployment(
+            "warm", livekit, f"{AGENTS}:idle", maxConcurrentJobs=16, warmPool={"size": args.pool}
+        ),
+        "b": agent_deployment("cold", livekit, f"{AGENTS}:idle", maxConcurrentJobs=16),
+        "d": agent_deployment(
+            "lka-warm", livekit, "tests.agents.lka_bench:server", runtime="livekit-agents",
+            maxConcurrentJobs=16, warmPool={"size": args.pool},
+        ),
+    }  # fmt: skip
+    cases: list[Case] = []
+    for key in sorted(set(args.variants) & set(specs)):
+        body = await deployments.create(specs[key])
+        name = body["metadata"]["name"]
+        await deployments.wait_condition(name, "Ready", "True", timeout=120)
+        settle = pool_full(deployments, name, args.pool) if key in "ad" else no_wait
+        cases.append(Case(key, body["spec"]["agentName"], settle))
+    worker = None
+    if "c" in args.variants:
+        worker = LkaWorker(
+            livekit, bench.env.workdir / "logs" / "lka-worker.log", f"lka-{uuid.uuid4().hex[:4]}"
+        )
+        await worker.start()
+        out["lka_idle_processes"] = worker.idle_target
+        cases.append(Case("c", worker.agent_name, worker.settle))
+    cases.sort(key=lambda c: c.key)
+    try:
+        async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
+            for case in cases:  # warm-up, discarded: it also proves each is registered
+                await case.settle()
+                await one_dispatch(lk, case.agent_name, 180)
+            for concurrency in (1, 4):
+                print(f"{args.n} dispatches per case, {concurrency} at a time", flush=True)
+                await interleaved(lk, cases, args.n, concurrency, args.gap)
+    finally:
+        if worker is not None:
+            await worker.stop()
+    for case in cases:
+        for concurrency, series in case.series.items():
+            out["dispatch"][f"{LABELS[case.key]} (concurrency {concurrency})"] = series.summary()
+    if "b" in args.variants:
+        attached = attach_times(bench.operator)
+        out["cold_pod_created_to_attached"] = (
+            {"n": len(attached), **{f"p{q}_ms": round(pct(attached, q / 100) * 1000) for q in (50, 95)}}
+            if attached
+            else {"n": 0}
+        )
+    metrics = await bench.operator.metrics()
+    out["placements"] = [
+        m for m in metrics.splitlines() if m.startswith("agent_operator_job_placements_total{")
+    ]
 
 
 def print_table(out: dict[str, Any]) -> None:
-    print(f"\nDispatch -> agent joined ({out['machine']}, {out['date']}; N={out['n']} per row)")
-    print(f"{'case':<52} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
-    ref: dict[int, dict[str, Any] | None] = {1: None, 4: None}
-    for key, row in out["dispatch"].items():
-        if key.startswith("c.") and "error" not in row:
-            ref[4 if "concurrency 4" in key else 1] = row
-    for key, row in out["dispatch"].items():
-        if "error" in row:
-            print(f"{key:<52} FAILED: {row['error']}")
-            continue
-        base = ref[4 if "concurrency 4" in key else 1]
-        ratio = ""
-        if base and not key.startswith("c."):
-            p50 = row["p50_ms"] / base["p50_ms"]
-            p99 = row["p99_ms"] / base["p99_ms"]
-            ratio = f"  (x{p50:.2f} p50, x{p99:.2f} p99 vs c)"
-        print(f"{key:<52} {row['p50_ms']:>8} {row['p95_ms']:>8} {row['p99_ms']:>8}{ratio}")
-    print("(b includes the container start; the image is already on the node: no pull)")
-    for key, row in out["detection"].items():
-        if "error" in row:
-            print(f"{key}: FAILED: {row['error']}")
-        else:
-            print(f"{key}: SIGSTOP -> pod deleted {row['values_s']} s (max {row['max_s']} s)")
+    print(f"\nDispatch -> agent ACTIVE ({out['machine']}, {out['node']}, {out['date']}; N={out['n']} a row)")
+    print(f"load average at the start {out['load_start']:.1f}, at the end {out['load_end']:.1f}")
+    if "lka_idle_processes" in out:
+        print(f"livekit-agents' idle processes (its default here): {out['lka_idle_processes']}")
+    print(header(58))
+    rows = out["dispatch"]
+    for key, summary in rows.items():
+        line = row(key, summary, 58)
+        peer = rows.get(f"{LABELS['c']} {key[key.index('(concurrency') :]}")
+        if key[0] in "ad" and peer and peer.get("n") and summary.get("n"):
+            p50, p99 = summary["p50_ms"] / peer["p50_ms"], summary["p99_ms"] / peer["p99_ms"]
+            line += f"  x{p50:.2f} p50, x{p99:.2f} p99 vs c"
+        print(line)
+    for key, summary in rows.items():
+        for failure in summary.get("first_failures", []):
+            print(f"  {key}: {failure}")
+    cold = out.get("cold_pod_created_to_attached")
+    if cold:
+        print(f"cold path, pod created -> runner attached (operator log): {cold}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--n", type=int, default=50)
-    parser.add_argument("--lka-python", default=None, help="python of a venv with livekit-agents installed")
-    parser.add_argument("--variants", default="abc", help="which of a, b, c to measure (default abc)")
-    parser.add_argument("--detect-short", type=int, default=5)
-    parser.add_argument("--detect-default", type=int, default=2)
-    parser.add_argument("--json", type=Path, default=REPO_ROOT / ".test-logs" / "bench-dispatch.json")
+    parser.add_argument("--n", type=int, default=30, help="dispatches per case and concurrency")
+    parser.add_argument("--variants", default="abcd", help="which of a, b, c, d to measure")
+    parser.add_argument("--pool", type=int, default=4, help="warm pool size of a and d")
+    parser.add_argument("--gap", type=float, default=1.0, help="pause between batches, s")
+    parser.add_argument("--json", default="bench-dispatch", help="results as .test-logs/<this>.json")
     args = parser.parse_args()
     out: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{os.cpu_count()} cores, {os.uname().machine}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
         "n": args.n,
+        "pool": args.pool,
+        "load_start": load_average(),
         "dispatch": {},
-        "detection": {},
     }
-    env = TestEnvironment(Path(tempfile.mkdtemp(prefix="bench-dispatch-")))
-    env.start()
-    environments.import_node_images(env)  # the test agent image its job pods run
-    try:
-        asyncio.run(measure_dispatch(env, args, out))
-    finally:
-        env.stop()
+    with environment("bench-dispatch-") as env:
+        out["node"] = node_kind(env)
+
+        async def run() -> None:
+            async with operator_in(env, "bench-operator.log") as bench:
+                await measure(bench, args, out)
+
+        asyncio.run(run())
+    out["load_end"] = load_average()
     print_table(out)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2))
-    print(f"written {args.json}")
-    failed = any("error" in r for r in [*out["dispatch"].values(), *out["detection"].values()])
-    return 1 if failed else 0
+    write_json(args.json, out)
+    return 1 if any(r["failures"] for r in out["dispatch"].values()) else 0
 
 
 if __name__ == "__main__":

@@ -19,11 +19,7 @@ A turn that fails prints the failure, never a number. Results also go to
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import statistics
-import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -32,9 +28,9 @@ from agent_jobrunner.protocol import pb
 from agent_jobrunner.voice.metrics import STAGES
 from devenv import binaries
 from devenv.caller import Caller
-from devenv.environment import REPO_ROOT
 from devenv.livekit import LocalLiveKit
 from devenv.speech import speak, trailing_silence
+from tests.bench.figures import run_in_tempdir, write_json
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
@@ -116,16 +112,13 @@ def main() -> int:
     )
     parser.add_argument("--turns", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="voice-bench-") as folder:
-        try:
-            result = asyncio.run(asyncio.wait_for(run(args.turns, Path(folder)), 60 + 30 * args.turns))
-        except (AssertionError, TimeoutError) as err:
-            print(f"voice latency benchmark failed: {err}", file=sys.stderr)
-            return 1
+    result = run_in_tempdir(
+        "voice-bench-", lambda folder: run(args.turns, folder), 60 + 30 * args.turns, "voice latency"
+    )
+    if result is None:
+        return 1
     print(report(result))
-    out = REPO_ROOT / ".test-logs" / "bench-voice-latency.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json("bench-voice-latency", result)
     return 0
 
 

@@ -101,6 +101,9 @@ async def entrypoint(ctx: JobContext) -> None:
                     "role": item.role,
                     "content": item.text_content or "",
                     "interrupted": item.interrupted,
+                    # livekit-agents' own per-turn figures (end_of_turn_delay, llm_node_ttft,
+                    # e2e_latency, ...), in seconds; tests/bench/lka_voice_latency.py reads them
+                    **{f"metric_{name}": value for name, value in item.metrics.items()},
                 },
             )
 
