@@ -98,6 +98,11 @@ async def test_a_failed_prewarm_is_reported_and_a_job_for_the_pod_fails_without_
             assert ended.detail.error == ERROR
             await asyncio.wait_for(terminator.called.wait(), 20)
             assert terminator.pods == [POD]
+            # the reader task may not have taken the Welcome off the stream yet
+            for _ in range(200):
+                if received:
+                    break
+                await asyncio.sleep(0.05)
             kinds = [m.WhichOneof("message") for m in received]
             assert kinds[0] == "welcome"
             assert "start_job" not in kinds, "no StartJobRequest (and no room token) went out"
