@@ -146,7 +146,7 @@ def unpacked(images: dict[str, Image], tmp_path_factory: pytest.TempPathFactory)
 def test_the_cache_answers_for_every_image_without_building(images: dict[str, Image]) -> None:
     # in this network namespace a build could not reach any index: a cache miss would fail
     again = ensure_images(log=False)
-    assert set(again) == {"python", "runner", "operator", "test-agents", "weather-agent"}
+    assert set(again) == {"python", "runner", "operator", "test-agents", "weather-agent", "voice-agent"}
     assert all(image.cached for image in again.values()), again
     assert {n: i.tag for n, i in again.items()} == {n: i.tag for n, i in images.items()}
     for image in again.values():
