@@ -23,7 +23,7 @@ from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment_trust import DeploymentTrust
-from agent_operator.drain import drain
+from agent_operator.drain import drain, refuse_assignment
 from agent_operator.handover import pass_on
 from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
@@ -288,7 +288,8 @@ class DeploymentRuntime:
             log.warning("ignored assignment of a job already running here", extra=fields)
             return
         if self.draining:
-            await self._refuse_assignment(job.id, known, fields)
+            await refuse_assignment(job.id, known, self.jobs, self.registration.worker, self._labels, fields)
+            self._dirty.set()
             return
         entry = self.jobs.place(job.id, job.room.name)
         if not entry.identity:  # no offer of ours on record (the offer's hold ran out)
@@ -297,20 +298,6 @@ class DeploymentRuntime:
         self._dirty.set()
         request = start_request(assignment, spec, entry.identity, entry.name)
         self._placing.spawn(self._place(entry, request, spec, fields))
-
-    async def _refuse_assignment(self, job_id: str, offered: Job | None, fields: dict[str, str]) -> None:
-        """An assignment that arrives while the deployment drains (its offer may predate the
-        drain): no pod is made, and LiveKit hears at once that the job failed here."""
-        if offered is not None:
-            self.jobs.release(offered)
-        log.warning("refused an assignment: the deployment is draining", extra=fields)
-        metrics.JOBS_ENDED.labels(*self._labels, "rejected").inc()
-        worker = self.registration.worker
-        if worker is None or not await worker.update_job(
-            job_id, agent.JS_FAILED, "the deployment is draining"
-        ):
-            log.warning("could not tell LiveKit the assignment was refused (not connected)", extra=fields)
-        self._dirty.set()
 
     async def _place(
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]

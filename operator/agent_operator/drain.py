@@ -16,7 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from livekit.protocol import agent
+
+from agent_operator import metrics
 from agent_operator.collaborators import Collaborators
+from agent_operator.job_ends import JobReporter
 from agent_operator.jobs import Job, JobTable
 from agent_operator.kube.podspec import DEFAULT_GRACE_SECONDS, LABEL_DEPLOYMENT, Owner
 from agent_operator.vocabulary import PodIdentity
@@ -120,3 +124,21 @@ def _grace(pod: dict[str, Any]) -> float:
 
 def _or_default(grace: int | None) -> float:
     return float(DEFAULT_GRACE_SECONDS if grace is None else grace)
+
+
+async def refuse_assignment(
+    job_id: str,
+    offered: Job | None,
+    jobs: JobTable,
+    worker: JobReporter | None,
+    labels: tuple[str, ...],
+    fields: dict[str, str],
+) -> None:
+    """An assignment that arrives while the deployment drains (its offer may predate the
+    drain): no pod is made, and LiveKit hears at once that the job failed here."""
+    if offered is not None:
+        jobs.release(offered)
+    log.warning("refused an assignment: the deployment is draining", extra=fields)
+    metrics.JOBS_ENDED.labels(*labels, "rejected").inc()
+    if worker is None or not await worker.update_job(job_id, agent.JS_FAILED, "the deployment is draining"):
+        log.warning("could not tell LiveKit the assignment was refused (not connected)", extra=fields)
