@@ -29,7 +29,7 @@ from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube.podspec import Owner
 from agent_operator.kube.status import Condition
-from agent_operator.offers import attributes, job_info, participant, start_request
+from agent_operator.offers import accepted, job_info, participant, start_request
 from agent_operator.readiness import Readiness
 from agent_operator.registration import Registration, short
 from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
@@ -268,14 +268,7 @@ class DeploymentRuntime:
         identity, name = participant(spec, job, self.owner.name)
         self.jobs.offer(job.id, job.room.name, identity, name, RESERVATION_SECONDS)
         log.info("accepted job", extra=fields)
-        return agent.AvailabilityResponse(
-            job_id=job.id,
-            available=True,
-            participant_identity=identity,
-            participant_name=name,
-            participant_metadata=spec.participant_metadata,
-            participant_attributes=attributes(spec),
-        )
+        return accepted(spec, job.id, identity, name)
 
     async def assignment(self, assignment: agent.JobAssignment) -> None:
         """Take the job; its placement runs as the deployment's own task, so that replacing

@@ -30,6 +30,18 @@ def attributes(spec: DeploymentSpec) -> dict[str, str]:
     return {ATTRIBUTE_AGENT_NAME: spec.agent_name, **spec.participant_attributes}
 
 
+def accepted(spec: DeploymentSpec, job_id: str, identity: str, name: str) -> agent.AvailabilityResponse:
+    """The answer to an offer this deployment takes: the agent participant it will join as."""
+    return agent.AvailabilityResponse(
+        job_id=job_id,
+        available=True,
+        participant_identity=identity,
+        participant_name=name,
+        participant_metadata=spec.participant_metadata,
+        participant_attributes=attributes(spec),
+    )
+
+
 def start_request(
     assignment: agent.JobAssignment, spec: DeploymentSpec, identity: str, name: str
 ) -> pb.StartJobRequest:
