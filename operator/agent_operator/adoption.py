@@ -117,9 +117,13 @@ class Adoption:
         labels = meta.get("labels") or {}
         annotations = meta.get("annotations") or {}
         job_id = labels.get(LABEL_JOB_ID, "")
-        verdict = dep.trust.check(pod, key or dep.trust.key)
-        if verdict == "unverified" and jobs_only:
-            return False  # its runner attached before the pods were listed: it retries, they judge it
+        key = key or dep.trust.key
+        if jobs_only and key is None:
+            # its runner attached before the credentials were read: it retries, and the pods'
+            # listing judges the pod (a job pod taken now, to be checked later, would have its
+            # "job" failed and the pod deleted if the check failed: a rewritten pod is left alone)
+            return False
+        verdict = dep.trust.check(pod, key)
         if verdict == "unverified":  # an idle pod, no key to check it with: replace it
             log.info(
                 "replacing idle pod %s: no credentials to check its signature",
