@@ -18,7 +18,6 @@ from typing import Any
 
 from livekit.protocol import agent
 
-from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
@@ -29,9 +28,10 @@ from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube.podspec import Owner
 from agent_operator.kube.status import Condition
-from agent_operator.offers import accepted, job_info, participant, start_request
+from agent_operator.offers import accepted, participant
+from agent_operator.placement import Placement, PlacementContext
 from agent_operator.readiness import Readiness
-from agent_operator.registration import Registration, short
+from agent_operator.registration import Registration
 from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
 from agent_operator.status_report import StatusSnapshot, report_status
 from agent_operator.supervisor import (
@@ -39,7 +39,6 @@ from agent_operator.supervisor import (
     JobRecord,
     RunnerBinding,
 )
-from agent_operator.supervisor.service import StartFailed
 from agent_operator.tasks import BackgroundTasks, first_of, run_with_companions, unless
 from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
 from agent_operator.warm_pool import PoolDemand, WarmPool
@@ -47,9 +46,6 @@ from agent_operator.warm_pool import PoolDemand, WarmPool
 log = logging.getLogger("agent_operator.deployment")
 
 RESERVATION_SECONDS = 15.0  # an accepted job whose assignment never came frees its slot
-# at a stop, placements in flight finish first: a job LiveKit gave us gets its pod (and its
-# signed job label), from which the next operator resumes it
-PLACEMENT_SETTLE_SECONDS = 10.0
 
 
 class DeploymentRuntime:
@@ -70,7 +66,6 @@ class DeploymentRuntime:
         self._changed = asyncio.Event()
         self._dirty = asyncio.Event()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
-        self._placing = BackgroundTasks(log, "placement", self.fields)
         self._labels = (owner.namespace, owner.name)
         self.readiness = Readiness(self.fields, self._labels, self.event, self.mark_dirty)
         ready = self.readiness
@@ -115,6 +110,21 @@ class DeploymentRuntime:
                 spawn=self._tasks.spawn,
                 event=self.event,
                 trust=self.trust,
+            ),
+            services,
+        )
+        self.placement = Placement(
+            PlacementContext(
+                name=owner.name,
+                fields=self.fields,
+                labels=self._labels,
+                jobs=self.jobs,
+                pool=self.pool,
+                ends=self.ends,
+                trust=self.trust,
+                expect=self.expect,
+                event=self.event,
+                changed=self._dirty.set,
             ),
             services,
         )
@@ -171,8 +181,7 @@ class DeploymentRuntime:
         try:
             await run_with_companions(self._serve(stopping, deleted, exiting), companions, log, self.fields)
         finally:
-            await self._placing.settle(PLACEMENT_SETTLE_SECONDS)
-            await self._placing.close()
+            await self.placement.close()
             await self.registration.stop()
             await self._tasks.close()
             await self.registration.close()
@@ -271,8 +280,6 @@ class DeploymentRuntime:
         return accepted(spec, job.id, identity, name)
 
     async def assignment(self, assignment: agent.JobAssignment) -> None:
-        """Take the job; its placement runs as the deployment's own task, so that replacing
-        the worker connection (a re-registration) never cuts it off half way."""
         job = assignment.job
         fields = {**self.fields, "job_id": job.id, "room": job.room.name}
         spec = self.spec
@@ -284,69 +291,10 @@ class DeploymentRuntime:
             await refuse_assignment(job.id, known, self.jobs, self.registration.worker, self._labels, fields)
             self._dirty.set()
             return
-        entry = self.jobs.place(job.id, job.room.name)
-        if not entry.identity:  # no offer of ours on record (the offer's hold ran out)
-            entry.identity, entry.name = participant(spec, job, self.owner.name)
-        metrics.JOBS_ASSIGNED.labels(*self._labels).inc()
-        self._dirty.set()
-        request = start_request(assignment, spec, entry.identity, entry.name)
-        self._placing.spawn(self._place(entry, request, spec, fields))
-
-    async def _place(
-        self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
-    ) -> None:
-        info = job_info(request, fields)
-
-        def hold(pod: PodIdentity) -> None:
-            entry.pod = pod
-
-        try:
-            placement, pooled = await self.pool.place(spec, info, fields, hold)
-        except Exception as exc:
-            await self.ends.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
-            return
-        pod = placement.pod
-        entry.phase = Phase.STARTING
-        fields = entry.log_fields(self.fields)
-        metrics.JOB_STARTS_BY_PATH.labels(*self._labels, placement.path).inc()
-        if pooled:
-            log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
-            signature = self.trust.busy_signature(pod, spec.template_hash(), info)
-            self._placing.spawn(self.services.pods.mark_busy(pod, info, signature))
-            self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
-        else:
-            log.info("job assigned; pod created (cold path)", extra=fields)
-            self.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pod {pod.name} created")
-            self.expect(pod, spec.heartbeat, job_id=entry.job_id)
-        try:
-            await self.services.supervisor.assign(pod.uid, request)
-        except StartFailed as exc:
-            await self.ends.fail_unstarted(entry, str(exc))
-            return
-        if entry.terminate_requested:  # LiveKit ended it while it was being placed
-            await self._shut_down(entry, "job terminated by LiveKit")
+        self.placement.assign(assignment, spec)
 
     async def termination(self, termination: agent.JobTermination) -> None:
-        entry = self.jobs.get(termination.job_id)
-        if entry is None:
-            return
-        if entry.phase is Phase.OFFERED:
-            self.jobs.release(entry)  # never assigned: nothing runs
-            return
-        if entry.pod is None or entry.phase is Phase.PLACING:
-            log.info(
-                "LiveKit terminated the job while it is placed; ending it then",
-                extra=entry.log_fields(self.fields),
-            )
-            entry.terminate_requested = True
-            return
-        await self._shut_down(entry, "job terminated by LiveKit")
-
-    async def _shut_down(self, entry: Job, reason: str) -> None:
-        assert entry.pod is not None
-        log.info("%s; shutting the runner down", reason, extra=entry.log_fields(self.fields))
-        grace = float(self.services.grace_of(entry.pod) or 15)
-        await self.services.supervisor.shutdown_job(entry.pod.uid, reason, grace)
+        await self.placement.termination(termination)
 
     async def registered(self, worker_id: str) -> None:
         self.readiness.registered(worker_id)

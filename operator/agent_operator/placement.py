@@ -1,0 +1,136 @@
+"""One deployment's assigned jobs on their way to a runner: a pod (a warm one, else a new one),
+the start request sent to its runner, and LiveKit's termination of a job, even one still
+being placed.
+
+A placement runs as the deployment's own task (``tasks``), not the worker connection's, so
+replacing the connection (a re-registration) never cuts it off half way; at a stop the
+placements in flight finish first, so a job LiveKit gave us gets its pod and its signed job
+label, from which the next operator resumes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from livekit.protocol import agent
+
+from agent_jobrunner.protocol import pb
+from agent_operator import metrics
+from agent_operator.collaborators import Collaborators
+from agent_operator.deployment_trust import DeploymentTrust
+from agent_operator.job_ends import JobEnds
+from agent_operator.jobs import Job, JobTable, Phase
+from agent_operator.offers import job_info, participant, start_request
+from agent_operator.registration import short
+from agent_operator.spec import DeploymentSpec
+from agent_operator.supervisor.service import StartFailed
+from agent_operator.tasks import BackgroundTasks
+from agent_operator.vocabulary import HeartbeatSettings, PodIdentity
+from agent_operator.warm_pool import WarmPool
+
+log = logging.getLogger("agent_operator.deployment")
+
+# at a stop, placements in flight finish first (see the module's docstring)
+PLACEMENT_SETTLE_SECONDS = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PlacementContext:
+    """What placement works with, from its deployment."""
+
+    name: str  # the deployment's name, for participant identities
+    fields: dict[str, str]
+    labels: tuple[str, str]  # the metrics' (namespace, deployment)
+    jobs: JobTable
+    pool: WarmPool
+    ends: JobEnds
+    trust: DeploymentTrust
+    expect: Callable[[PodIdentity, HeartbeatSettings, str], None]  # (pod, heartbeat, job id)
+    event: Callable[..., None]
+    changed: Callable[[], None]
+
+
+class Placement:
+    def __init__(self, ctx: PlacementContext, services: Collaborators) -> None:
+        self._ctx = ctx
+        self._services = services
+        self._tasks = BackgroundTasks(log, "placement", ctx.fields)
+
+    def assign(self, assignment: agent.JobAssignment, spec: DeploymentSpec) -> None:
+        """Take an assigned job (its offer's record, if it still holds, becomes its record) and
+        place it."""
+        dep = self._ctx
+        job = assignment.job
+        fields = {**dep.fields, "job_id": job.id, "room": job.room.name}
+        entry = dep.jobs.place(job.id, job.room.name)
+        if not entry.identity:  # no offer of ours on record (the offer's hold ran out)
+            entry.identity, entry.name = participant(spec, job, dep.name)
+        metrics.JOBS_ASSIGNED.labels(*dep.labels).inc()
+        dep.changed()
+        request = start_request(assignment, spec, entry.identity, entry.name)
+        self._tasks.spawn(self._place(entry, request, spec, fields))
+
+    async def _place(
+        self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
+    ) -> None:
+        dep = self._ctx
+        info = job_info(request, fields)
+
+        def hold(pod: PodIdentity) -> None:
+            entry.pod = pod
+
+        try:
+            placement, pooled = await dep.pool.place(spec, info, fields, hold)
+        except Exception as exc:
+            await dep.ends.fail_unstarted(entry, f"could not create the job's pod: {short(exc)}")
+            return
+        pod = placement.pod
+        entry.phase = Phase.STARTING
+        fields = entry.log_fields(dep.fields)
+        metrics.JOB_STARTS_BY_PATH.labels(*dep.labels, placement.path).inc()
+        if pooled:
+            log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
+            signature = dep.trust.busy_signature(pod, spec.template_hash(), info)
+            self._tasks.spawn(self._services.pods.mark_busy(pod, info, signature))
+            dep.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
+        else:
+            log.info("job assigned; pod created (cold path)", extra=fields)
+            dep.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pod {pod.name} created")
+            dep.expect(pod, spec.heartbeat, entry.job_id)
+        try:
+            await self._services.supervisor.assign(pod.uid, request)
+        except StartFailed as exc:
+            await dep.ends.fail_unstarted(entry, str(exc))
+            return
+        if entry.terminate_requested:  # LiveKit ended it while it was being placed
+            await self.shut_down(entry, "job terminated by LiveKit")
+
+    async def termination(self, termination: agent.JobTermination) -> None:
+        dep = self._ctx
+        entry = dep.jobs.get(termination.job_id)
+        if entry is None:
+            return
+        if entry.phase is Phase.OFFERED:
+            dep.jobs.release(entry)  # never assigned: nothing runs
+            return
+        if entry.pod is None or entry.phase is Phase.PLACING:
+            log.info(
+                "LiveKit terminated the job while it is placed; ending it then",
+                extra=entry.log_fields(dep.fields),
+            )
+            entry.terminate_requested = True
+            return
+        await self.shut_down(entry, "job terminated by LiveKit")
+
+    async def shut_down(self, entry: Job, reason: str) -> None:
+        assert entry.pod is not None
+        log.info("%s; shutting the runner down", reason, extra=entry.log_fields(self._ctx.fields))
+        grace = float(self._services.grace_of(entry.pod) or 15)
+        await self._services.supervisor.shutdown_job(entry.pod.uid, reason, grace)
+
+    async def close(self) -> None:
+        """The placements in flight finish (for a while), then what is left is cancelled."""
+        await self._tasks.settle(PLACEMENT_SETTLE_SECONDS)
+        await self._tasks.close()
