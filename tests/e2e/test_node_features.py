@@ -226,11 +226,6 @@ async def test_probes_in_the_template_are_run_by_the_kubelet(
     await status_equals(deployments, "probed", "jobsSucceeded", 1, timeout=60)
 
 
-@pytest.mark.xfail(
-    reason="failed in the real-node run: the job still ended a success; the probe kill was not found"
-    " among the pod's Events (matching or message text unknown)",
-    strict=False,
-)
 async def test_a_failing_liveness_probe_fails_the_job_with_that_reason(
     patient_operator: OperatorProcess,
     deployments: Deployments,

@@ -27,19 +27,29 @@ from tests.unit.test_supervisor_forget import Outcomes, Refuses, Terminations, s
 
 pytestmark = pytest.mark.unit
 
-KILLING = {
+# what the v1.36 kubelet wrote for a job pod (restartPolicy Never) whose liveness probe failed,
+# as listed on the real node (tests/e2e/test_node_features.py): the kill does not name the probe
+UNHEALTHY = {"reason": "Unhealthy", "type": "Warning", "message": "Liveness probe failed: no /app/ok"}
+STOPPING = {
+    "reason": "Killing",
+    "type": "Normal",
+    "message": "Stopping container agent",
+    "involvedObject": {"kind": "Pod", "fieldPath": "spec.containers{agent}"},
+}
+# and for a container it restarts (restartPolicy Always/OnFailure, or a container's own policy)
+RESTARTING = {
     "reason": "Killing",
     "type": "Normal",
     "message": "Container agent failed liveness probe, will be restarted",
 }
-UNHEALTHY = {"reason": "Unhealthy", "type": "Warning", "message": "Liveness probe failed: no /app/ok"}
 
 
-def test_the_kubelets_events_of_a_liveness_kill_fail_the_job_saying_what_to_fix() -> None:
-    failure = probe_failure([{"reason": "Scheduled", "message": "assigned"}, UNHEALTHY, KILLING])
+@pytest.mark.parametrize("kill", [STOPPING, RESTARTING], ids=["pod-stopped", "container-restarted"])
+def test_the_kubelets_events_of_a_liveness_kill_fail_the_job_saying_what_to_fix(kill: dict[str, Any]) -> None:
+    failure = probe_failure([{"reason": "Scheduled", "message": "assigned"}, UNHEALTHY, kill])
     assert failure is not None
     assert failure.reason == "LivenessProbeFailed"
-    assert "container agent" in failure.message
+    assert "container agent " in failure.message
     assert "Liveness probe failed: no /app/ok" in failure.message
     assert "livenessProbe" in failure.message
 
@@ -56,10 +66,11 @@ def test_a_startup_probe_kill_is_named_as_such() -> None:
     [
         [],
         [UNHEALTHY],  # failing, not yet killed
-        [{"reason": "Killing", "message": "Stopping container agent"}],  # the pod's deletion
+        [STOPPING],  # stopped with no probe failing (the pod's deletion)
+        [{"reason": "Unhealthy", "message": "Readiness probe failed: 503"}, STOPPING],  # not ready
     ],
 )
-def test_no_probe_kill_without_the_kubelets_killing_event_for_a_probe(events: list[dict[str, Any]]) -> None:
+def test_no_probe_kill_without_a_kill_after_a_liveness_or_startup_probe_failed(events: list[dict[str, Any]]) -> None:
     assert probe_failure(events) is None
 
 

@@ -4,9 +4,14 @@ take, a container the kubelet stopped because its liveness (or startup) probe fa
 reason and a message that says what to fix.
 
 A probe kill leaves no mark in the pod's status (the container just terminates, often with exit
-code 0: the runner shuts down on the kubelet's SIGTERM), only the kubelet's Events on the pod
-(``Killing``: "Container agent failed liveness probe", ``Unhealthy``: the probe's output), so
-``probe_failure`` reads those, for a pod ``probe_killable`` says may have been killed so."""
+code 0: the runner shuts down on the kubelet's SIGTERM), only the kubelet's Events on the pod,
+so ``probe_failure`` reads those, for a pod ``probe_killable`` says may have been killed so.
+What the kubelet writes (v1.36, read on the real node): ``Unhealthy`` "Liveness probe failed:
+<the probe's output>", then, with restartPolicy Never and the pod's only container failing,
+``Killing`` "Stopping container agent" (it kills the whole pod, and the probe is not named);
+a container it restarts gets ``Killing`` "Container agent failed liveness probe, will be
+restarted". A pod not being deleted that the kubelet stopped after its liveness probe failed
+was stopped for it."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Any
 # waiting reasons of a container that will not start without a change to the template
 IMAGE_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 MESSAGE_LIMIT = 400
-# the kubelet's Killing Event says "Container <name> failed <probe> probe, will be restarted"
+# the probes whose failure makes the kubelet stop a container, and the reason a job ends with
 PROBE_KILLS = {"liveness": "LivenessProbeFailed", "startup": "StartupProbeFailed"}
 
 
@@ -78,16 +83,14 @@ def probe_killable(pod: Mapping[str, Any]) -> bool:
 
 
 def probe_failure(events: Sequence[Mapping[str, Any]]) -> PodFailure | None:
-    """The probe kill the pod's Events tell (the kubelet's ``Killing`` for a failed liveness or
-    startup probe), with the probe's last output (its ``Unhealthy`` Event), or None."""
+    """The probe kill the pod's Events tell (the kubelet's ``Killing``, after an ``Unhealthy``
+    for a failed liveness or startup probe, or naming the probe), with the probe's last output,
+    or None."""
+    kills = [e for e in events if e.get("reason") == "Killing"]
+    if not kills:
+        return None
     for probe, reason in PROBE_KILLS.items():
-        kills = [
-            e
-            for e in events
-            if e.get("reason") == "Killing" and f"failed {probe} probe" in (e.get("message") or "")
-        ]
-        if not kills:
-            continue
+        named = [e for e in kills if f"failed {probe} probe" in (e.get("message") or "")]
         said = next(
             (
                 _short(e.get("message") or "")
@@ -96,7 +99,10 @@ def probe_failure(events: Sequence[Mapping[str, Any]]) -> PodFailure | None:
             ),
             "",
         )
-        container = _short(kills[-1].get("message") or "").split(" failed ")[0].removeprefix("Container ")
+        if not named and not said:
+            continue
+        kill = (named or kills)[-1]
+        container = _container(kill)
         return PodFailure(
             reason,
             f"the kubelet stopped container {container} because its {probe} probe failed"
@@ -104,6 +110,18 @@ def probe_failure(events: Sequence[Mapping[str, Any]]) -> PodFailure | None:
             f"template's {probe}Probe, or what it checks in the agent",
         )
     return None
+
+
+def _container(kill: Mapping[str, Any]) -> str:
+    """The container a ``Killing`` Event is about: its field path (``spec.containers{agent}``),
+    else its message's ("Container agent failed ..." or "Stopping container agent")."""
+    path = str((kill.get("involvedObject") or {}).get("fieldPath") or "")
+    if path.startswith("spec.containers{") and path.endswith("}"):
+        return path.removeprefix("spec.containers{").removesuffix("}")
+    message = _short(kill.get("message") or "")
+    if message.startswith("Stopping container "):
+        return message.removeprefix("Stopping container ")
+    return message.split(" failed ")[0].removeprefix("Container ")
 
 
 def _short(text: str) -> str:
