@@ -70,7 +70,7 @@ def test_a_startup_probe_kill_is_named_as_such() -> None:
         [{"reason": "Unhealthy", "message": "Readiness probe failed: 503"}, STOPPING],  # not ready
     ],
 )
-def test_no_probe_kill_without_a_kill_after_a_liveness_or_startup_probe_failed(events: list[dict[str, Any]]) -> None:
+def test_no_probe_kill_without_a_kill_after_a_liveness_probe_failed(events: list[dict[str, Any]]) -> None:
     assert probe_failure(events) is None
 
 
