@@ -7,6 +7,8 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,10 +32,17 @@ class EntrypointError(Exception):
 
 
 def import_attribute(spec: str) -> tuple[Any, str]:
-    """Import ``package.module:attribute``; (the object, the attribute's name)."""
+    """Import ``package.module:attribute``; (the object, the attribute's name). The working
+    directory (the image's ``WORKDIR``, ``/app`` in the runner image) is searched first, as
+    ``python -m`` and ``python agent.py`` would: an agent's ``agent.py`` copied there imports
+    as ``agent`` with no ``PYTHONPATH`` set (the ``agent-jobrunner`` script's own directory is
+    what Python puts on the path, not the working directory)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise EntrypointError(f"{spec!r} is not package.module:function")
+    here = os.getcwd()
+    if here not in sys.path and "" not in sys.path:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(module_name)
     except (Exception, SystemExit) as err:

@@ -28,14 +28,6 @@ from tests.support.weather_call import ANSWER_WORDS, ask_the_weather
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(600),
-    pytest.mark.xfail(
-        run=False,
-        reason=(
-            "not run: failed on the real node at the merge"
-            " (the pod never reached idlePods=1 in 240 s; cause not found)"
-        ),
-        strict=False,
-    ),
 ]
 
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from livekit import rtc
 
@@ -109,3 +114,21 @@ def test_failure_logging_is_rate_limited() -> None:
     logged = [n for n in range(1, 101) if should_log_failure(n)]
     assert logged[:3] == [1, 2, 3]
     assert len(logged) == 3 + 10
+
+
+def test_an_agent_module_in_the_working_directory_imports_without_pythonpath(tmp_path: Path) -> None:
+    """The example image copies agent.py to /app (its WORKDIR) and sets no PYTHONPATH; the
+    ``agent-jobrunner`` script puts only its own directory on sys.path. Before, the example
+    image's every pod failed its prewarm: "No module named 'agent'" (the real node, 2026-12-02)."""
+    (tmp_path / "workdir_agent.py").write_text("async def entrypoint(ctx):\n    pass\n")
+    code = (
+        "from agent_jobrunner.job import load_entrypoint; "
+        "print(load_entrypoint('workdir_agent:entrypoint').__name__)"
+    )
+    # -I: no working directory (nor PYTHONPATH) on sys.path, as for a console script
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "entrypoint"
