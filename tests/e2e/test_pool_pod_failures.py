@@ -1,8 +1,8 @@
 """Idle warm-pool pods that the real node cannot start: an image that cannot be pulled, a pod no
 node can take. Each is never counted idle, gets a ``PoolPodFailed`` Event naming the reason and
 what to fix, makes ``WarmPoolDegraded`` say so, and is replaced after growing waits, not in a
-hot loop. On the real node: its kubelet pulls nothing
-and schedules everything.
+hot loop. The pods are watched, not polled: one that no node can take is gone within
+milliseconds of its creation.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ from tests.support.pool_watch import PoolWatch, failure_events
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.timeout(400),
-    pytest.mark.xfail(
-        run=False,
-        reason=(
-            "not run: failed on the real node at the merge"
-            " ([sched]: the fourth pool pod not seen within 120 s; cause not found)"
-        ),
-        strict=False,
-    ),
 ]
 
 
@@ -46,7 +38,7 @@ async def test_an_idle_pod_that_cannot_start_is_replaced_with_backoff_saying_wha
     fix: str,
 ) -> None:
     name = f"pool-{case}"
-    with PoolWatch(deployments, name) as watch:
+    async with PoolWatch(deployments, name) as watch:
         await ready_deployment(
             deployments,
             operator,

@@ -41,7 +41,7 @@ async def test_a_setup_fnc_that_raises_is_never_idle_and_is_replaced_at_growing_
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
 ) -> None:
-    with PoolWatch(deployments, "broken") as watch:
+    async with PoolWatch(deployments, "broken") as watch:
         body = await ready_deployment(
             deployments,
             operator,
@@ -117,7 +117,7 @@ async def test_a_prewarm_that_hangs_or_an_import_that_raises_is_a_failed_pool_po
     error: str,
 ) -> None:
     name = f"fails-{runtime}"
-    with PoolWatch(deployments, name) as watch:
+    async with PoolWatch(deployments, name) as watch:
         await ready_deployment(
             deployments, operator, k8s, livekit, name, entrypoint, runtime=runtime, warmPool={"size": 1}
         )

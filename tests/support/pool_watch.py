@@ -9,13 +9,17 @@ import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from kubernetes_asyncio import watch
+
 from devenv.kubeclient import eventually
 from tests.support.operator import Deployments
 
 
 class PoolWatch:
-    """Polls the deployment's pool pods and status: when each pod was first seen, when it was
-    first seen going (deleting, or gone), and the largest idlePods the status ever showed."""
+    """Watches the deployment's pool pods (a Kubernetes watch: a pod that no node can take lives
+    for a few milliseconds, less than any poll interval) and polls its status: when each pod
+    was first seen, when it was first seen going (deleting, or gone), and the largest idlePods
+    the status ever showed."""
 
     def __init__(self, deployments: Deployments, name: str) -> None:
         self.deployments = deployments
@@ -24,48 +28,70 @@ class PoolWatch:
         self.going: dict[str, float] = {}
         self.most_idle = 0
         self.error: Exception | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
-    async def _poll(self) -> None:
+    async def _watch_pods(self) -> None:
+        core, namespace = self.deployments.core, self.deployments.namespace
+        selector = f"agentoperator.dev/deployment={self.name}"
+        version = ""
         while True:
             try:
-                await self._look()
+                if not version:
+                    listed = await core.list_namespaced_pod(namespace, label_selector=selector)
+                    for pod in listed.items:
+                        self._saw(pod, "ADDED")
+                    live = {pod.metadata.name for pod in listed.items}
+                    now = asyncio.get_running_loop().time()
+                    for gone in set(self.seen) - live:  # deleted while no watch ran
+                        self.going.setdefault(gone, now)
+                    version = listed.metadata.resource_version
+                async with watch.Watch() as stream:
+                    async for event in stream.stream(
+                        core.list_namespaced_pod,
+                        namespace,
+                        label_selector=selector,
+                        resource_version=version,
+                        timeout_seconds=60,
+                    ):
+                        pod = event["object"]
+                        version = pod.metadata.resource_version
+                        self._saw(pod, event["type"])
+            except Exception as exc:  # the watch expired (410) or an API blip: list again
+                self.error = exc
+                version = ""
+                await asyncio.sleep(0.2)
+
+    def _saw(self, pod: Any, kind: str) -> None:
+        if (pod.metadata.labels or {}).get("agentoperator.dev/state") != "idle":
+            return
+        now = asyncio.get_running_loop().time()
+        name = pod.metadata.name
+        self.seen.setdefault(name, now)
+        if kind == "DELETED" or pod.metadata.deletion_timestamp:
+            self.going.setdefault(name, now)
+
+    async def _poll_status(self) -> None:
+        while True:
+            try:
+                status = (await self.deployments.get(self.name)).get("status") or {}
+                self.most_idle = max(self.most_idle, int(status.get("idlePods", 0)))
             except Exception as exc:  # not created yet, or an API blip: look again
                 self.error = exc
             await asyncio.sleep(0.2)
 
-    async def _look(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        pods = await self.deployments.pods(self.name)
-        live = set()
-        for pod in pods:
-            if pod.metadata.labels.get("agentoperator.dev/state") != "idle":
-                continue
-            name = pod.metadata.name
-            self.seen.setdefault(name, now)
-            if pod.metadata.deletion_timestamp:
-                self.going.setdefault(name, now)
-            else:
-                live.add(name)
-        for name in self.seen:
-            if name not in live:
-                self.going.setdefault(name, now)
-        status = (await self.deployments.get(self.name)).get("status") or {}
-        self.most_idle = max(self.most_idle, int(status.get("idlePods", 0)))
-
-    def __enter__(self) -> PoolWatch:
-        self._task = asyncio.create_task(self._poll())
+    async def __aenter__(self) -> PoolWatch:
+        self._tasks = [asyncio.create_task(self._watch_pods()), asyncio.create_task(self._poll_status())]
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def created(self, count: int) -> Callable[[], Awaitable[bool]]:
         async def enough() -> bool:
-            assert self._task is not None
-            assert not self._task.done(), self._task
+            for task in self._tasks:
+                assert not task.done(), task
             return len(self.seen) >= count
 
         return enough
