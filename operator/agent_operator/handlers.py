@@ -58,6 +58,7 @@ async def serve(
     uid: str,
     spec: kopf.Spec,
     meta: kopf.Meta,
+    status: kopf.Status,
     stopped: kopf.DaemonStopped,
     memo: Any,
     **_: Any,
@@ -65,7 +66,12 @@ async def serve(
     runtime: OperatorRuntime = memo.runtime
     owner = Owner(namespace or "", name, uid)
     await runtime.serve_deployment(
-        owner, dict(spec), int(meta.get("generation") or 0), stopped, lambda: meta.get("deletionTimestamp")
+        owner,
+        dict(spec),
+        int(meta.get("generation") or 0),
+        stopped,
+        lambda: meta.get("deletionTimestamp"),
+        dict(status),
     )
 
 

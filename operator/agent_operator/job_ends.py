@@ -5,8 +5,8 @@ is still live: its job keeps the slot until the pod is seen gone)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from livekit.protocol import agent
 
@@ -44,6 +44,15 @@ class JobEnds:
         self.counts = {"jobsStarted": 0, "jobsSucceeded": 0, "jobsFailed": 0}
         self.recent: list[OutcomeStatus] = []  # the last ten outcomes (the Degraded condition)
         self._undeleted: dict[str, Job] = {}  # by pod uid: ended jobs whose pod's delete failed
+
+    def carry(self, status: Mapping[str, Any]) -> None:
+        """Count on from the resource's status: after a deploy or a restart the status columns
+        go on from what the last operator wrote (ends it had not written yet are not in it)."""
+        for key in self.counts:
+            try:
+                self.counts[key] = max(self.counts[key], int(status.get(key) or 0))
+            except (TypeError, ValueError):
+                continue  # not a count (edited by hand): start from what this operator has
 
     async def fail_unstarted(self, entry: Job, error: str) -> None:
         """A job that ends without an outcome from its runner."""

@@ -13,7 +13,7 @@ import datetime
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -32,7 +32,7 @@ from agent_operator.kube.podspec import LABEL_DEPLOYMENT, LABEL_JOB_ID, Owner, R
 from agent_operator.kube.secrets import read_credentials
 from agent_operator.kube.status import StatusWriter
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE, TokenReviewAuthenticator
-from agent_operator.spec import DeploymentSpec, SpecError
+from agent_operator.spec import parse_spec
 from agent_operator.supervisor import (
     HeartbeatSettings,
     JobOutcome,
@@ -47,13 +47,6 @@ from agent_operator.supervisor.tls import ReloadingServerCertificate
 from agent_operator.tasks import first_of
 
 log = logging.getLogger("agent_operator.runtime")
-
-
-def _parse(spec: dict[str, Any]) -> tuple[DeploymentSpec | None, str]:
-    try:
-        return DeploymentSpec.parse(spec), ""
-    except SpecError as exc:
-        return None, str(exc)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +164,11 @@ class OperatorRuntime:
         generation: int,
         stopped: Any,
         deletion_timestamp: Callable[[], str | None],
+        status: Mapping[str, Any] | None = None,
     ) -> None:
         """Serve one AgentDeployment until kopf stops its daemon (``stopped``, a kopf flag),
-        and drain it if it was deleted (``deletion_timestamp``: the live resource's)."""
+        and drain it if it was deleted (``deletion_timestamp``: the live resource's).
+        ``status``: the resource's, whose job counts this operator goes on from."""
         stopping = asyncio.Event()
 
         async def watch_flag() -> None:
@@ -187,7 +182,7 @@ class OperatorRuntime:
 
         flag = asyncio.create_task(watch_flag())
         try:
-            await self._run_deployment(owner, spec, generation, stopping, deleted)
+            await self._run_deployment(owner, spec, generation, stopping, deleted, status)
         finally:
             flag.cancel()
             await asyncio.gather(flag, return_exceptions=True)
@@ -235,9 +230,11 @@ class OperatorRuntime:
         generation: int,
         stopping: asyncio.Event,
         deleted: Callable[[], float | None],
+        status: Mapping[str, Any] | None = None,
     ) -> DeploymentRuntime:
-        parsed, error = _parse(spec)
+        parsed, error = parse_spec(spec)
         dep = DeploymentRuntime(self.collaborators(), owner, parsed, generation)
+        dep.ends.carry(status or {})
         if error:
             dep.update(None, generation, error)
         key = (owner.namespace, owner.name)
@@ -280,7 +277,7 @@ class OperatorRuntime:
         dep = self.deployments.get((meta.get("namespace", ""), meta.get("name", "")))
         if dep is None or meta.get("deletionTimestamp"):
             return
-        parsed, error = _parse(body.get("spec") or {})
+        parsed, error = parse_spec(body.get("spec") or {})
         dep.update(parsed, int(meta.get("generation", 0)), error)
 
     # -- pods -> deployments ----------------------------------------------------------------

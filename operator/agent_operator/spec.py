@@ -213,3 +213,11 @@ class DeploymentSpec:
         if self.runtime != "native":  # so the hash of existing (native) pods stays what it was
             material["runtime"] = self.runtime
         return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def parse_spec(spec: Mapping[str, Any]) -> tuple[DeploymentSpec | None, str]:
+    """The parsed spec, or None and why it is invalid."""
+    try:
+        return DeploymentSpec.parse(spec), ""
+    except SpecError as exc:
+        return None, str(exc)

@@ -183,14 +183,17 @@ async def test_an_upgrade_to_a_new_image_keeps_the_live_call_and_serves_the_next
     nxt = f"next-{uuid.uuid4().hex[:6]}"
     await dispatch(lk, agent_name, nxt, empty_timeout=600)
     await wait_participant(lk, nxt, "agent-", timeout=180)
-    # the status counts are the serving operator's own (the new one started this job only)
     await started_in_log(release, core, after.metadata.name, nxt)
+    # the new operator counts on from the status the old one wrote: the live call's start
+    # (adopted, not started again) and this one's
+    await starts_reported(deployments, "helm-live", 2, timeout=60)
     again = await wait_participant(lk, live, "agent-", timeout=10)
     assert again.sid == agent.sid
     for room in (live, nxt):
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     status = await status_equals(deployments, "helm-live", "jobsSucceeded", 2, timeout=120)
     assert status.get("jobsFailed", 0) == 0, status
+    assert status.get("jobsStarted") == 2, status
     ended = [e.message for e in await deployments.events("helm-live") if e.reason == "JobEnded"]
     assert len(ended) == 2, ended
     assert all(" success: " in m for m in ended), ended

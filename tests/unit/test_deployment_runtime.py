@@ -273,3 +273,18 @@ async def test_after_a_restart_a_job_waits_for_an_adopted_pool_pod_rather_than_e
     await settle(lambda: h.supervisor.assigned)
     assert h.supervisor.assigned[0][0] == "adopted-1"
     assert h.pods.created == []
+
+
+async def test_the_job_counts_go_on_from_the_status_the_last_operator_wrote() -> None:
+    """A deploy or restart used to start the status columns from zero (the demo showed
+    jobsSucceeded 0 after a helm upgrade). A value that is not a count is ignored."""
+    h = harness()
+    h.dep.ends.carry({"jobsStarted": 5, "jobsSucceeded": "4", "jobsFailed": "many", "idlePods": 2})
+    h.dep.availability(offer("J1"))
+    await h.dep.assignment(assignment("J1"))
+    await settle(lambda: h.supervisor.assigned)
+    entry = h.dep.jobs.get("J1")
+    assert entry is not None
+    await h.dep.ends.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "entrypoint finished"))
+    assert h.dep.ends.counts == {"jobsStarted": 5, "jobsSucceeded": 5, "jobsFailed": 0}
+    assert h.dep._snapshot().counts == h.dep.ends.counts
