@@ -110,8 +110,10 @@ class JobContext:
         participant_metadata: str,
         participant_attributes: Mapping[str, str],
         on_shutdown: Callable[[str], None],
+        userdata: dict[str, Any] | None = None,
     ) -> None:
         self._job = job
+        self._userdata = userdata if userdata is not None else {}
         self._room = room
         self._url = url
         self._participant_identity = participant_identity
@@ -125,6 +127,12 @@ class JobContext:
     def job(self) -> lk_agent.Job:
         """The ``livekit.protocol.agent.Job`` this runner was started with."""
         return self._job
+
+    @property
+    def userdata(self) -> dict[str, Any]:
+        """What the module's ``prewarm(userdata)`` loaded in this pod before the job came
+        (``agent_jobrunner.prewarm``); empty without one."""
+        return self._userdata
 
     @property
     def room(self) -> rtc.Room:
@@ -201,11 +209,13 @@ class JobSession:
         job: lk_agent.Job,
         entrypoint: Entrypoint,
         on_end: Callable[[JobEnd], None],
+        userdata: dict[str, Any] | None = None,
     ) -> None:
         self._request = request
         self._job = job
         self._entrypoint = entrypoint
         self._on_end = on_end
+        self._userdata = userdata if userdata is not None else {}
         self._policy = subscribe_policy(request.auto_subscribe)
         self._room = rtc.Room()
         self._ctx: JobContext | None = None
@@ -242,6 +252,7 @@ class JobSession:
             participant_metadata=self._request.participant_metadata,
             participant_attributes=self._request.participant_attributes,
             on_shutdown=self._on_ctx_shutdown,
+            userdata=self._userdata,
         )
         self._task = asyncio.create_task(self._run_entrypoint(self._ctx), name="entrypoint")
         self._task.add_done_callback(self._on_entrypoint_done)

@@ -10,6 +10,8 @@ a warm pod has the user's code ready when its job comes.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -17,9 +19,12 @@ from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.job import Entrypoint, EntrypointError, JobSession, load_entrypoint
 from agent_jobrunner.outcome import JobEnd
+from agent_jobrunner.prewarm import PrewarmError, native_prewarm
 from agent_jobrunner.protocol import pb
 
 __all__ = ["EntrypointError", "JobRun", "LoadedAgent", "load_agent"]
+
+logger = logging.getLogger(__name__)
 
 
 class JobRun(Protocol):
@@ -47,11 +52,12 @@ class LoadedAgent(Protocol):
 
 
 class NativeAgent:
-    def __init__(self, entrypoint: Entrypoint) -> None:
+    def __init__(self, entrypoint: Entrypoint, userdata: dict[str, Any] | None = None) -> None:
         self.entrypoint = entrypoint
+        self.userdata = userdata if userdata is not None else {}  # what its prewarm loaded
 
     def job(self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]) -> JobRun:
-        return JobSession(request, job, self.entrypoint, on_end)
+        return JobSession(request, job, self.entrypoint, on_end, self.userdata)
 
     async def aclose(self) -> None:
         return None
@@ -63,4 +69,13 @@ async def load_agent(runtime: str, entrypoint: str) -> LoadedAgent:
         from agent_jobrunner.lka.agent import load_lka_agent
 
         return await load_lka_agent(entrypoint)
-    return NativeAgent(load_entrypoint(entrypoint))
+    function = load_entrypoint(entrypoint)
+    module = sys.modules[entrypoint.partition(":")[0]]
+    started = asyncio.get_running_loop().time()
+    try:
+        userdata = await native_prewarm(module)
+    except PrewarmError as err:
+        raise EntrypointError(str(err)) from err
+    if hasattr(module, "prewarm"):
+        logger.info("prewarmed the agent in %.2fs", asyncio.get_running_loop().time() - started)
+    return NativeAgent(function, userdata)

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
 from agent_jobrunner.job import JobContext
 from agent_jobrunner.voice import (
@@ -72,16 +72,24 @@ def log_event(event: VoiceEvent) -> None:
     )
 
 
+async def prewarm(userdata: dict[str, Any]) -> None:
+    """Once per pod, before it reports idle: the models, so a warm pod's call starts listening
+    at once (loading PocketSphinx takes seconds)."""
+    silence = float(os.environ.get("VOICE_MIN_SILENCE", "0.5"))
+    userdata["vad"], userdata["stt"] = await asyncio.gather(
+        SileroVAD.load(SileroOptions(min_silence_duration=silence)),
+        PocketSphinxSTT.load(RuleBasedLLM().phrases()),
+    )
+
+
 async def entrypoint(ctx: JobContext) -> None:
     rules = RuleBasedLLM()
     llm: LLM = rules
     base_url = os.environ.get("VOICE_LLM_BASE_URL", "")
     if base_url:
         llm = OpenAILLM(os.environ.get("VOICE_LLM_MODEL", "gpt-4o-mini"), base_url=base_url)
-    silence = float(os.environ.get("VOICE_MIN_SILENCE", "0.5"))
-    vad, stt = await asyncio.gather(
-        SileroVAD.load(SileroOptions(min_silence_duration=silence)), PocketSphinxSTT.load(rules.phrases())
-    )
+    vad: SileroVAD = ctx.userdata["vad"]
+    stt: PocketSphinxSTT = ctx.userdata["stt"]
     tts = EspeakTTS(words_per_minute=int(os.environ.get("VOICE_TTS_WPM", "150")))
     pipeline = VoicePipeline(
         vad=vad, stt=stt, llm=llm, tts=tts, tools=[get_weather], instructions=INSTRUCTIONS

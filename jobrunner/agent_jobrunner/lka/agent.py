@@ -12,15 +12,14 @@ attaches), ``on_session_end`` and the session-end and prewarm timeouts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from agent_jobrunner.job import EntrypointError, import_attribute, is_async_callable
 from agent_jobrunner.lka.version import check_supported
+from agent_jobrunner.prewarm import PrewarmError, run_in_thread
 
 if TYPE_CHECKING:
     from agent_jobrunner.lka.session import LkaAgent
@@ -89,36 +88,11 @@ def resolve(spec: str) -> AgentParts:
 
 async def prewarm(setup: Callable[[Any], Any], process: Any, timeout: float) -> None:
     """Run ``setup(process)`` as livekit-agents runs it in a fresh job process: synchronously,
-    with no event loop running in its thread. A daemon thread, so a prewarm that hangs past
-    ``timeout`` neither stalls the runner's loop nor keeps the process from exiting."""
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def settle(error: BaseException | None) -> None:
-        if done.done():
-            return
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-
-    def run() -> None:
-        error: BaseException | None = None
-        try:
-            setup(process)
-        except BaseException as err:
-            error = err
-        # a closed loop: the runner gave up on this prewarm and exited
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, error)
-
-    threading.Thread(target=run, name="lka-prewarm", daemon=True).start()
+    with no event loop running in its thread (``agent_jobrunner.prewarm.run_in_thread``)."""
     try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-    except TimeoutError:
-        raise EntrypointError(f"the prewarm (setup_fnc) did not finish within {timeout:g}s") from None
-    except Exception as err:
-        raise EntrypointError(f"the prewarm (setup_fnc) raised {type(err).__name__}: {err}") from err
+        await run_in_thread(lambda: setup(process), timeout, "the prewarm (setup_fnc)")
+    except PrewarmError as err:
+        raise EntrypointError(str(err)) from err
 
 
 async def load_lka_agent(spec: str) -> LkaAgent:
