@@ -14,6 +14,7 @@ from devenv.kube import KubeAccess
 from devenv.kubeclient import api_client
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import Deployments, OperatorProcess, install_crd, release_deployments
+from tests.support.scripted_supervisor import SupervisorServer
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,12 @@ async def lk(livekit: LiveKitAccess) -> AsyncIterator[api.LiveKitAPI]:
 @pytest.fixture
 def deployments(k8s: client.ApiClient, ns: str) -> Deployments:
     return Deployments(k8s, ns)
+
+
+@pytest.fixture
+async def supervisor() -> AsyncIterator[SupervisorServer]:
+    """The scripted operator side of the runner stream, on a loopback port (the runner's tests)."""
+    server = SupervisorServer()
+    await server.start()
+    yield server
+    await server.stop()

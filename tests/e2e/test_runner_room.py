@@ -28,6 +28,7 @@ from tests.support.scripted_supervisor import (
     CREDENTIAL,
     WAIT,
     RunnerProcess,
+    Runners,
     Session,
     SupervisorServer,
     start_request,
@@ -122,32 +123,14 @@ def start(session: Session, request: pb.StartJobRequest) -> None:
 
 
 @pytest.fixture
-async def supervisor() -> AsyncIterator[SupervisorServer]:
-    server = SupervisorServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def runners(tmp_path: Path) -> AsyncIterator[Callable[..., RunnerProcess]]:
-    made: list[RunnerProcess] = []
+    made = Runners(tmp_path)
 
     def make(port: int, entrypoint: str, env: dict[str, str] | None = None) -> RunnerProcess:
-        workdir = tmp_path / f"runner-{len(made)}"
-        workdir.mkdir()
-        runner = RunnerProcess(workdir, port, f"{AGENTS}:{entrypoint}", env)
-        made.append(runner)
-        return runner
+        return made.make(port, f"{AGENTS}:{entrypoint}", env)
 
     yield make
-    for runner in made:
-        # shown by pytest when the test failed
-        state = (
-            "still running" if runner.running else f"exited {runner.proc.returncode if runner.proc else '-'}"
-        )
-        print(f"--- runner {runner.pod_name} ({state}); output:\n{runner.output()[-6000:]}")
-        await runner.kill()
+    await made.close()
 
 
 @pytest.fixture

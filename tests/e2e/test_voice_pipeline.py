@@ -21,7 +21,7 @@ from agent_jobrunner.voice.providers.rules import STORY
 from devenv.caller import Caller
 from devenv.livekit import LiveKitAccess
 from devenv.speech import speak, trailing_silence, transcribe
-from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
+from tests.support.scripted_supervisor import RunnerProcess, Runners, Session, SupervisorServer
 from tests.voicekit.fake_openai import FakeOpenAI
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
@@ -29,14 +29,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 # user speech while the agent talks must silence it within this long (as heard by the caller)
 INTERRUPT_BOUND = 1.5
-
-
-@pytest.fixture
-async def supervisor() -> AsyncIterator[SupervisorServer]:
-    server = SupervisorServer()
-    await server.start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -48,19 +40,13 @@ async def caller() -> AsyncIterator[Caller]:
 
 @pytest.fixture
 async def runners(tmp_path: Path) -> AsyncIterator[Callable[..., RunnerProcess]]:
-    made: list[RunnerProcess] = []
+    made = Runners(tmp_path)
 
     def make(port: int, env: dict[str, str] | None = None) -> RunnerProcess:
-        workdir = tmp_path / f"runner-{len(made)}"
-        workdir.mkdir()
-        runner = RunnerProcess(workdir, port, VOICE_AGENT, env)
-        made.append(runner)
-        return runner
+        return made.make(port, VOICE_AGENT, env)
 
     yield make
-    for runner in made:
-        print(f"--- runner output:\n{runner.output()[-8000:]}")  # shown when the test failed
-        await runner.kill()
+    await made.close()
 
 
 async def start_agent(
