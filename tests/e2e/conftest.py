@@ -63,7 +63,5 @@ def deployments(k8s: client.ApiClient, ns: str) -> Deployments:
 @pytest.fixture
 async def supervisor() -> AsyncIterator[SupervisorServer]:
     """The scripted operator side of the runner stream, on a loopback port (the runner's tests)."""
-    server = SupervisorServer()
-    await server.start()
-    yield server
-    await server.stop()
+    async with SupervisorServer() as server:
+        yield server

@@ -221,6 +221,13 @@ class SupervisorServer:
             await self._server.stop(0)
             self._server = None
 
+    async def __aenter__(self) -> SupervisorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
 
 class RunnerProcess:
     """``python -m agent_jobrunner.cli`` with a pod's environment; its output in a file."""
