@@ -407,6 +407,29 @@ def deploy_pair(
     return old, new
 
 
+@contextlib.asynccontextmanager
+async def deploy_under_way(
+    kubeconfig: Path, namespace: str, logs: Path, lk: api.LiveKitAPI, handover_timeout: float
+) -> AsyncIterator[tuple[OperatorProcess, OperatorProcess, list[str]]]:
+    """A deploy's two operators (``deploy_pair``), the old one started, the next one not yet,
+    and a list for the rooms the test dispatches. Afterwards those rooms are deleted, the next
+    operator is resumed if the test froze it (SIGSTOP), and both are stopped."""
+    old, new = deploy_pair(kubeconfig, namespace, logs, handover_timeout)
+    rooms: list[str] = []
+    old.start()
+    try:
+        yield old, new, rooms
+    finally:
+        for room in rooms:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        if new.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                new.proc.send_signal(signal.SIGCONT)
+        old.stop()
+        new.stop()
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of the first sample of ``name`` with these labels in a /metrics page."""
     for family in text_string_to_metric_families(text):
