@@ -165,6 +165,21 @@ async def started(
     return runner, session, job
 
 
+async def started_with_caller(
+    supervisor: SupervisorServer,
+    runners: Callable[..., RunnerProcess],
+    livekit: LiveKitAccess,
+    caller: Caller,
+    entrypoint: str,
+    env: dict[str, str] | None = None,
+) -> tuple[str, RunnerProcess, Session, lk_agent.Job]:
+    """``started`` in a new room the caller joined first; the room's name too."""
+    room = room_name()
+    await caller.join(livekit, room)
+    runner, session, job = await started(supervisor, runners, livekit, entrypoint, env, room=room)
+    return room, runner, session, job
+
+
 def room_token_of(session: Session) -> str:
     """The room token the session sent in its StartJobRequest."""
     sent: list[str] = session.start_tokens
@@ -338,9 +353,9 @@ async def test_job_joins_room_and_publishes_then_shutdown_request(
     livekit: LiveKitAccess,
     caller: Caller,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, session, job = await started(supervisor, runners, livekit, "publish_and_wait", room=room)
+    room, runner, session, job = await started_with_caller(
+        supervisor, runners, livekit, caller, "publish_and_wait"
+    )
     agent = f"agent-{job.id}"
 
     # the second participant sees the agent join, receives its data and its audio track
@@ -405,9 +420,7 @@ async def test_user_exit(
     entrypoint: str,
     reason: str,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, session, job = await started(supervisor, runners, livekit, entrypoint, room=room)
+    room, runner, session, job = await started_with_caller(supervisor, runners, livekit, caller, entrypoint)
     agent = f"agent-{job.id}"
     sender, _ = await caller.next_from(caller.data, lambda item: item[1] == b"bye from the agent")
     assert sender in (agent, "")
@@ -562,9 +575,9 @@ async def test_reattach_keeps_the_job_running(
     livekit: LiveKitAccess,
     caller: Caller,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, first, job = await started(supervisor, runners, livekit, "publish_and_wait", room=room)
+    room, runner, first, job = await started_with_caller(
+        supervisor, runners, livekit, caller, "publish_and_wait"
+    )
     agent = f"agent-{job.id}"
     await caller.next_from(caller.data, lambda item: item[0] == agent)
 
@@ -604,15 +617,13 @@ async def test_reattach_window_exceeded(
     livekit: LiveKitAccess,
     caller: Caller,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, session, job = await started(
+    _, runner, session, job = await started_with_caller(
         supervisor,
         runners,
         livekit,
+        caller,
         "publish_and_wait",
         {"AGENT_REATTACH_WINDOW_SECONDS": "3", "AGENT_SHUTDOWN_TIMEOUT_SECONDS": "5"},
-        room=room,
     )
     await caller.next_from(caller.joined, lambda identity: identity == f"agent-{job.id}")
     await supervisor.stop()
