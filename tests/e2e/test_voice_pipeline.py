@@ -8,7 +8,6 @@ offline STT. What the agent did is also checked in its log records (the chat con
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +22,7 @@ from devenv.livekit import LiveKitAccess
 from devenv.speech import speak, trailing_silence, transcribe
 from tests.support.scripted_supervisor import RunnerProcess, Runners, Session, SupervisorServer
 from tests.voicekit.fake_openai import FakeOpenAI
+from tests.voicekit.interruption import interrupt_a_story
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -121,16 +121,7 @@ async def test_interruption_stops_playback_and_is_recorded(
     caller: Caller,
 ) -> None:
     runner, session = await start_agent(supervisor, runners, livekit, caller)
-    interruption = await speak("Hello, who are you?")
-
-    _, said = await caller.say(await speak("Please tell me a long story."))
-    story_start = await caller.agent_starts(said)
-    await asyncio.sleep(3.0)  # well into the story (about 25 s long)
-    cut_at, _ = await caller.say(interruption)
-    assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
-    stopped = await caller.agent_stops(story_start)
-
-    print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
+    cut_at, stopped = await interrupt_a_story(caller)
     assert stopped - cut_at < INTERRUPT_BOUND, (
         f"playback went on {stopped - cut_at:.2f}s after the interruption"
     )
