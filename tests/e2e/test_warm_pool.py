@@ -193,6 +193,19 @@ async def test_pool_survives_an_operator_restart(
     assert after == before, "the same idle pods re-attached; none was replaced"
 
 
+async def kubectl_scale(custom: client.CustomObjectsApi, namespace: str, name: str, replicas: int) -> None:
+    """What `kubectl scale agentdeployment/<name> --replicas=<replicas>` sends."""
+    await custom.patch_namespaced_custom_object_scale(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"spec": {"replicas": replicas}},
+        _content_type="application/merge-patch+json",
+    )
+
+
 async def test_scale_subresource_resizes_the_pool(
     operator: OperatorProcess,
     deployments: Deployments,
@@ -201,31 +214,14 @@ async def test_scale_subresource_resizes_the_pool(
 ) -> None:
     await pooled(deployments, operator, k8s, livekit, "scaled", 1)
     custom = client.CustomObjectsApi(k8s)
-    # what `kubectl scale agentdeployment/scaled --replicas=3` sends
-    await custom.patch_namespaced_custom_object_scale(
-        GROUP,
-        VERSION,
-        deployments.namespace,
-        PLURAL,
-        "scaled",
-        {"spec": {"replicas": 3}},
-        _content_type="application/merge-patch+json",
-    )
+    await kubectl_scale(custom, deployments.namespace, "scaled", 3)
     await wait_pool(deployments, "scaled", 3)
     scale = await custom.get_namespaced_custom_object_scale(
         GROUP, VERSION, deployments.namespace, PLURAL, "scaled"
     )
     assert scale["spec"]["replicas"] == 3
     assert scale["status"]["replicas"] == 3
-    await custom.patch_namespaced_custom_object_scale(
-        GROUP,
-        VERSION,
-        deployments.namespace,
-        PLURAL,
-        "scaled",
-        {"spec": {"replicas": 0}},
-        _content_type="application/merge-patch+json",
-    )
+    await kubectl_scale(custom, deployments.namespace, "scaled", 0)
     await wait_pool(deployments, "scaled", 0)
 
     async def none_left() -> bool:
