@@ -439,6 +439,16 @@ def metric_value(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels or ''} not in the metrics")
 
 
+def reasons_counted(text: str, name: str, deployment: str, reasons: Iterable[str]) -> float:
+    """The sum of ``name``'s samples for ``deployment`` over ``reasons`` in a /metrics page (a
+    reason without a sample adds nothing): a pod failure may be counted under any of them."""
+    counted = 0.0
+    for reason in reasons:
+        with contextlib.suppress(AssertionError):
+            counted += metric_value(text, name, deployment=deployment, reason=reason)
+    return counted
+
+
 async def idle_pods(deployments: Deployments, name: str) -> list[Any]:
     """The deployment's warm-pool pods labelled idle and not being deleted."""
     pods = await deployments.pods(name)
