@@ -21,6 +21,7 @@ from tests.support.operator import (
     Deployments,
     OperatorProcess,
     agent_deployment,
+    answered_call,
     create_credentials,
     dispatch,
     idle_pods,
@@ -149,9 +150,7 @@ async def test_template_change_replaces_idle_pods_but_not_busy_ones(
     lk: api.LiveKitAPI,
 ) -> None:
     body = await pooled(deployments, operator, k8s, livekit, "tmpl", 2)
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    agent = await wait_participant(lk, room, "agent-")
+    room, agent = await answered_call(lk, body["spec"]["agentName"])
     await wait_pool(deployments, "tmpl", 2)
     pods = await deployments.pods("tmpl")
     busy = next(p for p in pods if p.metadata.labels["agentoperator.dev/state"] == "busy")

@@ -332,6 +332,14 @@ async def dispatch(lk: api.LiveKitAPI, agent_name: str, room: str, empty_timeout
     )
 
 
+async def answered_call(lk: api.LiveKitAPI, agent_name: str, room_prefix: str = "room") -> tuple[str, Any]:
+    """A call dispatched to ``agent_name`` in a new room, once its agent is in the room: the
+    room and the agent participant."""
+    room = f"{room_prefix}-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, agent_name, room)
+    return room, await wait_participant(lk, room, "agent-")
+
+
 async def ready_deployment(
     deployments: Deployments,
     operator: OperatorProcess,
