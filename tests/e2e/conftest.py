@@ -9,6 +9,7 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.caller import Caller
 from devenv.environment import TestEnvironment
 from devenv.kube import KubeAccess
 from devenv.kubeclient import api_client
@@ -65,3 +66,11 @@ async def supervisor() -> AsyncIterator[SupervisorServer]:
     """The scripted operator side of the runner stream, on a loopback port (the runner's tests)."""
     async with SupervisorServer() as server:
         yield server
+
+
+@pytest.fixture
+async def caller() -> AsyncIterator[Caller]:
+    """Someone in the voice tests' rooms who talks and listens; leaves after the test."""
+    person = Caller()
+    yield person
+    await person.leave()

@@ -33,13 +33,6 @@ INTERRUPT_BOUND = 2.0
 
 
 @pytest.fixture
-async def caller() -> AsyncIterator[Caller]:
-    person = Caller()
-    yield person
-    await person.leave()
-
-
-@pytest.fixture
 async def example_runner(tmp_path: Path) -> AsyncIterator[tuple[SupervisorServer, RunnerProcess]]:
     """The example agent in a runner process, attached to a scripted operator side."""
     supervisor = SupervisorServer()

@@ -32,13 +32,6 @@ INTERRUPT_BOUND = 1.5
 
 
 @pytest.fixture
-async def caller() -> AsyncIterator[Caller]:
-    person = Caller()
-    yield person
-    await person.leave()
-
-
-@pytest.fixture
 async def runners(tmp_path: Path) -> AsyncIterator[Callable[..., RunnerProcess]]:
     made = Runners(tmp_path)
 
