@@ -181,15 +181,23 @@ async def test_pool_survives_an_operator_restart(
 ) -> None:
     await pooled(deployments, operator, k8s, livekit, "sturdy", 2)
     before = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
+    await restarted_after_a_kill(operator, deployments, "sturdy", 2)
+    await asyncio.sleep(3)
+    after = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
+    assert after == before, "the same idle pods re-attached; none was replaced"
+
+
+async def restarted_after_a_kill(
+    operator: OperatorProcess, deployments: Deployments, name: str, idle: int
+) -> None:
+    """The operator SIGKILLed and started again 2 s later, until it is ready, deployment
+    ``name`` is Ready and ``idle`` pool pods are idle again."""
     operator.kill()
     await asyncio.sleep(2)
     operator.start()
     await operator.wait_ready()
-    await deployments.wait_condition("sturdy", "Ready", "True")
-    await wait_pool(deployments, "sturdy", 2)
-    await asyncio.sleep(3)
-    after = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
-    assert after == before, "the same idle pods re-attached; none was replaced"
+    await deployments.wait_condition(name, "Ready", "True")
+    await wait_pool(deployments, name, idle)
 
 
 async def kubectl_scale(custom: client.CustomObjectsApi, namespace: str, name: str, replicas: int) -> None:
@@ -244,12 +252,7 @@ async def test_a_pool_older_than_the_start_timeout_survives_an_operator_restart(
     before = {p.metadata.uid for p in await idle_pods(deployments, "aged")}
     assert len(before) == 3
     await asyncio.sleep(start_timeout + 3)  # every pool pod is now older than the start timeout
-    operator.kill()
-    await asyncio.sleep(2)
-    operator.start()
-    await operator.wait_ready()
-    await deployments.wait_condition("aged", "Ready", "True")
-    await wait_pool(deployments, "aged", 3)
+    await restarted_after_a_kill(operator, deployments, "aged", 3)
     await asyncio.sleep(3)  # a replacement would have been made by now
     after = {p.metadata.uid for p in await idle_pods(deployments, "aged")}
     everything = {p.metadata.uid for p in await deployments.pods("aged")}
