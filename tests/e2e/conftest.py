@@ -9,11 +9,13 @@ import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from devenv.caller import Caller
 from devenv.environment import TestEnvironment
 from devenv.kube import KubeAccess
 from devenv.kubeclient import api_client
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import Deployments, OperatorProcess, install_crd, release_deployments
+from tests.support.scripted_supervisor import SupervisorServer
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +59,18 @@ async def lk(livekit: LiveKitAccess) -> AsyncIterator[api.LiveKitAPI]:
 @pytest.fixture
 def deployments(k8s: client.ApiClient, ns: str) -> Deployments:
     return Deployments(k8s, ns)
+
+
+@pytest.fixture
+async def supervisor() -> AsyncIterator[SupervisorServer]:
+    """The scripted operator side of the runner stream, on a loopback port (the runner's tests)."""
+    async with SupervisorServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def caller() -> AsyncIterator[Caller]:
+    """Someone in the voice tests' rooms who talks and listens; leaves after the test."""
+    person = Caller()
+    yield person
+    await person.leave()

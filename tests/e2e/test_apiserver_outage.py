@@ -20,6 +20,7 @@ from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
+    answered_call,
     dispatch,
     ready_deployment,
     starts_reported,
@@ -45,9 +46,7 @@ async def test_call_survives_an_api_server_outage_and_the_operator_carries_on(
     body = await ready_deployment(deployments, operator, k8s, livekit, "outage", "beacon_forever")
     agent_name = body["spec"]["agentName"]
     worker_id = (await deployments.get("outage"))["status"]["workerId"]
-    first = f"first-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, agent_name, first)
-    agent = await wait_participant(lk, first, "agent-")
+    first, agent = await answered_call(lk, agent_name, "first")
 
     t0 = time.monotonic()
     restart = asyncio.create_task(asyncio.to_thread(test_env.cluster.restart_apiserver, DOWN_FOR))

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from kubernetes_asyncio import client
 
-from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
+from agent_jobrunner.protocol import pb, pb_grpc
 from agent_operator.kube.tokenreview import TokenReviewAuthenticator
 from agent_operator.supervisor import PodIdentity, Supervisor, SupervisorSettings
 from agent_operator.supervisor.admission import AdmissionSettings
@@ -27,6 +27,7 @@ from tests.support.supervision import (
     binding_for,
     failures,
     forged_token,
+    idle_hello,
     parked_pod,
     pod_token,
 )
@@ -58,18 +59,7 @@ class Stream:
         self.call: Any = pb_grpc.RunnerSupervisorStub(channel).Attach()
 
     async def hello(self, pod: Any, credential: str) -> None:
-        await self.call.write(
-            pb.RunnerMessage(
-                hello=pb.Hello(
-                    protocol_version=PROTOCOL_VERSION,
-                    pod_namespace=pod.metadata.namespace,
-                    pod_name=pod.metadata.name,
-                    pod_uid=pod.metadata.uid,
-                    credential=credential,
-                    state=pb.RUNNER_STATE_IDLE,
-                )
-            )
-        )
+        await self.call.write(pb.RunnerMessage(hello=idle_hello(pod, credential)))
 
     async def first(self) -> Any:
         try:

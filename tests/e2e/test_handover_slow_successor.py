@@ -10,11 +10,9 @@ register, for longer than the hold: the leaving operator must answer those offer
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
@@ -26,7 +24,7 @@ from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
-    deploy_pair,
+    deploy_under_way,
     dispatch,
     ready_deployment,
     status_equals,
@@ -56,11 +54,8 @@ async def test_offers_while_the_next_operator_is_slow_to_serve_get_an_agent(
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
 ) -> None:
-    logs: Path = local_kubelet.workdir / "logs"
-    old, new = deploy_pair(kube.kubeconfig, ns, logs, handover_timeout=30)
-    rooms: list[str] = []
-    old.start()
-    try:
+    logs = local_kubelet.workdir / "logs"
+    async with deploy_under_way(kube.kubeconfig, ns, logs, lk, handover_timeout=30) as (old, new, rooms):
         body = await ready_deployment(
             deployments,
             old,
@@ -103,12 +98,3 @@ async def test_offers_while_the_next_operator_is_slow_to_serve_get_an_agent(
         print(f"{answered} of {CALLS} offers answered by the leaving operator while the next was frozen")
         assert answered == CALLS, old.tail(60)
         assert "passed the job on to the next operator" not in old.log_text()
-    finally:
-        for room in rooms:
-            with contextlib.suppress(api.TwirpError):
-                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-        if new.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                new.proc.send_signal(signal.SIGCONT)
-        old.stop()
-        new.stop()

@@ -19,6 +19,7 @@ from agent_jobrunner.protocol import pb
 from devenv.livekit import LiveKitAccess, room_token
 from tests.support.scripted_supervisor import (
     RunnerProcess,
+    Runners,
     Session,
     SupervisorServer,
     start_request,
@@ -30,30 +31,14 @@ AGENTS = "tests.agents.lka_agents"
 
 
 @pytest.fixture
-async def supervisor() -> AsyncIterator[SupervisorServer]:
-    server = SupervisorServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def runners(tmp_path: Path) -> AsyncIterator[Callable[..., RunnerProcess]]:
-    made: list[RunnerProcess] = []
+    made = Runners(tmp_path)
 
     def make(port: int, attribute: str, env: dict[str, str] | None = None) -> RunnerProcess:
-        workdir = tmp_path / f"runner-{len(made)}"
-        workdir.mkdir()
-        runner = RunnerProcess(
-            workdir, port, f"{AGENTS}:{attribute}", {"AGENT_RUNTIME": "livekit-agents", **(env or {})}
-        )
-        made.append(runner)
-        return runner
+        return made.make(port, f"{AGENTS}:{attribute}", {"AGENT_RUNTIME": "livekit-agents", **(env or {})})
 
     yield make
-    for runner in made:
-        print(f"--- runner output:\n{runner.output()[-8000:]}")  # shown when the test failed
-        await runner.kill()
+    await made.close()
 
 
 @pytest.fixture

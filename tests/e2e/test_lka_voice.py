@@ -9,7 +9,6 @@ caller asks for the weather in Paris, and the answer it hears is transcribed.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,6 +21,8 @@ from devenv.livekit import LiveKitAccess
 from devenv.speech import speak, transcribe
 from tests.support.lka_worker import EXAMPLE_PATH, example_worker
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer, start_request
+from tests.voicekit.interruption import interrupt_a_story
+from tests.voicekit.supervisor import shutdown
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -29,13 +30,6 @@ QUESTION = "What is the weather in Paris?"
 # user speech while the agent talks must silence it within this long (as heard by the caller):
 # AgentSession waits for min_interruption_duration (0.5 s) of speech before it stops
 INTERRUPT_BOUND = 2.0
-
-
-@pytest.fixture
-async def caller() -> AsyncIterator[Caller]:
-    person = Caller()
-    yield person
-    await person.leave()
 
 
 @pytest.fixture
@@ -99,8 +93,7 @@ async def test_the_example_answers_with_its_tool_in_a_runner_pod(
         what="the assistant's reply in the conversation",
     )
     assert said.extra["content"] == "The weather in paris is sunny and warm."
-    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
-    assert await runner.wait(60) == 0
+    assert await shutdown(session, runner, 60) == 0
 
 
 async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
@@ -108,16 +101,7 @@ async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
 ) -> None:
     supervisor, runner = example_runner
     session, _ = await start_call(supervisor, runner, livekit, caller)
-    interruption = await speak("Hello, who are you?")
-
-    _, said = await caller.say(await speak("Please tell me a long story."))
-    story_start = await caller.agent_starts(said)
-    await asyncio.sleep(3.0)  # well into the story (about 25 s long)
-    cut_at, _ = await caller.say(interruption)
-    assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
-    stopped = await caller.agent_stops(story_start)
-
-    print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
+    cut_at, stopped = await interrupt_a_story(caller)
     assert cut_at < stopped < cut_at + INTERRUPT_BOUND
     cut = await session.expect_log(
         lambda r: (
@@ -128,8 +112,7 @@ async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(
         what="the interrupted story in the conversation",
     )
     assert cut.extra["content"].startswith("Once upon a time")
-    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
-    assert await runner.wait(60) == 0
+    assert await shutdown(session, runner, 60) == 0
 
 
 async def test_the_same_file_runs_under_livekit_agents_own_worker(

@@ -4,7 +4,6 @@ runner works under the restricted securityContext the operator sets by default."
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from tests.support.operator import (
     dispatch,
     metric_value,
     ready_deployment,
+    reasons_counted,
     starts_reported,
     status_equals,
     wait_participant,
@@ -117,7 +117,7 @@ async def test_an_agent_over_its_memory_limit_fails_its_job_as_oomkilled_at_once
     await no_pods(deployments, "hog")
 
 
-@pytest.mark.parametrize(("case", "agent", "reasons", "fix"), cannot_start.CASES, ids=cannot_start.IDS)
+@cannot_start.each_case
 async def test_a_pod_that_cannot_start_fails_its_job_fast_saying_what_to_fix(
     operator: OperatorProcess,
     deployments: Deployments,
@@ -149,13 +149,7 @@ async def test_a_pod_that_cannot_start_fails_its_job_fast_saying_what_to_fix(
     assert any(r in events[0].message for r in reasons), events[0].message
     assert fix in events[0].message
     metrics = await operator.metrics()
-    counted = 0.0
-    for reason in reasons:
-        with contextlib.suppress(AssertionError):
-            counted += metric_value(
-                metrics, "agent_operator_job_pod_failures_total", deployment=name, reason=reason
-            )
-    assert counted == 1
+    assert reasons_counted(metrics, "agent_operator_job_pod_failures_total", name, reasons) == 1
     await no_pods(deployments, name)
 
 

@@ -38,6 +38,7 @@ from tests.support.operator import (
     Deployments,
     OperatorProcess,
     agent_deployment,
+    answered_call,
     create_credentials,
     dispatch,
     job_pod,
@@ -202,9 +203,7 @@ async def test_stopped_runner_pod_is_deleted_and_reported(
     body = await ready_deployment(
         deployments, operator, k8s, livekit, "hung", "beacon_forever", heartbeat=heartbeat
     )
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    await wait_participant(lk, room, "agent-")
+    await answered_call(lk, body["spec"]["agentName"])
     pod = await job_pod(deployments, "hung")
     runner_pid = await pid(deployments, pod)
     t0 = time.monotonic()
@@ -256,9 +255,7 @@ async def test_operator_killed_mid_job_readopts_the_pod(
     lk: api.LiveKitAPI,
 ) -> None:
     body = await ready_deployment(deployments, operator, k8s, livekit, "steady", "beacon_forever")
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    agent = await wait_participant(lk, room, "agent-")
+    room, agent = await answered_call(lk, body["spec"]["agentName"])
     pod = await job_pod(deployments, "steady")
 
     operator.kill()
@@ -501,9 +498,7 @@ async def test_bad_input_is_refused_or_reported_and_others_keep_working(
     assert "missing" in cond["message"]
 
     # the good one still serves
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    await wait_participant(lk, room, "agent-")
+    await answered_call(lk, body["spec"]["agentName"])
 
     # fixing the secret makes the broken one ready, without touching the operator
     await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit, name="missing")
@@ -554,9 +549,7 @@ async def test_no_token_or_secret_leaks(
     lk: api.LiveKitAPI,
 ) -> None:
     body = await ready_deployment(deployments, operator, k8s, livekit, "quiet", "beacon_forever")
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    await wait_participant(lk, room, "agent-")
+    room, _ = await answered_call(lk, body["spec"]["agentName"])
     pod = await job_pod(deployments, "quiet")
     await starts_reported(deployments, "quiet", 1)
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))

@@ -13,11 +13,9 @@ Both operators share one runner port (gRPC sets SO_REUSEPORT), as two pods share
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
@@ -28,7 +26,7 @@ from devenv.kube import KubeAccess
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
-    deploy_pair,
+    deploy_under_way,
     dispatch,
     leader_and_standby,
     metric_value,
@@ -58,11 +56,8 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
     livekit: LiveKitAccess,
     lk: api.LiveKitAPI,
 ) -> None:
-    logs: Path = local_kubelet.workdir / "logs"
-    old, new = deploy_pair(kube.kubeconfig, ns, logs, handover_timeout=15)
-    rooms: list[str] = []
-    old.start()
-    try:
+    logs = local_kubelet.workdir / "logs"
+    async with deploy_under_way(kube.kubeconfig, ns, logs, lk, handover_timeout=15) as (old, new, rooms):
         body = await ready_deployment(
             deployments,
             old,
@@ -156,12 +151,6 @@ async def test_a_deploy_hands_over_without_dropping_a_dispatch(
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
         await status_equals(deployments, "handover", "jobsSucceeded", len(rooms), timeout=120)
         assert (await deployments.get("handover"))["status"].get("jobsFailed", 0) == 0
-    finally:
-        for room in rooms:
-            with contextlib.suppress(api.TwirpError):
-                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
-        old.stop()
-        new.stop()
 
 
 async def test_a_standby_stopped_leaves_the_leader_alone(

@@ -23,6 +23,7 @@ from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
+    answered_call,
     dispatch,
     ready_deployment,
     starts_logged,
@@ -43,9 +44,7 @@ async def test_rollout_keeps_the_running_call_and_serves_calls_after_it(
     body = await ready_deployment(deployments, operator, k8s, livekit, "rolling", "beacon_forever")
     agent_name = body["spec"]["agentName"]
     before_id = (await deployments.get("rolling"))["status"]["workerId"]
-    first = f"before-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, agent_name, first)
-    agent = await wait_participant(lk, first, "agent-")
+    first, agent = await answered_call(lk, agent_name, "before")
 
     stopped_at = time.monotonic()
     operator.stop()  # SIGTERM, as a Recreate rollout does

@@ -16,7 +16,7 @@ from livekit import api
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from tests.support import cannot_start
-from tests.support.operator import Deployments, OperatorProcess, metric_value, ready_deployment
+from tests.support.operator import Deployments, OperatorProcess, ready_deployment, reasons_counted
 from tests.support.pool_watch import PoolWatch, failure_events
 
 pytestmark = [
@@ -25,7 +25,7 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize(("case", "agent", "reasons", "fix"), cannot_start.CASES, ids=cannot_start.IDS)
+@cannot_start.each_case
 async def test_an_idle_pod_that_cannot_start_is_replaced_with_backoff_saying_what_to_fix(
     operator: OperatorProcess,
     deployments: Deployments,
@@ -66,12 +66,4 @@ async def test_an_idle_pod_that_cannot_start_is_replaced_with_backoff_saying_wha
     assert condition["status"] == "True"
     assert condition["reason"] in reasons
     metrics = await operator.metrics()
-    counted = 0.0
-    for reason in reasons:
-        try:
-            counted += metric_value(
-                metrics, "agent_operator_pool_pod_failures_total", deployment=name, reason=reason
-            )
-        except AssertionError:
-            continue
-    assert counted >= 3
+    assert reasons_counted(metrics, "agent_operator_pool_pod_failures_total", name, reasons) >= 3

@@ -28,6 +28,7 @@ from tests.support.scripted_supervisor import (
     CREDENTIAL,
     WAIT,
     RunnerProcess,
+    Runners,
     Session,
     SupervisorServer,
     start_request,
@@ -122,32 +123,14 @@ def start(session: Session, request: pb.StartJobRequest) -> None:
 
 
 @pytest.fixture
-async def supervisor() -> AsyncIterator[SupervisorServer]:
-    server = SupervisorServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def runners(tmp_path: Path) -> AsyncIterator[Callable[..., RunnerProcess]]:
-    made: list[RunnerProcess] = []
+    made = Runners(tmp_path)
 
     def make(port: int, entrypoint: str, env: dict[str, str] | None = None) -> RunnerProcess:
-        workdir = tmp_path / f"runner-{len(made)}"
-        workdir.mkdir()
-        runner = RunnerProcess(workdir, port, f"{AGENTS}:{entrypoint}", env)
-        made.append(runner)
-        return runner
+        return made.make(port, f"{AGENTS}:{entrypoint}", env)
 
     yield make
-    for runner in made:
-        # shown by pytest when the test failed
-        state = (
-            "still running" if runner.running else f"exited {runner.proc.returncode if runner.proc else '-'}"
-        )
-        print(f"--- runner {runner.pod_name} ({state}); output:\n{runner.output()[-6000:]}")
-        await runner.kill()
+    await made.close()
 
 
 @pytest.fixture
@@ -180,6 +163,21 @@ async def started(
     assert response.job_id == job.id
     assert response.error == "", runner.output()
     return runner, session, job
+
+
+async def started_with_caller(
+    supervisor: SupervisorServer,
+    runners: Callable[..., RunnerProcess],
+    livekit: LiveKitAccess,
+    caller: Caller,
+    entrypoint: str,
+    env: dict[str, str] | None = None,
+) -> tuple[str, RunnerProcess, Session, lk_agent.Job]:
+    """``started`` in a new room the caller joined first; the room's name too."""
+    room = room_name()
+    await caller.join(livekit, room)
+    runner, session, job = await started(supervisor, runners, livekit, entrypoint, env, room=room)
+    return room, runner, session, job
 
 
 def room_token_of(session: Session) -> str:
@@ -355,9 +353,9 @@ async def test_job_joins_room_and_publishes_then_shutdown_request(
     livekit: LiveKitAccess,
     caller: Caller,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, session, job = await started(supervisor, runners, livekit, "publish_and_wait", room=room)
+    room, runner, session, job = await started_with_caller(
+        supervisor, runners, livekit, caller, "publish_and_wait"
+    )
     agent = f"agent-{job.id}"
 
     # the second participant sees the agent join, receives its data and its audio track
@@ -422,9 +420,7 @@ async def test_user_exit(
     entrypoint: str,
     reason: str,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, session, job = await started(supervisor, runners, livekit, entrypoint, room=room)
+    room, runner, session, job = await started_with_caller(supervisor, runners, livekit, caller, entrypoint)
     agent = f"agent-{job.id}"
     sender, _ = await caller.next_from(caller.data, lambda item: item[1] == b"bye from the agent")
     assert sender in (agent, "")
@@ -579,9 +575,9 @@ async def test_reattach_keeps_the_job_running(
     livekit: LiveKitAccess,
     caller: Caller,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, first, job = await started(supervisor, runners, livekit, "publish_and_wait", room=room)
+    room, runner, first, job = await started_with_caller(
+        supervisor, runners, livekit, caller, "publish_and_wait"
+    )
     agent = f"agent-{job.id}"
     await caller.next_from(caller.data, lambda item: item[0] == agent)
 
@@ -621,15 +617,13 @@ async def test_reattach_window_exceeded(
     livekit: LiveKitAccess,
     caller: Caller,
 ) -> None:
-    room = room_name()
-    await caller.join(livekit, room)
-    runner, session, job = await started(
+    _, runner, session, job = await started_with_caller(
         supervisor,
         runners,
         livekit,
+        caller,
         "publish_and_wait",
         {"AGENT_REATTACH_WINDOW_SECONDS": "3", "AGENT_SHUTDOWN_TIMEOUT_SECONDS": "5"},
-        room=room,
     )
     await caller.next_from(caller.joined, lambda identity: identity == f"agent-{job.id}")
     await supervisor.stop()

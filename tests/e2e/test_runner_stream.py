@@ -66,16 +66,23 @@ def _room() -> str:
     return f"room-{uuid.uuid4().hex[:8]}"
 
 
+async def _job_heard(h: Harness, pod: Any) -> tuple[str, lk_agent.Job, rtc.Room, asyncio.Queue[bytes]]:
+    """A job for ``pod``'s runner in a new room, once a caller there receives what the agent's
+    entrypoint publishes: the room, the job, the caller and the data it receives."""
+    room = _room()
+    job = await h.start_job(pod, room)
+    caller, received = await h.caller(room)
+    await _data_from_agent(received, job)
+    return room, job, caller, received
+
+
 async def test_job_runs_in_the_room_and_ends_on_user_exit(harness: Harness) -> None:
     h = harness
     pod = await h.runner("beacon_until_bye")
     attached = await h.listener.wait_for("attached")
     assert attached.detail is True  # idle until a job arrives
-    room = _room()
-    job = await h.start_job(pod, room)
-    caller, received = await h.caller(room)
     # the agent joined and what its entrypoint publishes reaches the other participant
-    await _data_from_agent(received, job)
+    _, _, caller, _ = await _job_heard(h, pod)
     agents = [
         p for p in caller.remote_participants.values() if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
     ]
@@ -107,10 +114,7 @@ async def test_entrypoint_error_fails_the_job_and_deletes_the_pod(harness: Harne
 async def test_runner_killed_mid_job_is_reported_failed(harness: Harness) -> None:
     h = harness
     pod = await h.runner("beacon_forever")
-    room = _room()
-    job = await h.start_job(pod, room)
-    _, received = await h.caller(room)
-    await _data_from_agent(received, job)
+    await _job_heard(h, pod)
     os.kill(await h.pid(pod), signal.SIGKILL)
     ended = await h.listener.wait_for("ended", timeout=60)
     assert ended.detail.status is OutcomeStatus.FAILED
@@ -188,10 +192,7 @@ async def test_shutdown_request_ends_the_job(harness: Harness) -> None:
 async def test_runner_keeps_its_job_while_the_operator_is_gone(harness: Harness) -> None:
     h = harness
     pod = await h.runner("beacon_until_bye")
-    room = _room()
-    job = await h.start_job(pod, room)
-    caller, received = await h.caller(room)
-    await _data_from_agent(received, job)
+    room, job, caller, received = await _job_heard(h, pod)
 
     await h.stop_supervisor()
     await asyncio.sleep(3)

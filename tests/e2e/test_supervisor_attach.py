@@ -36,6 +36,7 @@ from tests.support.supervision import (
     RecordingListener,
     binding_for,
     failures,
+    idle_hello,
     parked_pod,
     pod_token,
 )
@@ -55,14 +56,7 @@ class ScriptedRunner:
         self.received: list[pb.SupervisorMessage] = []
 
     async def hello(self, pod: Any, credential: str, **overrides: Any) -> pb.SupervisorMessage | Any:
-        hello = pb.Hello(
-            protocol_version=PROTOCOL_VERSION,
-            pod_namespace=pod.metadata.namespace,
-            pod_name=pod.metadata.name,
-            pod_uid=pod.metadata.uid,
-            credential=credential,
-            state=pb.RUNNER_STATE_IDLE,
-        )
+        hello = idle_hello(pod, credential)
         for key, value in overrides.items():
             setattr(hello, key, value)
         await self.call.write(pb.RunnerMessage(hello=hello))

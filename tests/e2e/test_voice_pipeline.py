@@ -8,7 +8,6 @@ offline STT. What the agent did is also checked in its log records (the chat con
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -21,8 +20,9 @@ from agent_jobrunner.voice.providers.rules import STORY
 from devenv.caller import Caller
 from devenv.livekit import LiveKitAccess
 from devenv.speech import speak, trailing_silence, transcribe
-from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer
+from tests.support.scripted_supervisor import RunnerProcess, Runners, Session, SupervisorServer
 from tests.voicekit.fake_openai import FakeOpenAI
+from tests.voicekit.interruption import interrupt_a_story
 from tests.voicekit.supervisor import VOICE_AGENT, shutdown, start_job
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -32,35 +32,14 @@ INTERRUPT_BOUND = 1.5
 
 
 @pytest.fixture
-async def supervisor() -> AsyncIterator[SupervisorServer]:
-    server = SupervisorServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def caller() -> AsyncIterator[Caller]:
-    person = Caller()
-    yield person
-    await person.leave()
-
-
-@pytest.fixture
 async def runners(tmp_path: Path) -> AsyncIterator[Callable[..., RunnerProcess]]:
-    made: list[RunnerProcess] = []
+    made = Runners(tmp_path)
 
     def make(port: int, env: dict[str, str] | None = None) -> RunnerProcess:
-        workdir = tmp_path / f"runner-{len(made)}"
-        workdir.mkdir()
-        runner = RunnerProcess(workdir, port, VOICE_AGENT, env)
-        made.append(runner)
-        return runner
+        return made.make(port, VOICE_AGENT, env)
 
     yield make
-    for runner in made:
-        print(f"--- runner output:\n{runner.output()[-8000:]}")  # shown when the test failed
-        await runner.kill()
+    await made.close()
 
 
 async def start_agent(
@@ -135,16 +114,7 @@ async def test_interruption_stops_playback_and_is_recorded(
     caller: Caller,
 ) -> None:
     runner, session = await start_agent(supervisor, runners, livekit, caller)
-    interruption = await speak("Hello, who are you?")
-
-    _, said = await caller.say(await speak("Please tell me a long story."))
-    story_start = await caller.agent_starts(said)
-    await asyncio.sleep(3.0)  # well into the story (about 25 s long)
-    cut_at, _ = await caller.say(interruption)
-    assert caller.loud_times(cut_at - 0.5), "the agent was not speaking when the caller cut in"
-    stopped = await caller.agent_stops(story_start)
-
-    print(f"playback stopped {stopped - cut_at:.2f}s after the caller began to speak")
+    cut_at, stopped = await interrupt_a_story(caller)
     assert stopped - cut_at < INTERRUPT_BOUND, (
         f"playback went on {stopped - cut_at:.2f}s after the interruption"
     )

@@ -21,6 +21,7 @@ from tests.support.operator import (
     Deployments,
     OperatorProcess,
     agent_deployment,
+    answered_call,
     create_credentials,
     dispatch,
     idle_pods,
@@ -149,9 +150,7 @@ async def test_template_change_replaces_idle_pods_but_not_busy_ones(
     lk: api.LiveKitAPI,
 ) -> None:
     body = await pooled(deployments, operator, k8s, livekit, "tmpl", 2)
-    room = f"room-{uuid.uuid4().hex[:6]}"
-    await dispatch(lk, body["spec"]["agentName"], room)
-    agent = await wait_participant(lk, room, "agent-")
+    room, agent = await answered_call(lk, body["spec"]["agentName"])
     await wait_pool(deployments, "tmpl", 2)
     pods = await deployments.pods("tmpl")
     busy = next(p for p in pods if p.metadata.labels["agentoperator.dev/state"] == "busy")
@@ -182,15 +181,36 @@ async def test_pool_survives_an_operator_restart(
 ) -> None:
     await pooled(deployments, operator, k8s, livekit, "sturdy", 2)
     before = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
+    await restarted_after_a_kill(operator, deployments, "sturdy", 2)
+    await asyncio.sleep(3)
+    after = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
+    assert after == before, "the same idle pods re-attached; none was replaced"
+
+
+async def restarted_after_a_kill(
+    operator: OperatorProcess, deployments: Deployments, name: str, idle: int
+) -> None:
+    """The operator SIGKILLed and started again 2 s later, until it is ready, deployment
+    ``name`` is Ready and ``idle`` pool pods are idle again."""
     operator.kill()
     await asyncio.sleep(2)
     operator.start()
     await operator.wait_ready()
-    await deployments.wait_condition("sturdy", "Ready", "True")
-    await wait_pool(deployments, "sturdy", 2)
-    await asyncio.sleep(3)
-    after = {p.metadata.uid for p in await idle_pods(deployments, "sturdy")}
-    assert after == before, "the same idle pods re-attached; none was replaced"
+    await deployments.wait_condition(name, "Ready", "True")
+    await wait_pool(deployments, name, idle)
+
+
+async def kubectl_scale(custom: client.CustomObjectsApi, namespace: str, name: str, replicas: int) -> None:
+    """What `kubectl scale agentdeployment/<name> --replicas=<replicas>` sends."""
+    await custom.patch_namespaced_custom_object_scale(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"spec": {"replicas": replicas}},
+        _content_type="application/merge-patch+json",
+    )
 
 
 async def test_scale_subresource_resizes_the_pool(
@@ -201,31 +221,14 @@ async def test_scale_subresource_resizes_the_pool(
 ) -> None:
     await pooled(deployments, operator, k8s, livekit, "scaled", 1)
     custom = client.CustomObjectsApi(k8s)
-    # what `kubectl scale agentdeployment/scaled --replicas=3` sends
-    await custom.patch_namespaced_custom_object_scale(
-        GROUP,
-        VERSION,
-        deployments.namespace,
-        PLURAL,
-        "scaled",
-        {"spec": {"replicas": 3}},
-        _content_type="application/merge-patch+json",
-    )
+    await kubectl_scale(custom, deployments.namespace, "scaled", 3)
     await wait_pool(deployments, "scaled", 3)
     scale = await custom.get_namespaced_custom_object_scale(
         GROUP, VERSION, deployments.namespace, PLURAL, "scaled"
     )
     assert scale["spec"]["replicas"] == 3
     assert scale["status"]["replicas"] == 3
-    await custom.patch_namespaced_custom_object_scale(
-        GROUP,
-        VERSION,
-        deployments.namespace,
-        PLURAL,
-        "scaled",
-        {"spec": {"replicas": 0}},
-        _content_type="application/merge-patch+json",
-    )
+    await kubectl_scale(custom, deployments.namespace, "scaled", 0)
     await wait_pool(deployments, "scaled", 0)
 
     async def none_left() -> bool:
@@ -249,12 +252,7 @@ async def test_a_pool_older_than_the_start_timeout_survives_an_operator_restart(
     before = {p.metadata.uid for p in await idle_pods(deployments, "aged")}
     assert len(before) == 3
     await asyncio.sleep(start_timeout + 3)  # every pool pod is now older than the start timeout
-    operator.kill()
-    await asyncio.sleep(2)
-    operator.start()
-    await operator.wait_ready()
-    await deployments.wait_condition("aged", "Ready", "True")
-    await wait_pool(deployments, "aged", 3)
+    await restarted_after_a_kill(operator, deployments, "aged", 3)
     await asyncio.sleep(3)  # a replacement would have been made by now
     after = {p.metadata.uid for p in await idle_pods(deployments, "aged")}
     everything = {p.metadata.uid for p in await deployments.pods("aged")}

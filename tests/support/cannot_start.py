@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 CASES: list[tuple[str, dict[str, Any], tuple[str, ...], str]] = [
     (
         "pull",
@@ -16,3 +18,6 @@ CASES: list[tuple[str, dict[str, Any], tuple[str, ...], str]] = [
     ("sched", {"resources": {"requests": {"memory": "4000Gi"}}}, ("Unschedulable",), "resources.requests"),
 ]
 IDS = [case[0] for case in CASES]
+
+# the parameters (case, agent, reasons, fix) of a test run once for each case
+each_case = pytest.mark.parametrize(("case", "agent", "reasons", "fix"), CASES, ids=IDS)

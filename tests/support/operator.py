@@ -332,6 +332,14 @@ async def dispatch(lk: api.LiveKitAPI, agent_name: str, room: str, empty_timeout
     )
 
 
+async def answered_call(lk: api.LiveKitAPI, agent_name: str, room_prefix: str = "room") -> tuple[str, Any]:
+    """A call dispatched to ``agent_name`` in a new room, once its agent is in the room: the
+    room and the agent participant."""
+    room = f"{room_prefix}-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, agent_name, room)
+    return room, await wait_participant(lk, room, "agent-")
+
+
 async def ready_deployment(
     deployments: Deployments,
     operator: OperatorProcess,
@@ -407,6 +415,29 @@ def deploy_pair(
     return old, new
 
 
+@contextlib.asynccontextmanager
+async def deploy_under_way(
+    kubeconfig: Path, namespace: str, logs: Path, lk: api.LiveKitAPI, handover_timeout: float
+) -> AsyncIterator[tuple[OperatorProcess, OperatorProcess, list[str]]]:
+    """A deploy's two operators (``deploy_pair``), the old one started, the next one not yet,
+    and a list for the rooms the test dispatches. Afterwards those rooms are deleted, the next
+    operator is resumed if the test froze it (SIGSTOP), and both are stopped."""
+    old, new = deploy_pair(kubeconfig, namespace, logs, handover_timeout)
+    rooms: list[str] = []
+    old.start()
+    try:
+        yield old, new, rooms
+    finally:
+        for room in rooms:
+            with contextlib.suppress(api.TwirpError):
+                await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+        if new.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                new.proc.send_signal(signal.SIGCONT)
+        old.stop()
+        new.stop()
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of the first sample of ``name`` with these labels in a /metrics page."""
     for family in text_string_to_metric_families(text):
@@ -414,6 +445,16 @@ def metric_value(text: str, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     raise AssertionError(f"{name}{labels or ''} not in the metrics")
+
+
+def reasons_counted(text: str, name: str, deployment: str, reasons: Iterable[str]) -> float:
+    """The sum of ``name``'s samples for ``deployment`` over ``reasons`` in a /metrics page (a
+    reason without a sample adds nothing): a pod failure may be counted under any of them."""
+    counted = 0.0
+    for reason in reasons:
+        with contextlib.suppress(AssertionError):
+            counted += metric_value(text, name, deployment=deployment, reason=reason)
+    return counted
 
 
 async def idle_pods(deployments: Deployments, name: str) -> list[Any]:

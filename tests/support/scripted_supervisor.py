@@ -221,6 +221,13 @@ class SupervisorServer:
             await self._server.stop(0)
             self._server = None
 
+    async def __aenter__(self) -> SupervisorServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
 
 class RunnerProcess:
     """``python -m agent_jobrunner.cli`` with a pod's environment; its output in a file."""
@@ -285,6 +292,32 @@ class RunnerProcess:
             assert self.proc is not None
             self.proc.kill()
             await self.proc.wait()
+
+
+class Runners:
+    """The runner processes one test starts, each in its own folder below ``workdir``.
+
+    ``close`` prints each one's state and output (pytest shows it when the test failed) and
+    kills those still running: what a test's ``runners`` fixture does after the test."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.made: list[RunnerProcess] = []
+
+    def make(self, port: int, entrypoint: str, env: dict[str, str] | None = None) -> RunnerProcess:
+        """A runner (not started) for ``entrypoint`` (``module:function``)."""
+        folder = self.workdir / f"runner-{len(self.made)}"
+        folder.mkdir()
+        runner = RunnerProcess(folder, port, entrypoint, env)
+        self.made.append(runner)
+        return runner
+
+    async def close(self) -> None:
+        for runner in self.made:
+            code = runner.proc.returncode if runner.proc else "-"
+            state = "still running" if runner.running else f"exited {code}"
+            print(f"--- runner {runner.pod_name} ({state}); output:\n{runner.output()[-8000:]}")
+            await runner.kill()
 
 
 def start_request(

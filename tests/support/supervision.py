@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes_asyncio import client
 from prometheus_client import REGISTRY
 
+from agent_jobrunner.protocol import PROTOCOL_VERSION, pb
 from agent_operator.kube.pods import PodTerminator
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE
 from agent_operator.supervisor import (
@@ -125,6 +126,18 @@ async def parked_pod(core: client.CoreV1Api, namespace: str, name: str | None = 
         },
     }
     return await core.create_namespaced_pod(namespace, body)
+
+
+def idle_hello(pod: Any, credential: str) -> pb.Hello:
+    """The Hello of an idle runner in ``pod`` (a V1Pod, or anything with its metadata)."""
+    return pb.Hello(
+        protocol_version=PROTOCOL_VERSION,
+        pod_namespace=pod.metadata.namespace,
+        pod_name=pod.metadata.name,
+        pod_uid=pod.metadata.uid,
+        credential=credential,
+        state=pb.RUNNER_STATE_IDLE,
+    )
 
 
 def forged_token(subject: str) -> str:

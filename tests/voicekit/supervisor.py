@@ -25,6 +25,7 @@ def start_job(session: Session, livekit: LiveKitAccess, room: str) -> lk_agent.J
     return job
 
 
-async def shutdown(session: Session, runner: RunnerProcess) -> int:
+async def shutdown(session: Session, runner: RunnerProcess, timeout: float = 30) -> int:
+    """Asks the runner to shut down (the test is done); its exit code."""
     session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="test done", grace_ms=10_000)))
-    return await runner.wait(30)
+    return await runner.wait(timeout)
