@@ -65,6 +65,11 @@ class StreamSilent(Exception):
     """The operator sent nothing for much longer than its ping interval."""
 
 
+class StreamFinished(Exception):
+    """The operator ended the stream while a message was being written (a handover, a
+    restart): the message goes out again on the next stream."""
+
+
 def silence_limit_seconds(ping_interval_ms: int) -> float | None:
     """How long without any operator message means the stream is dead (None: no limit)."""
     if ping_interval_ms <= 0:
@@ -186,7 +191,7 @@ class OperatorLink:
             error: BaseException | None = None
             try:
                 await self._attach_and_pump(loop)
-            except (AttachError, StreamSilent, OSError) as err:
+            except (AttachError, StreamSilent, StreamFinished, OSError) as err:
                 error = err
             except aio.AioRpcError as err:
                 error = err
@@ -345,7 +350,14 @@ class OperatorLink:
                 if message is None:
                     await self._wake.wait()
                     continue
-            await call.write(message)
+            try:
+                await call.write(message)
+            except (asyncio.InvalidStateError, aio.AioRpcError) as err:
+                # not written: a control message (a job's status or end) goes out on the next
+                # stream; a pong or a log record is not worth sending late
+                if message.WhichOneof("message") not in ("pong", "log"):
+                    self._control.appendleft(message)
+                raise StreamFinished(f"the stream ended while writing: {_describe(err)}") from err
 
     async def _receive_loop(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
         while True:
