@@ -10,7 +10,6 @@ a warm pod has the user's code ready when its job comes.
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -23,8 +22,6 @@ from agent_jobrunner.prewarm import PrewarmError, native_prewarm
 from agent_jobrunner.protocol import pb
 
 __all__ = ["EntrypointError", "JobRun", "LoadedAgent", "load_agent"]
-
-logger = logging.getLogger(__name__)
 
 
 class JobRun(Protocol):
@@ -70,12 +67,8 @@ async def load_agent(runtime: str, entrypoint: str) -> LoadedAgent:
 
         return await load_lka_agent(entrypoint)
     function = load_entrypoint(entrypoint)
-    module = sys.modules[entrypoint.partition(":")[0]]
-    started = asyncio.get_running_loop().time()
     try:
-        userdata = await native_prewarm(module)
+        userdata = await native_prewarm(sys.modules[entrypoint.partition(":")[0]])
     except PrewarmError as err:
         raise EntrypointError(str(err)) from err
-    if hasattr(module, "prewarm"):
-        logger.info("prewarmed the agent in %.2fs", asyncio.get_running_loop().time() - started)
     return NativeAgent(function, userdata)

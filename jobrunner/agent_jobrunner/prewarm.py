@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 PREWARM_TIMEOUT_SECONDS = 60.0
 
@@ -51,8 +54,12 @@ async def run_in_thread(call: Callable[[], Any], timeout: float, what: str) -> N
             loop.call_soon_threadsafe(settle, error)
 
     threading.Thread(target=run, name="prewarm", daemon=True).start()
+    await _within(asyncio.shield(done), timeout, what)
+
+
+async def _within(work: Awaitable[Any], timeout: float, what: str) -> None:
     try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
+        await asyncio.wait_for(work, timeout)
     except TimeoutError:
         raise PrewarmError(f"{what} did not finish within {timeout:g}s") from None
     except Exception as err:
@@ -68,13 +75,11 @@ async def native_prewarm(module: ModuleType, timeout: float = PREWARM_TIMEOUT_SE
     what = f"the prewarm ({module.__name__}.prewarm)"
     if not callable(hook):
         raise PrewarmError(f"{module.__name__}.prewarm is not a function (want: def prewarm(userdata))")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     if inspect.iscoroutinefunction(hook):
-        try:
-            await asyncio.wait_for(hook(userdata), timeout)
-        except TimeoutError:
-            raise PrewarmError(f"{what} did not finish within {timeout:g}s") from None
-        except Exception as err:
-            raise PrewarmError(f"{what} raised {type(err).__name__}: {err}") from err
-        return userdata
-    await run_in_thread(lambda: hook(userdata), timeout, what)
+        await _within(hook(userdata), timeout, what)
+    else:
+        await run_in_thread(lambda: hook(userdata), timeout, what)
+    logger.info("prewarmed the agent in %.2fs", loop.time() - started)
     return userdata

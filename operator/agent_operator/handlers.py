@@ -77,7 +77,15 @@ async def serve(
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def drained(
-    *, name: str, namespace: str | None, uid: str, spec: kopf.Spec, meta: kopf.Meta, memo: Any, **_: Any
+    *,
+    name: str,
+    namespace: str | None,
+    uid: str,
+    spec: kopf.Spec,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: Any,
+    **_: Any,
 ) -> None:
     """Holds the finalizer until the drain is done. kopf runs it again on the next operator
     if this one stops first (and it runs no daemon for a resource being deleted), so a drain
@@ -86,7 +94,7 @@ async def drained(
     owner = Owner(namespace or "", name, uid)
     try:
         await runtime.finish_deletion(
-            owner, dict(spec), int(meta.get("generation") or 0), meta.get("deletionTimestamp")
+            owner, dict(spec), int(meta.get("generation") or 0), meta.get("deletionTimestamp"), dict(status)
         )
     except DrainInterrupted as exc:
         raise kopf.TemporaryError(str(exc), delay=5) from exc

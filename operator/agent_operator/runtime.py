@@ -188,7 +188,12 @@ class OperatorRuntime:
             await asyncio.gather(flag, return_exceptions=True)
 
     async def finish_deletion(
-        self, owner: Owner, spec: dict[str, Any], generation: int, deletion_timestamp: str | None
+        self,
+        owner: Owner,
+        spec: dict[str, Any],
+        generation: int,
+        deletion_timestamp: str | None,
+        status: Mapping[str, Any] | None = None,
     ) -> bool:
         """kopf's on-delete handler: returns once the deployment has drained (True: no pod
         left; False: some outlasted the wait, told as an Event), and its finalizer may go.
@@ -218,7 +223,7 @@ class OperatorRuntime:
         stopping = asyncio.Event()
         stopping.set()
         when = deletion_time(deletion_timestamp)
-        dep = await self._run_deployment(owner, spec, generation, stopping, lambda: when)
+        dep = await self._run_deployment(owner, spec, generation, stopping, lambda: when, status)
         if dep.drain_result is None:
             raise DrainInterrupted("the operator is stopping; the next one drains on")
         return dep.drain_result
