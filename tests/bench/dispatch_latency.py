@@ -15,12 +15,14 @@ One livekit-server, one run, the cases interleaved:
 c and d run the same agent code (issue 13); a is the native agent's warm path against c.
 
 Each case makes N dispatches one at a time, then N in batches of 4 at once. A round is one
-batch of every case, the cases rotated each round, a pause between batches. Before its batch a
-warm case waits for its pool to be full again and c for its idle processes to be back, so each
-dispatch is a hit. Measured from outside: ``create_dispatch`` -> the agent participant ACTIVE
+batch of every case, the cases rotated each round, a pause between batches. Before every batch
+each warm case waits for its pool to be full again and c for its idle processes to be back, so
+each dispatch is a hit and no case runs while the refill of another's last batch (pods starting,
+processes spawning) takes the CPU. Measured from outside: ``create_dispatch`` -> the agent participant ACTIVE
 (``ListParticipants`` every 10 ms); then the room is deleted. A dispatch that fails is counted
 and named, never given a number. From the operator's log: pod created -> runner attached on
-the cold path. Results also go to ``.test-logs/bench-dispatch.json``.
+the cold path, and per dispatch where its time went (``dispatch_stages``). Results also go to
+``.test-logs/bench-dispatch.json``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from livekit.protocol import models
 from devenv.environment import REPO_ROOT
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
+from tests.bench.dispatch_stages import lka_marks, operator_marks, print_stages, stages
 from tests.bench.figures import Series, header, load_average, machine, pct, row, write_json
 from tests.bench.operator_env import OperatorBench, environment, log_lines, node_kind, operator_in
 from tests.support.operator import AGENTS, Deployments, OperatorProcess, agent_deployment
@@ -64,13 +67,19 @@ class Case:
     agent_name: str
     settle: Callable[[], Awaitable[None]]
     series: dict[int, Series] = field(default_factory=dict)
+    # every measured dispatch: (concurrency, room, wall-clock dispatch time, seconds to ACTIVE)
+    calls: list[tuple[int, str, float, float]] = field(default_factory=list)
 
 
-async def one_dispatch(lk: api.LiveKitAPI, agent_name: str, timeout: float = 90) -> float:
+async def one_dispatch(
+    lk: api.LiveKitAPI, agent_name: str, timeout: float = 90, rooms: list[tuple[str, float]] | None = None
+) -> float:
     room = f"bench-{uuid.uuid4().hex[:8]}"
     await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=60))
     try:
         t0 = time.monotonic()
+        if rooms is not None:
+            rooms.append((room, time.time()))
         await lk.agent_dispatch.create_dispatch(
             api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
         )
@@ -87,22 +96,29 @@ async def one_dispatch(lk: api.LiveKitAPI, agent_name: str, timeout: float = 90)
         await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
-async def batch(lk: api.LiveKitAPI, case: Case, size: int, series: Series) -> None:
-    series.sample_load()
+async def batch(lk: api.LiveKitAPI, cases: list[Case], case: Case, size: int, concurrency: int) -> None:
+    """One batch of ``case``, once every case is settled: the pods or processes the previous
+    batch (of any case) used up are replaced first, so no case is measured while another's
+    refill (pod starts, process spawns) takes the CPU."""
+    series = case.series[concurrency]
     try:
-        await case.settle()
+        for each in cases:
+            await each.settle()
+        series.sample_load()
     except Exception as exc:
         for _ in range(size):
             series.fail(f"not settled before the batch: {type(exc).__name__}: {exc}")
         return
+    rooms: list[list[tuple[str, float]]] = [[] for _ in range(size)]
     results = await asyncio.gather(
-        *(one_dispatch(lk, case.agent_name) for _ in range(size)), return_exceptions=True
+        *(one_dispatch(lk, case.agent_name, rooms=rooms[i]) for i in range(size)), return_exceptions=True
     )
-    for result in results:
+    for result, room in zip(results, rooms, strict=True):
         if isinstance(result, BaseException):
             series.fail(f"{type(result).__name__}: {result}")
         else:
             series.add(result)
+            case.calls.append((concurrency, room[0][0], room[0][1], result))
 
 
 async def interleaved(lk: api.LiveKitAPI, cases: list[Case], n: int, concurrency: int, gap: float) -> None:
@@ -112,7 +128,7 @@ async def interleaved(lk: api.LiveKitAPI, cases: list[Case], n: int, concurrency
     for r in range(rounds):
         size = min(concurrency, n - r * concurrency)
         for case in cases[r % len(cases) :] + cases[: r % len(cases)]:
-            await batch(lk, case, size, case.series[concurrency])
+            await batch(lk, cases, case, size, concurrency)
             await asyncio.sleep(gap)
         done = ", ".join(f"{c.key}: {len(c.series[concurrency].values)}" for c in cases)
         print(
@@ -247,9 +263,12 @@ async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str,
     finally:
         if worker is not None:
             await worker.stop()
+    records = log_lines(bench.operator)
     for case in cases:
         for concurrency, series in case.series.items():
             out["dispatch"][f"{LABELS[case.key]} (concurrency {concurrency})"] = series.summary()
+        marks = lka_marks(worker.log_path) if case.key == "c" and worker else operator_marks(records)
+        out["stages"][LABELS[case.key]] = stages(case.calls, marks)
     if "b" in args.variants:
         attached = attach_times(bench.operator)
         out["cold_pod_created_to_attached"] = (
@@ -280,6 +299,9 @@ def print_table(out: dict[str, Any]) -> None:
     for key, summary in rows.items():
         for failure in summary.get("first_failures", []):
             print(f"  {key}: {failure}")
+    print("where the time goes (from the serving side's log):")
+    for label, table in out.get("stages", {}).items():
+        print_stages(label, table)
     cold = out.get("cold_pod_created_to_attached")
     if cold:
         print(f"cold path, pod created -> runner attached (operator log): {cold}")
@@ -302,6 +324,7 @@ def main() -> int:
         "pool": args.pool,
         "load_start": load_average(),
         "dispatch": {},
+        "stages": {},
     }
     with environment("bench-dispatch-") as env:
         out["node"] = node_kind(env)
