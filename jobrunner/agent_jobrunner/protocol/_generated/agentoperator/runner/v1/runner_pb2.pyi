@@ -136,6 +136,7 @@ class RunnerMessage(_message.Message):
     JOB_STATUS_FIELD_NUMBER: _builtins.int
     USER_EXIT_FIELD_NUMBER: _builtins.int
     SHUTDOWN_RESPONSE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def hello(self) -> Global___Hello: ...
     @_builtins.property
@@ -150,6 +151,8 @@ class RunnerMessage(_message.Message):
     def user_exit(self) -> Global___UserExit: ...
     @_builtins.property
     def shutdown_response(self) -> Global___ShutdownResponse: ...
+    @_builtins.property
+    def checkpoint(self) -> Global___Checkpoint: ...
     def __init__(
         self,
         *,
@@ -160,12 +163,13 @@ class RunnerMessage(_message.Message):
         job_status: Global___JobStatus | None = ...,
         user_exit: Global___UserExit | None = ...,
         shutdown_response: Global___ShutdownResponse | None = ...,
+        checkpoint: Global___Checkpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello", "job_status", b"job_status", "log", b"log", "message", b"message", "pong", b"pong", "shutdown_response", b"shutdown_response", "start_job_response", b"start_job_response", "user_exit", b"user_exit"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "hello", b"hello", "job_status", b"job_status", "log", b"log", "message", b"message", "pong", b"pong", "shutdown_response", b"shutdown_response", "start_job_response", b"start_job_response", "user_exit", b"user_exit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hello", b"hello", "job_status", b"job_status", "log", b"log", "message", b"message", "pong", b"pong", "shutdown_response", b"shutdown_response", "start_job_response", b"start_job_response", "user_exit", b"user_exit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "hello", b"hello", "job_status", b"job_status", "log", b"log", "message", b"message", "pong", b"pong", "shutdown_response", b"shutdown_response", "start_job_response", b"start_job_response", "user_exit", b"user_exit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "start_job_response", "pong", "log", "job_status", "user_exit", "shutdown_response"]  # noqa: Y015
+    _WhichOneofReturnType_message: _TypeAlias = _typing.Literal["hello", "start_job_response", "pong", "log", "job_status", "user_exit", "shutdown_response", "checkpoint"]  # noqa: Y015
     _WhichOneofArgType_message: _TypeAlias = _typing.Literal["message", b"message"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_message) -> _WhichOneofReturnType_message | None: ...
 
@@ -421,6 +425,40 @@ class ShutdownResponse(_message.Message):
 Global___ShutdownResponse: _TypeAlias = ShutdownResponse  # noqa: Y015
 
 @_typing.final
+class Checkpoint(_message.Message):
+    """The agent's conversation state, sent whenever it changes (the native voice pipeline: its
+    chat context and turn index; a livekit-agents AgentSession: its chat context and current
+    agent). The operator keeps the latest of each job; if the job's pod dies, the job restarts
+    on a new pod with it (StartJobRequest.restored_state). Only the runner's own job's
+    checkpoint is taken; one over the operator's size bound is refused.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    seq: _builtins.int
+    """increases with every checkpoint of the job (across its pods); an older one is ignored"""
+    state: _builtins.bytes
+    """UTF-8 JSON object; never a token or a credential"""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        state: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "seq", b"seq", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
 class SupervisorMessage(_message.Message):
     """---------------------------------------------------------------------------------------
     operator -> runner
@@ -518,6 +556,9 @@ class StartJobRequest(_message.Message):
     PARTICIPANT_METADATA_FIELD_NUMBER: _builtins.int
     PARTICIPANT_ATTRIBUTES_FIELD_NUMBER: _builtins.int
     AUTO_SUBSCRIBE_FIELD_NUMBER: _builtins.int
+    RESTORED_STATE_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
+    RESTORED_SEQ_FIELD_NUMBER: _builtins.int
     job: _builtins.bytes
     """the livekit.agent.Job from the JobAssignment, serialized"""
     url: _builtins.str
@@ -529,6 +570,14 @@ class StartJobRequest(_message.Message):
     participant_name: _builtins.str
     participant_metadata: _builtins.str
     auto_subscribe: Global___AutoSubscribe.ValueType
+    restored_state: _builtins.bytes
+    """failover: the job ran on a pod that died, and starts again here from that pod's last
+    checkpoint (Checkpoint.state; empty: none was taken)
+    """
+    restarts: _builtins.int
+    """how many times the job was restarted on a new pod: 0 at its first start"""
+    restored_seq: _builtins.int
+    """the seq of the restored checkpoint: the runner numbers its next checkpoints from here"""
     @_builtins.property
     def participant_attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     def __init__(
@@ -542,10 +591,13 @@ class StartJobRequest(_message.Message):
         participant_metadata: _builtins.str = ...,
         participant_attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         auto_subscribe: Global___AutoSubscribe.ValueType = ...,
+        restored_state: _builtins.bytes = ...,
+        restarts: _builtins.int = ...,
+        restored_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_subscribe", b"auto_subscribe", "job", b"job", "participant_attributes", b"participant_attributes", "participant_identity", b"participant_identity", "participant_metadata", b"participant_metadata", "participant_name", b"participant_name", "token", b"token", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_subscribe", b"auto_subscribe", "job", b"job", "participant_attributes", b"participant_attributes", "participant_identity", b"participant_identity", "participant_metadata", b"participant_metadata", "participant_name", b"participant_name", "restarts", b"restarts", "restored_seq", b"restored_seq", "restored_state", b"restored_state", "token", b"token", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
