@@ -3,8 +3,11 @@
 One :class:`OperatorLink` lives as long as the runner. It attaches (a fresh channel per
 attempt, with capped exponential backoff between attempts), answers every ``Ping`` itself,
 hands every other operator message to a callback, and sends what the runner queues: pongs
-first, then control messages, then log records from the :class:`LogBuffer`. Control messages
-queued while detached are sent after the next attach; pongs are never carried over.
+first, then control messages, then the job's latest checkpoint, then log records from the
+:class:`LogBuffer`. Control messages queued while detached are sent after the next attach;
+pongs are never carried over. A checkpoint is not queued: only the latest is kept, and it is
+sent again after every attach (a new operator has it at once). It goes after the control
+messages queued before it, so it never overtakes the job's start answer or status.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from grpc import aio
 
 from agent_jobrunner import __version__
 from agent_jobrunner.backoff import Backoff
+from agent_jobrunner.checkpoint import LatestCheckpoint
 from agent_jobrunner.config import RunnerConfig
 from agent_jobrunner.logforward import LogBuffer
 from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, now_us, pb, pb_grpc
@@ -99,6 +103,7 @@ class OperatorLink:
         self._backoff = backoff or Backoff()
         self._pongs: collections.deque[pb.RunnerMessage] = collections.deque()
         self._control: collections.deque[pb.RunnerMessage] = collections.deque()
+        self._checkpoint = LatestCheckpoint()
         self._wake = asyncio.Event()
         self._attached = asyncio.Event()
         self._detached = asyncio.Event()
@@ -133,6 +138,11 @@ class OperatorLink:
     def send(self, message: pb.RunnerMessage) -> None:
         """Queue a message; it is sent as soon as (or once again) the stream is attached."""
         self._control.append(message)
+        self._kick()
+
+    def send_checkpoint(self, message: pb.RunnerMessage) -> None:
+        """Send this checkpoint in place of any not yet written; again after each re-attach."""
+        self._checkpoint.put(message)
         self._kick()
 
     async def close(self, timeout: float, wait_for_attach: bool = True) -> bool:
@@ -177,6 +187,9 @@ class OperatorLink:
             return self._pongs.popleft()
         if self._control:
             return self._control.popleft()
+        checkpoint = self._checkpoint.take()
+        if checkpoint is not None:
+            return checkpoint
         record = self._logs.take()
         if record is not None:
             return pb.RunnerMessage(log=record)
@@ -291,6 +304,7 @@ class OperatorLink:
         self.session_id = welcome.session_id
         self._last_received = loop.time()
         self._pongs.clear()
+        self._checkpoint.resend()
         self._detached.clear()
         self._attached.set()
         if welcome.protocol_version and welcome.protocol_version != PROTOCOL_VERSION:
@@ -354,8 +368,9 @@ class OperatorLink:
                 await call.write(message)
             except (asyncio.InvalidStateError, aio.AioRpcError) as err:
                 # not written: a control message (a job's status or end) goes out on the next
-                # stream; a pong or a log record is not worth sending late
-                if message.WhichOneof("message") not in ("pong", "log"):
+                # stream; a pong or a log record is not worth sending late; the latest
+                # checkpoint goes out again after the next attach anyway
+                if message.WhichOneof("message") not in ("pong", "log", "checkpoint"):
                     self._control.appendleft(message)
                 raise StreamFinished(f"the stream ended while writing: {_describe(err)}") from err
 
