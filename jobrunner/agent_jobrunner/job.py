@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextvars
 import importlib
 import inspect
 import logging
@@ -16,8 +16,10 @@ from livekit import rtc
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.bounded import bounded
+from agent_jobrunner.checkpoint import Checkpointer, restored_state
 from agent_jobrunner.outcome import EndCause, JobEnd
 from agent_jobrunner.protocol import pb
+from agent_jobrunner.subscribe import subscribe_policy
 
 logger = logging.getLogger(__name__)
 
@@ -68,36 +70,34 @@ def load_entrypoint(spec: str) -> Entrypoint:
     return entrypoint
 
 
-# ------------------------------------------------------------------------------------ subscribe
-
-
-@dataclasses.dataclass(frozen=True)
-class SubscribePolicy:
-    # the SDK's own auto-subscribe (everything)
-    auto_subscribe: bool
-    # track kinds (rtc.TrackKind values) the runner subscribes to itself
-    kinds: frozenset[int] = frozenset()
-
-    def wants(self, kind: int) -> bool:
-        return kind in self.kinds
-
-
-def subscribe_policy(mode: pb.AutoSubscribe.ValueType) -> SubscribePolicy:
-    """What to subscribe to for the operator's ``auto_subscribe`` (unspecified means all)."""
-    if mode == pb.AUTO_SUBSCRIBE_NONE:
-        return SubscribePolicy(auto_subscribe=False)
-    if mode == pb.AUTO_SUBSCRIBE_AUDIO_ONLY:
-        return SubscribePolicy(auto_subscribe=False, kinds=frozenset({rtc.TrackKind.KIND_AUDIO}))
-    if mode == pb.AUTO_SUBSCRIBE_VIDEO_ONLY:
-        return SubscribePolicy(auto_subscribe=False, kinds=frozenset({rtc.TrackKind.KIND_VIDEO}))
-    return SubscribePolicy(auto_subscribe=True)
-
-
 # ------------------------------------------------------------------------------------ context
 
 
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "agent_jobrunner_job_context", default=None
+)
+
+
+def current_job_context() -> JobContext | None:
+    """The job context of the running job (set for its entrypoint and every task it starts);
+    None outside a job."""
+    return _current.get()
+
+
+def get_job_context() -> JobContext:
+    """The running job's context, for library code (as livekit-agents' ``get_job_context()``)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("no job context: not called from a job's entrypoint or a task it started")
+    return ctx
+
+
 class JobContext:
-    """What the entrypoint gets: the job, the connected room and a way to end the job."""
+    """What the entrypoint gets: the job, the connected room and a way to end the job.
+
+    A job restarted on a new pod after its pod died (failover) finds the conversation state it
+    last checkpointed in :attr:`restored`; :meth:`checkpoint` saves it (the voice pipeline does
+    so by itself)."""
 
     def __init__(
         self,
@@ -111,8 +111,14 @@ class JobContext:
         participant_attributes: Mapping[str, str],
         on_shutdown: Callable[[str], None],
         userdata: dict[str, Any] | None = None,
+        restored: dict[str, Any] | None = None,
+        restarts: int = 0,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._job = job
+        self._restored = restored
+        self._restarts = restarts
+        self._checkpointer = checkpointer
         self._userdata = userdata if userdata is not None else {}
         self._room = room
         self._url = url
@@ -165,6 +171,26 @@ class JobContext:
     def participant_attributes(self) -> Mapping[str, str]:
         return dict(self._participant_attributes)
 
+    @property
+    def restored(self) -> dict[str, Any] | None:
+        """The state the job last checkpointed on the pod that died, when this is a restart of
+        the job on a new pod; None on a first start (or if it could not be read)."""
+        return self._restored
+
+    @property
+    def restarts(self) -> int:
+        """How many times the job was restarted on a new pod (0 on its first start)."""
+        return self._restarts
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save ``state`` (a JSON object, at most ``MAX_CHECKPOINT_BYTES`` as JSON, no secrets)
+        as what a restart of this job on a new pod gets as :attr:`restored`. Only the latest
+        counts; an equal state is not sent again. Raises ``CheckpointTooLarge`` over the bound."""
+        if self._checkpointer is None:
+            logger.debug("no checkpoints outside the runner: state not kept")
+            return
+        self._checkpointer.update(state)
+
     def shutdown(self, reason: str = "") -> None:
         """End the job (successfully): the entrypoint is cancelled if still running, the
         shutdown callbacks run, the room is left and the runner exits."""
@@ -210,8 +236,10 @@ class JobSession:
         entrypoint: Entrypoint,
         on_end: Callable[[JobEnd], None],
         userdata: dict[str, Any] | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._request = request
+        self._checkpointer = checkpointer
         self._job = job
         self._entrypoint = entrypoint
         self._on_end = on_end
@@ -243,6 +271,11 @@ class JobSession:
         logger.info(
             "joined room %s as %s", room.name, room.local_participant.identity, extra={"job_id": self._job.id}
         )
+        self._launch()
+
+    def _launch(self) -> None:
+        """Start the entrypoint task, with the job's context current in it."""
+        room = self._room
         self._ctx = JobContext(
             job=self._job,
             room=room,
@@ -253,8 +286,13 @@ class JobSession:
             participant_attributes=self._request.participant_attributes,
             on_shutdown=self._on_ctx_shutdown,
             userdata=self._userdata,
+            restored=restored_state(self._request),
+            restarts=self._request.restarts,
+            checkpointer=self._checkpointer,
         )
-        self._task = asyncio.create_task(self._run_entrypoint(self._ctx), name="entrypoint")
+        context = contextvars.copy_context()
+        context.run(_current.set, self._ctx)
+        self._task = asyncio.create_task(self._run_entrypoint(self._ctx), name="entrypoint", context=context)
         self._task.add_done_callback(self._on_entrypoint_done)
 
     async def _run_entrypoint(self, ctx: JobContext) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from livekit.protocol import agent as lk_agent
 
+from agent_jobrunner.checkpoint import Checkpointer
 from agent_jobrunner.job import Entrypoint, EntrypointError, JobSession, load_entrypoint
 from agent_jobrunner.outcome import JobEnd
 from agent_jobrunner.prewarm import PrewarmError, native_prewarm
@@ -40,8 +41,14 @@ class JobRun(Protocol):
 
 class LoadedAgent(Protocol):
     def job(
-        self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]
-    ) -> JobRun: ...
+        self,
+        request: pb.StartJobRequest,
+        job: lk_agent.Job,
+        on_end: Callable[[JobEnd], None],
+        checkpointer: Checkpointer | None = None,
+    ) -> JobRun:
+        """The job's session; ``checkpointer`` takes its checkpoints (failover)."""
+        ...
 
     async def aclose(self) -> None:
         """Stop what the agent runs for the whole pod (the runner is exiting)."""
@@ -53,8 +60,14 @@ class NativeAgent:
         self.entrypoint = entrypoint
         self.userdata = userdata if userdata is not None else {}  # what its prewarm loaded
 
-    def job(self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]) -> JobRun:
-        return JobSession(request, job, self.entrypoint, on_end, self.userdata)
+    def job(
+        self,
+        request: pb.StartJobRequest,
+        job: lk_agent.Job,
+        on_end: Callable[[JobEnd], None],
+        checkpointer: Checkpointer | None = None,
+    ) -> JobRun:
+        return JobSession(request, job, self.entrypoint, on_end, self.userdata, checkpointer)
 
     async def aclose(self) -> None:
         return None

@@ -11,6 +11,7 @@ from typing import Any
 
 from livekit.protocol import agent as lk_agent
 
+from agent_jobrunner.checkpoint import Checkpointer
 from agent_jobrunner.config import RunnerConfig
 from agent_jobrunner.jobruntime import EntrypointError, JobRun, LoadedAgent, load_agent
 from agent_jobrunner.link import HelloState, OperatorLink
@@ -50,6 +51,7 @@ class Runner:
         self._request: pb.StartJobRequest | None = None
         self._job: lk_agent.Job | None = None
         self._running_job: pb.RunningJob | None = None
+        self._checkpoints: Checkpointer | None = None
         self._session: JobRun | None = None
         self._start_task: asyncio.Task[None] | None = None
         self._start_answered = False
@@ -150,9 +152,10 @@ class Runner:
             self._trigger(JobEnd(EndCause.START_FAILED, error=parse_error))
             return
         logger.info(
-            "job %s received for room %s",
+            "job %s received for room %s%s",
             job.id,
             job.room.name,
+            f" (restart {request.restarts}, checkpoint {request.restored_seq})" if request.restarts else "",
             extra={"job_id": job.id, "room": job.room.name},
         )
         self._start_task = asyncio.create_task(self._start_job(), name="start-job")
@@ -161,6 +164,8 @@ class Runner:
     def _accept(self, request: pb.StartJobRequest, job: lk_agent.Job) -> None:
         self._request = request
         self._job = job
+        # numbered on from the restored checkpoint's seq (a restart of the job on a new pod)
+        self._checkpoints = Checkpointer(job.id, self.link, request.restored_seq)
         self._running_job = pb.RunningJob(
             job_id=job.id,
             room_name=job.room.name,
@@ -196,7 +201,7 @@ class Runner:
         if self._agent is None:
             self._trigger(JobEnd(EndCause.START_FAILED, error=f"bad entrypoint: {self._entrypoint_error}"))
             return
-        session = self._agent.job(self._request, self._job, self._trigger)
+        session = self._agent.job(self._request, self._job, self._trigger, self._checkpoints)
         self._session = session
         try:
             await session.start()

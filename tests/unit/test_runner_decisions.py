@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from livekit import rtc
 
-from agent_jobrunner.job import EntrypointError, load_entrypoint, subscribe_policy
+from agent_jobrunner.job import EntrypointError, load_entrypoint
 from agent_jobrunner.link import should_log_failure, silence_limit_seconds
 from agent_jobrunner.outcome import (
     EXIT_JOB_FAILED,
@@ -24,6 +24,7 @@ from agent_jobrunner.outcome import (
     shutdown_budget,
 )
 from agent_jobrunner.protocol import pb
+from agent_jobrunner.subscribe import subscribe_policy
 
 pytestmark = pytest.mark.unit
 

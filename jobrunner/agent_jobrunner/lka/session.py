@@ -32,6 +32,7 @@ from livekit.agents.utils import http_context
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.bounded import bounded, bounded_step
+from agent_jobrunner.checkpoint import Checkpointer
 from agent_jobrunner.lka.agent import AgentParts
 from agent_jobrunner.lka.inference import NoInferenceExecutor, close_inference
 from agent_jobrunner.outcome import EndCause, JobEnd
@@ -60,9 +61,13 @@ class LkaAgent:
         await close_inference(self.inference)
 
     def job(
-        self, request: pb.StartJobRequest, job: lk_agent.Job, on_end: Callable[[JobEnd], None]
+        self,
+        request: pb.StartJobRequest,
+        job: lk_agent.Job,
+        on_end: Callable[[JobEnd], None],
+        checkpointer: Checkpointer | None = None,
     ) -> LkaJobSession:
-        return LkaJobSession(self, request, job, on_end)
+        return LkaJobSession(self, request, job, on_end, checkpointer)
 
 
 def running_job_info(request: pb.StartJobRequest, job: lk_agent.Job, worker_id: str = "") -> RunningJobInfo:
@@ -88,8 +93,10 @@ class LkaJobSession:
         request: pb.StartJobRequest,
         job: lk_agent.Job,
         on_end: Callable[[JobEnd], None],
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self._agent = agent
+        self._checkpointer = checkpointer
         self._job = job
         self._on_end = on_end
         self._room = rtc.Room()
