@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Literal, cast
 
 Role = Literal["system", "user", "assistant", "tool"]
+ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,43 @@ class ChatMessage:
     # assistant messages: the user cut the reply off; ``content`` is what was actually heard
     interrupted: bool = False
     created_at: float = dataclasses.field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The message as JSON-ready data (fields at their defaults left out)."""
+        data: dict[str, Any] = {"role": self.role, "content": self.content, "created_at": self.created_at}
+        if self.tool_calls:
+            data["tool_calls"] = [dataclasses.asdict(call) for call in self.tool_calls]
+        if self.tool_call_id:
+            data["tool_call_id"] = self.tool_call_id
+        if self.name:
+            data["name"] = self.name
+        if self.interrupted:
+            data["interrupted"] = True
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChatMessage:
+        """The message :meth:`to_dict` made; raises ``ValueError`` for anything else."""
+        role = data.get("role")
+        if role not in ROLES:
+            raise ValueError(f"not a chat message role: {role!r}")
+        try:
+            calls = tuple(
+                ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"]))
+                for c in data.get("tool_calls", ())
+            )
+            created_at = float(data.get("created_at", time.time()))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"a malformed chat message: {err!r}") from err
+        return cls(
+            cast(Role, role),
+            str(data.get("content", "")),
+            tool_calls=calls,
+            tool_call_id=str(data.get("tool_call_id", "")),
+            name=str(data.get("name", "")),
+            interrupted=bool(data.get("interrupted", False)),
+            created_at=created_at,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +104,7 @@ class ChatContext:
     ) -> None:
         self._messages: list[ChatMessage] = list(messages or [])
         self.limits = limits or ContextLimits()
+        self._listeners: list[Callable[[ChatMessage], None]] = []
         self._trim()
 
     @classmethod
@@ -79,7 +118,21 @@ class ChatContext:
     def append(self, message: ChatMessage) -> ChatMessage:
         self._messages.append(message)
         self._trim()
+        for listener in list(self._listeners):
+            listener(message)
         return message
+
+    def on_append(self, listener: Callable[[ChatMessage], None]) -> None:
+        """Call ``listener(message)`` after each :meth:`append` (a copy does not keep it)."""
+        self._listeners.append(listener)
+
+    def restore(self, messages: Iterable[ChatMessage]) -> None:
+        """Carry on an earlier conversation: this context's own system messages (the code's
+        instructions), then ``messages`` without theirs; trimmed to the limits."""
+        self._messages = [m for m in self._messages if m.role == "system"] + [
+            m for m in messages if m.role != "system"
+        ]
+        self._trim()
 
     def limit(self, limits: ContextLimits) -> None:
         """Bound this context from now on (trims at once if it is already past the limits)."""

@@ -8,6 +8,11 @@
 User speech while the agent speaks interrupts it: playback stops, and the reply goes into the
 chat context as far as it was heard, marked ``interrupted``. A failing provider costs one
 turn (a ``TurnFailed`` event and a warning in the log); the pipeline keeps listening.
+
+Made in a job (the entrypoint or a task it started), the pipeline checkpoints its chat context
+and turn index on every change of the context, and in a job restarted on a new pod after its
+pod died it starts with the restored conversation after its own instructions
+(``agent_jobrunner.voice.persist``): the agent carries on the call with no code of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from typing import Any
 
 from livekit import rtc
 
+from agent_jobrunner.checkpoint import CheckpointTooLarge
+from agent_jobrunner.job import JobContext, current_job_context
 from agent_jobrunner.voice.audio import History, Pcm
 from agent_jobrunner.voice.chat import ChatContext, ChatMessage, ContextLimits
 from agent_jobrunner.voice.events import (
@@ -36,6 +43,7 @@ from agent_jobrunner.voice.events import (
 from agent_jobrunner.voice.interfaces import LLM, STT, TTS, VAD, VADEvent, VADEventType, VADStream
 from agent_jobrunner.voice.listen import AudioInput
 from agent_jobrunner.voice.metrics import TurnMetrics, TurnTimeline
+from agent_jobrunner.voice.persist import chat_state, restored_chat
 from agent_jobrunner.voice.playout import AudioOutput
 from agent_jobrunner.voice.recognition import Recognition
 from agent_jobrunner.voice.reply import Reply
@@ -81,6 +89,10 @@ class VoicePipeline:
         self.events = Events()
         self._context = chat_context or ChatContext.with_instructions(instructions)
         self._context.limit(ContextLimits(self.options.max_context_turns, self.options.max_context_chars))
+        self._turn_index = 0  # user turns so far in the call (on from a restored checkpoint's)
+        self._job: JobContext | None = None
+        self._bind_job()
+        self._context.on_append(self._on_context_change)
         self._turns: list[TurnMetrics] = []
         self._input: AudioInput | None = None
         self._output: AudioOutput | None = None
@@ -101,6 +113,11 @@ class VoicePipeline:
         return self._context
 
     @property
+    def turn_index(self) -> int:
+        """How many user turns the call has had (a restarted job's go on from the restored count)."""
+        return self._turn_index
+
+    @property
     def turns(self) -> list[TurnMetrics]:
         """Metrics of every answered turn so far."""
         return list(self._turns)
@@ -118,6 +135,7 @@ class VoicePipeline:
         """Publish the agent's audio track and listen to ``participant`` (default: the first one)."""
         if self._listener is not None:
             raise RuntimeError("the pipeline is already started")
+        self._bind_job()
         self._room = room
         options = self.options
         self._output = AudioOutput(
@@ -150,6 +168,33 @@ class VoicePipeline:
                     await self._output.unpublish(self._room.local_participant)
             await self._output.aclose()
         self._listener = None
+
+    # ------------------------------------------------------------------------------ checkpoints
+
+    def _bind_job(self) -> None:
+        """In a job: restore a restarted job's conversation (once) and checkpoint from now on."""
+        if self._job is not None:
+            return
+        self._job = current_job_context()
+        if self._job is None:
+            return
+        restored = restored_chat(self._job.restored)
+        if restored is not None:
+            self._context.restore(restored.messages)
+            self._turn_index = restored.turn
+            logger.info(
+                "restored the conversation: %d messages, turn %d", len(restored.messages), restored.turn
+            )
+
+    def _on_context_change(self, message: ChatMessage) -> None:
+        if message.role == "user":
+            self._turn_index += 1
+        if self._job is None:
+            return
+        try:
+            self._job.checkpoint(chat_state(self._context.messages, self._turn_index))
+        except (CheckpointTooLarge, TypeError) as err:  # the instructions alone are over the bound
+            logger.warning("could not checkpoint the conversation: %s", err)
 
     # ------------------------------------------------------------------------------ listening
 

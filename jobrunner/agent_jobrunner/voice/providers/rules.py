@@ -1,5 +1,9 @@
 """A small rule-based stand-in for an LLM: answers a few phrases, and calls a function for one.
 
+One rule reads the conversation: "what did I ask first" is answered with the first thing the
+user said in the chat context, which shows whether an earlier conversation was carried over
+(a job restarted on a new pod with its checkpoint).
+
 It streams its answers word by word and asks for tools exactly as a chat model does, so the
 pipeline runs the same way with it as with a real model, offline and deterministically.
 """
@@ -33,7 +37,9 @@ class Rule:
     """When ``pattern`` is found in what the user said, say ``reply``.
 
     With ``tool``, that function is called first (``arguments`` may use the pattern's named
-    groups, as ``{city}``) and ``reply`` may use its result as ``{result}``.
+    groups, as ``{city}``) and ``reply`` may use its result as ``{result}``. ``reply`` may use
+    ``{first_question}``, the first thing the user said (``unknown`` is said instead when the
+    user has said nothing before).
     """
 
     pattern: str
@@ -41,9 +47,16 @@ class Rule:
     tool: str = ""
     arguments: Mapping[str, str] = dataclasses.field(default_factory=dict)
     examples: tuple[str, ...] = ()
+    unknown: str = ""
 
 
 DEFAULT_RULES: tuple[Rule, ...] = (
+    Rule(
+        r"\bwhat did i (ask|say) first\b",
+        "You first asked: {first_question}.",
+        examples=("what did i ask first",),
+        unknown="This is the first thing you asked me.",
+    ),
     Rule(
         r"\bweather\b.*?\bin (?P<city>[a-z]+)",
         "The weather in {city} is {result}.",
@@ -106,7 +119,7 @@ class RuleBasedLLM:
                     arguments = {k: v.format(**groups) for k, v in rule.arguments.items()}
                     yield _tool_call(rule.tool, arguments)
                     return
-                reply = rule.reply.format(result="", **groups) if not rule.tool else self.fallback
+                reply = self._reply(rule, context, groups) if not rule.tool else self.fallback
         else:
             return
         for index, word in enumerate(reply.split(" ")):
@@ -122,7 +135,17 @@ class RuleBasedLLM:
         if matched is None:
             return result.content
         rule, groups = matched
-        return rule.reply.format(result=result.content, **groups)
+        return self._reply(rule, context, groups, result.content)
+
+    @staticmethod
+    def _reply(rule: Rule, context: ChatContext, groups: Mapping[str, str], result: str = "") -> str:
+        if "{first_question}" not in rule.reply:
+            return rule.reply.format(result=result, **groups)
+        said = [m.content.strip() for m in context if m.role == "user" and m.content.strip()]
+        if len(said) < 2:  # the question itself is the only thing said
+            return rule.unknown or rule.reply.format(result=result, first_question="nothing", **groups)
+        first = said[0].rstrip(".?! ")
+        return rule.reply.format(result=result, first_question=first, **groups)
 
 
 def _tool_call(name: str, arguments: Mapping[str, str]) -> ChatChunk:
