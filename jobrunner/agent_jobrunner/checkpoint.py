@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from agent_jobrunner.protocol import pb
@@ -79,6 +79,31 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
 
 def fits(state: Mapping[str, Any], limit: int = MAX_CHECKPOINT_BYTES) -> bool:
     return len(encode_state(state)) <= limit
+
+
+def fit_history(
+    items: Sequence[Mapping[str, Any]],
+    state_of: Callable[[list[Mapping[str, Any]]], dict[str, Any]],
+    *,
+    pinned: Callable[[Mapping[str, Any]], bool],
+    orphan: Callable[[Mapping[str, Any]], bool],
+    limit: int = MAX_CHECKPOINT_BYTES,
+) -> tuple[dict[str, Any], int]:
+    """``state_of(items)`` with the oldest items dropped until its JSON fits ``limit`` bytes
+    (never a ``pinned`` one, as the instructions), and then an ``orphan`` one left first (a
+    tool's result whose call went); the state and how many items were dropped. The state may
+    still be over the bound when the pinned items alone are."""
+    sizes = [len(encode_state(item)) + 1 for item in items]  # and a comma
+    total = len(encode_state(state_of([]))) + sum(sizes)
+    keep = [True] * len(items)
+    oldest = [i for i, item in enumerate(items) if not pinned(item)]
+    dropped = 0
+    while oldest and (total > limit or (dropped and orphan(items[oldest[0]]))):
+        index = oldest.pop(0)
+        keep[index] = False
+        total -= sizes[index]
+        dropped += 1
+    return state_of([item for item, kept in zip(items, keep, strict=True) if kept]), dropped
 
 
 class Checkpointer:

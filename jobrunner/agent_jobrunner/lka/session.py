@@ -13,7 +13,9 @@ connected or shut down ends the job (success) instead of leaving the pod up for 
 The teardown, within the runner's budget: the entrypoint gets a share of it to finish, then is
 cancelled; the primary ``AgentSession`` is closed; ``on_session_end`` runs; the room is left;
 the shutdown callbacks run (with the reason); the context's own tasks and temp files go.
-Records of the job carry ``job_id`` and ``room`` (the context's log fields).
+Records of the job carry ``job_id`` and ``room`` (the context's log fields). The job's
+``AgentSession`` checkpoints its conversation and, in a job restarted on a new pod, starts
+with the restored one (``agent_jobrunner.lka.failover``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from livekit.agents.utils import http_context
 from livekit.protocol import agent as lk_agent
 
 from agent_jobrunner.bounded import bounded, bounded_step
-from agent_jobrunner.checkpoint import Checkpointer
+from agent_jobrunner.checkpoint import Checkpointer, restored_state
 from agent_jobrunner.lka.agent import AgentParts
+from agent_jobrunner.lka.failover import SessionCheckpoints, bind
 from agent_jobrunner.lka.inference import NoInferenceExecutor, close_inference
 from agent_jobrunner.outcome import EndCause, JobEnd
 from agent_jobrunner.protocol import pb
@@ -96,7 +99,6 @@ class LkaJobSession:
         checkpointer: Checkpointer | None = None,
     ) -> None:
         self._agent = agent
-        self._checkpointer = checkpointer
         self._job = job
         self._on_end = on_end
         self._room = rtc.Room()
@@ -115,6 +117,9 @@ class LkaJobSession:
         self._context = contextvars.copy_context()
         self._context.run(_JobContextVar.set, self._ctx)
         self._context.run(http_context._new_session_ctx)
+        # failover: the job's AgentSession checkpoints, and starts with a restored conversation
+        self.checkpoints = SessionCheckpoints(restored_state(request), checkpointer)
+        bind(self._context, self.checkpoints)
         self._task: asyncio.Task[None] | None = None
         self._connected = False
         self._shutdown_called = False

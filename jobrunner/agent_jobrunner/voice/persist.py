@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from agent_jobrunner.checkpoint import MAX_CHECKPOINT_BYTES, encode_state
+from agent_jobrunner.checkpoint import MAX_CHECKPOINT_BYTES, fit_history
 from agent_jobrunner.voice.chat import ChatMessage
 
 logger = logging.getLogger(__name__)
@@ -33,25 +33,20 @@ def chat_state(
 ) -> dict[str, Any]:
     """The checkpoint of a conversation, its oldest non-system messages dropped until it fits
     ``limit`` bytes of JSON (and then tool results whose call was dropped)."""
-    items = [message.to_dict() for message in messages]
-    sizes = [len(encode_state(item)) + 1 for item in items]  # and a comma
-    total = len(encode_state({"runtime": RUNTIME, "chat": [], "turn": turn})) + sum(sizes)
-    keep = [True] * len(items)
-    oldest = [i for i, message in enumerate(messages) if message.role != "system"]
-    dropped = 0
-    while oldest and (total > limit or (dropped and messages[oldest[0]].role == "tool")):
-        index = oldest.pop(0)
-        keep[index] = False
-        total -= sizes[index]
-        dropped += 1
+    state, dropped = fit_history(
+        [message.to_dict() for message in messages],
+        lambda chat: {"runtime": RUNTIME, "chat": chat, "turn": turn},
+        pinned=lambda item: item["role"] == "system",
+        orphan=lambda item: item["role"] == "tool",
+        limit=limit,
+    )
     if dropped:
         logger.debug(
             "the chat context is over the checkpoint bound (%d bytes): dropped its %d oldest messages",
             limit,
             dropped,
         )
-    chat = [item for item, kept in zip(items, keep, strict=True) if kept]
-    return {"runtime": RUNTIME, "chat": chat, "turn": turn}
+    return state
 
 
 def restored_chat(state: Mapping[str, Any] | None) -> Restored | None:
