@@ -59,6 +59,7 @@ class Sink:
 
 
 def job_context(sink: Sink, restored: dict[str, Any] | None = None, restarts: int = 0) -> JobContext:
+    """A job's context as the runner makes it (call it with the event loop running: ``rtc.Room``)."""
     return JobContext(
         job=lk_job("AJ_voice"),
         room=rtc.Room(),
@@ -146,7 +147,7 @@ def test_a_tool_result_whose_call_was_dropped_goes_too() -> None:
     assert [m["role"] for m in state["chat"]] == ["system", "assistant"]
 
 
-def test_every_change_of_the_chat_context_in_a_job_is_a_checkpoint() -> None:
+async def test_every_change_of_the_chat_context_in_a_job_is_a_checkpoint() -> None:
     sink = Sink()
     voice = in_job(job_context(sink), pipeline)
     for message in CONVERSATION:
@@ -177,7 +178,7 @@ def restored_state(turn: int = 2) -> dict[str, Any]:
     return state
 
 
-def test_a_pipeline_in_a_restarted_job_starts_with_the_restored_conversation() -> None:
+async def test_a_pipeline_in_a_restarted_job_starts_with_the_restored_conversation() -> None:
     sink = Sink()
     voice = in_job(job_context(sink, restored_state(), restarts=1), pipeline)
     messages = voice.chat_context.messages
@@ -191,7 +192,7 @@ def test_a_pipeline_in_a_restarted_job_starts_with_the_restored_conversation() -
     assert len(sink.states[-1]["chat"]) == 1 + len(CONVERSATION) + 1
 
 
-def test_the_restored_conversation_is_bounded_like_the_pipelines_own() -> None:
+async def test_the_restored_conversation_is_bounded_like_the_pipelines_own() -> None:
     voice = in_job(
         job_context(Sink(), restored_state()), lambda: pipeline(options=PipelineOptions(max_context_turns=1))
     )
@@ -206,7 +207,7 @@ def test_the_restored_conversation_is_bounded_like_the_pipelines_own() -> None:
         {"something": "else"},
     ],
 )
-def test_a_restored_state_that_is_not_a_native_chat_is_left_alone(state: dict[str, Any]) -> None:
+async def test_a_restored_state_that_is_not_a_native_chat_is_left_alone(state: dict[str, Any]) -> None:
     voice = in_job(job_context(Sink(), state), pipeline)
     assert [m.role for m in voice.chat_context] == ["system"]
     assert voice.turn_index == 0
