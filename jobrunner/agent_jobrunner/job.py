@@ -247,6 +247,7 @@ class JobSession:
         self._policy = subscribe_policy(request.auto_subscribe)
         self._room = rtc.Room()
         self._ctx: JobContext | None = None
+        self._context = contextvars.copy_context()  # the entrypoint's and its callbacks'
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ended = False
@@ -290,9 +291,10 @@ class JobSession:
             restarts=self._request.restarts,
             checkpointer=self._checkpointer,
         )
-        context = contextvars.copy_context()
-        context.run(_current.set, self._ctx)
-        self._task = asyncio.create_task(self._run_entrypoint(self._ctx), name="entrypoint", context=context)
+        self._context.run(_current.set, self._ctx)
+        self._task = asyncio.create_task(
+            self._run_entrypoint(self._ctx), name="entrypoint", context=self._context
+        )
         self._task.add_done_callback(self._on_entrypoint_done)
 
     async def _run_entrypoint(self, ctx: JobContext) -> None:
@@ -359,7 +361,8 @@ class JobSession:
         if ctx is not None:
             for callback in ctx.shutdown_callbacks:
                 call = callback(reason) if _takes_reason(callback) else callback()  # type: ignore[call-arg]
-                step = asyncio.ensure_future(call)
+                # in the job's context, as the entrypoint: get_job_context() works in a callback
+                step = asyncio.create_task(_awaited(call), context=self._context)
                 if not await self._bounded(step, deadline, f"shutdown callback {callback!r}"):
                     clean = False
                 elif not step.cancelled() and step.exception() is not None:
@@ -374,6 +377,10 @@ class JobSession:
 
     async def _bounded(self, task: asyncio.Future[Any], deadline: float, what: str) -> bool:
         return await bounded(task, deadline, what, self.abandoned)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _disconnect_reason_name(reason: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import textwrap
 import uuid
 from collections.abc import Callable
@@ -32,9 +33,15 @@ from agent_jobrunner.job import get_job_context
 
 SEEN = []
 READY = asyncio.Event()
+AT_SHUTDOWN = []
 
 
 async def entrypoint(ctx):
+    async def on_shutdown():
+        AT_SHUTDOWN.append(get_job_context() is ctx)
+
+    ctx.add_shutdown_callback(on_shutdown)
+
     async def helper():  # a task the entrypoint starts: library code finds the job
         return get_job_context()
 
@@ -109,8 +116,6 @@ def sent_checkpoints(runner: Runner) -> list[tuple[str, int, dict[str, Any]]]:
 
 
 async def seen_by_entrypoint(name: str) -> dict[str, Any]:
-    import sys
-
     module = sys.modules[name]
     await asyncio.wait_for(module.READY.wait(), 5)
     seen: dict[str, Any] = module.SEEN[0]
@@ -135,6 +140,7 @@ async def test_a_restarted_job_sees_its_restored_state_and_checkpoints_on_from_i
         assert current_job_context() is None  # not outside the job's tasks
     finally:
         assert await session.stop("test over", 5)
+    assert sys.modules[name].AT_SHUTDOWN == [True]  # a shutdown callback finds the job too
 
 
 async def test_a_first_start_has_nothing_restored(agent_module: Callable[[], str]) -> None:
