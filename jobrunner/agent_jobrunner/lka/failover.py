@@ -101,7 +101,10 @@ class SessionCheckpoints:
         if self._restored is not None:
             chat, agent_id = self._restored
             self._restored = None  # once: a session restarted later goes on from its own history
-            await self._restore(session, agent, chat, agent_id)
+            try:
+                await self._restore(session, agent, chat, agent_id)
+            except Exception:  # the call goes on, without its past
+                logger.exception("could not restore the conversation; the session starts afresh")
         if not self._listening:
             self._listening = True
             session.on("conversation_item_added", self._on_change)
@@ -131,8 +134,10 @@ class SessionCheckpoints:
             return
         try:
             self._checkpointer.update(session_state(session, self._checkpointer.limit))
-        except (CheckpointTooLarge, TypeError, ValueError) as err:
+        except CheckpointTooLarge as err:  # the instructions alone are over the bound
             logger.warning("could not checkpoint the conversation: %s", err)
+        except Exception:  # a checkpoint never costs the call
+            logger.exception("could not checkpoint the conversation")
 
 
 def bind(context: contextvars.Context, checkpoints: SessionCheckpoints) -> None:

@@ -193,8 +193,10 @@ class VoicePipeline:
             return
         try:
             self._job.checkpoint(chat_state(self._context.messages, self._turn_index))
-        except (CheckpointTooLarge, TypeError) as err:  # the instructions alone are over the bound
+        except CheckpointTooLarge as err:  # the instructions alone are over the bound
             logger.warning("could not checkpoint the conversation: %s", err)
+        except Exception:  # a checkpoint never costs the call
+            logger.exception("could not checkpoint the conversation")
 
     # ------------------------------------------------------------------------------ listening
 
