@@ -68,6 +68,12 @@ class LatestCheckpoint:
         """A new stream: the latest is to be written again (if there is one)."""
         self._unsent = self._latest is not None
 
+    def end(self) -> pb.RunnerMessage | None:
+        """The job is ending: the latest if still to be written; none is kept or sent again."""
+        unsent = self.take()
+        self._latest = None
+        return unsent
+
 
 def encode_state(state: Mapping[str, Any]) -> bytes:
     """The state as a checkpoint carries it: compact UTF-8 JSON with sorted keys (equal states,
@@ -117,6 +123,7 @@ class Checkpointer:
         self._sink = sink
         self._seq = restored_seq
         self._last: bytes | None = None
+        self._closed = False
 
     @property
     def seq(self) -> int:
@@ -128,9 +135,18 @@ class Checkpointer:
         """The JSON of the last checkpoint sent by this pod (None: none yet)."""
         return self._last
 
+    def close(self) -> None:
+        """The job is ending: checkpoints from now on are not sent (the operator would refuse
+        them for an ended job)."""
+        self._closed = True
+
     def update(self, state: Mapping[str, Any]) -> bool:
-        """Checkpoint ``state``; False if it equals the last one (nothing sent). Raises
-        :class:`CheckpointTooLarge` over the bound and ``TypeError`` for what JSON cannot hold."""
+        """Checkpoint ``state``; False if it equals the last one or the job is ending (nothing
+        sent). Raises :class:`CheckpointTooLarge` over the bound and ``TypeError`` for what JSON
+        cannot hold."""
+        if self._closed:
+            logger.debug("the job %s is ending: checkpoint not sent", self.job_id)
+            return False
         data = encode_state(state)
         if len(data) > self.limit:
             raise CheckpointTooLarge(len(data), self.limit)

@@ -103,7 +103,7 @@ class OperatorLink:
         self._backoff = backoff or Backoff()
         self._pongs: collections.deque[pb.RunnerMessage] = collections.deque()
         self._control: collections.deque[pb.RunnerMessage] = collections.deque()
-        self._checkpoint = LatestCheckpoint()
+        self.checkpoints = LatestCheckpoint()  # the job's latest, not a queue
         self._wake = asyncio.Event()
         self._attached = asyncio.Event()
         self._detached = asyncio.Event()
@@ -142,7 +142,7 @@ class OperatorLink:
 
     def send_checkpoint(self, message: pb.RunnerMessage) -> None:
         """Send this checkpoint in place of any not yet written; again after each re-attach."""
-        self._checkpoint.put(message)
+        self.checkpoints.put(message)
         self._kick()
 
     async def close(self, timeout: float, wait_for_attach: bool = True) -> bool:
@@ -187,7 +187,7 @@ class OperatorLink:
             return self._pongs.popleft()
         if self._control:
             return self._control.popleft()
-        checkpoint = self._checkpoint.take()
+        checkpoint = self.checkpoints.take()
         if checkpoint is not None:
             return checkpoint
         record = self._logs.take()
@@ -304,7 +304,7 @@ class OperatorLink:
         self.session_id = welcome.session_id
         self._last_received = loop.time()
         self._pongs.clear()
-        self._checkpoint.resend()
+        self.checkpoints.resend()
         self._detached.clear()
         self._attached.set()
         if welcome.protocol_version and welcome.protocol_version != PROTOCOL_VERSION:

@@ -267,6 +267,8 @@ class Runner:
             logger.error(
                 "the entrypoint failed: %s", end.error, exc_info=end.exception, extra={"job_id": job_id}
             )
+        if is_user_exit(end.cause) or failed:
+            self._end_checkpoints()  # the job ended on its own: it is not restarted elsewhere
         if is_user_exit(end.cause):
             self.link.send(pb.RunnerMessage(user_exit=pb.UserExit(job_id=job_id, reason=end.reason)))
         if failed:
@@ -280,6 +282,8 @@ class Runner:
             self.abandoned.extend(self._session.abandoned)
             if not clean:
                 logger.error("the job did not wind down within %.1fs; exiting anyway", budget)
+        # what the teardown checkpointed (a reply cut off) goes before the job's last messages
+        self._end_checkpoints()
         if not failed:
             self._status(pb.JOB_STATE_SUCCEEDED)
         if self._shutdown_requested or is_shutdown(end.cause):
@@ -301,6 +305,15 @@ class Runner:
             self.link.send(pb.RunnerMessage(shutdown_response=pb.ShutdownResponse()))
         await self.link.close(IDLE_CLOSE_SECONDS, wait_for_attach=False)
         return EXIT_OK
+
+    def _end_checkpoints(self) -> None:
+        """The job is ending: no more checkpoints; one not yet written goes before what is
+        queued next (the job's last messages), and none is sent again after a re-attach."""
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+        unsent = self.link.checkpoints.end()
+        if unsent is not None:
+            self.link.send(unsent)
 
     @staticmethod
     async def _cancel(task: asyncio.Task[None] | None) -> None:

@@ -144,3 +144,12 @@ def test_an_unreadable_restored_state_is_a_warning_not_a_failure(
 ) -> None:
     assert restored_state(pb.StartJobRequest(restored_state=data)) is None
     assert "starting afresh" in caplog.text
+
+
+def test_a_closed_checkpointer_sends_nothing() -> None:
+    sink = Sink()
+    checkpoints = Checkpointer("AJ_1", sink)
+    checkpoints.update({"turn": 1})
+    checkpoints.close()  # the job is ending
+    assert not checkpoints.update({"turn": 2})
+    assert [m.checkpoint.seq for m in sink.sent] == [1]

@@ -20,6 +20,7 @@ from agent_jobrunner.config import RunnerConfig
 from agent_jobrunner.job import JobSession, current_job_context, get_job_context
 from agent_jobrunner.jobruntime import load_agent
 from agent_jobrunner.logforward import LogBuffer
+from agent_jobrunner.outcome import EndCause, JobEnd
 from agent_jobrunner.protocol import pb
 from agent_jobrunner.runner import Runner
 from tests.support.deployment_fakes import job as lk_job
@@ -55,7 +56,10 @@ async def entrypoint(ctx):
     ctx.checkpoint({"notes": ["first"], "step": 1})  # unchanged: not sent again
     ctx.checkpoint({"notes": ["first", "second"], "step": 2})
     READY.set()
-    await asyncio.Event().wait()
+    try:
+        await asyncio.Event().wait()
+    finally:  # the job ends: a last word, as a reply cut off is
+        ctx.checkpoint({"notes": ["first", "second"], "step": "torn down"})
 """
 
 
@@ -189,3 +193,52 @@ async def test_a_checkpoint_over_the_bound_is_refused_with_a_clear_error(
         assert sent_checkpoints(runner)[-1][2] == {"notes": ["first", "second"], "step": 2}
     finally:
         assert await session.stop("test over", 5)
+
+
+def outgoing(runner: Runner) -> list[str]:
+    """What the runner's link would write next, in order (checkpoints by their step)."""
+    out = []
+    while (message := runner.link._next_outgoing()) is not None:
+        kind = message.WhichOneof("message")
+        if kind == "checkpoint":
+            out.append(f"checkpoint {json.loads(message.checkpoint.state)['step']}")
+        elif kind == "job_status":
+            out.append(pb.JobState.Name(message.job_status.state))
+        elif kind != "log":
+            out.append(kind or "")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("cause", "expected"),
+    [
+        # the job ended on its own: it is not restarted, so its teardown is not checkpointed
+        (
+            EndCause.USER_SHUTDOWN,
+            ["checkpoint 2", "user_exit", "JOB_STATE_SHUTTING_DOWN", "JOB_STATE_SUCCEEDED"],
+        ),
+        # the pod is deleted (its job may go on elsewhere): the teardown's checkpoint goes out,
+        # before the job's last messages (the operator refuses one for an ended job)
+        (
+            EndCause.SIGNALLED,
+            [
+                "JOB_STATE_SHUTTING_DOWN",
+                "checkpoint torn down",
+                "JOB_STATE_SUCCEEDED",
+                "shutdown_response",
+            ],
+        ),
+    ],
+)
+async def test_checkpoints_end_before_the_jobs_last_messages(
+    agent_module: Callable[[], str], cause: EndCause, expected: list[str]
+) -> None:
+    name = agent_module()
+    runner, session = await job_of_runner(name, start_request("AJ_ending"))
+    await seen_by_entrypoint(name)
+    runner._session = session
+    runner._start_answered = True
+    await runner._finish(JobEnd(cause, reason="the end"))
+    assert outgoing(runner) == expected
+    runner.link.checkpoints.resend()  # a re-attach now: nothing is sent again
+    assert outgoing(runner) == []
