@@ -254,7 +254,7 @@ async def test_the_rule_model_answers_what_was_asked_first_from_the_restored_con
 async def test_the_rule_model_before_any_earlier_question() -> None:
     context = ChatContext([ChatMessage("user", "what did i ask first")])
     reply = "".join([getattr(c, "text", "") async for c in RuleBasedLLM().chat(context, [])])
-    assert reply == "This is the first thing you asked me."
+    assert reply == "You have not asked me anything yet."
 
 
 async def test_pocketsphinx_knows_the_question() -> None:

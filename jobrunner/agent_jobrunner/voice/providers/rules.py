@@ -55,7 +55,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         r"\bwhat did i (ask|say) first\b",
         "You first asked: {first_question}.",
         examples=("what did i ask first",),
-        unknown="This is the first thing you asked me.",
+        unknown="You have not asked me anything yet.",
     ),
     Rule(
         r"\bweather\b.*?\bin (?P<city>[a-z]+)",
