@@ -77,9 +77,9 @@ async def busy_pod(deployments: Deployments, name: str, job_id: str = "", not_ui
         for pod in await deployments.pods(name):
             labels = pod.metadata.labels or {}
             job = labels.get("agentoperator.dev/job-id", "")
-            if job and (not job_id or job == job_id) and pod.metadata.uid != not_uid:
-                if not pod.metadata.deletion_timestamp and pod.status.phase == "Running":
-                    return pod
+            ours = job and (not job_id or job == job_id) and pod.metadata.uid != not_uid
+            if ours and not pod.metadata.deletion_timestamp and pod.status.phase == "Running":
+                return pod
         return None
 
     return await eventually(find, 120, f"a running job pod of {name}")
