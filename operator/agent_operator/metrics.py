@@ -80,6 +80,13 @@ CHECKPOINTS = Counter(
     "runner wrote another job's), job_ended, too_large, not_json.",
     (*DEPLOYMENT_LABELS, "result"),
 )
+CHECKPOINT_BYTES = Histogram(
+    "agent_operator_checkpoint_bytes",
+    "Size of the agents' checkpoints taken (each one is the whole state: a voice agent's grows "
+    "with its conversation); their sum over time is the stream bandwidth they cost.",
+    DEPLOYMENT_LABELS,
+    buckets=(256, 1024, 4096, 8192, 16384, 32768),
+)
 PREWARM_FAILURES = Counter(
     "agent_operator_prewarm_failures_total",
     "Runners whose agent could not be loaded or prewarmed (its import or setup_fnc raised, or the "
@@ -260,6 +267,7 @@ def forget_deployment(namespace: str, name: str) -> None:
         JOB_RESTARTS,
         JOB_RESTARTS_REFUSED,
         CHECKPOINTS,
+        CHECKPOINT_BYTES,
     ):
         metric.remove_by_labels({"namespace": namespace, "deployment": name})
 

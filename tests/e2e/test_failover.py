@@ -141,6 +141,10 @@ async def test_a_call_whose_runner_is_killed_goes_on_with_its_conversation(
             )
 
         await eventually(checkpointed, 30, "the turns' checkpoints taken by the operator")
+        text = await operator.metrics()
+        count = metric_value(text, "agent_operator_checkpoint_bytes_count", deployment="voice")
+        total = metric_value(text, "agent_operator_checkpoint_bytes_sum", deployment="voice")
+        print(f"\ncheckpoints after 2 turns: {count:.0f}, {total:.0f} bytes ({total / 2:.0f} per turn)")
         await status_equals(deployments, "voice", "idlePods", 1, timeout=180)  # a warm pod to fail over to
         dead = await busy_pod(deployments, "voice")
         job_id = dead.metadata.labels["agentoperator.dev/job-id"]

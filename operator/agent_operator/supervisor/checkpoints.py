@@ -47,6 +47,7 @@ def take(
     metrics.CHECKPOINTS.labels(deployment.namespace, deployment.name, refused or "taken").inc()
     if not refused:
         assert slot.job is not None
+        metrics.CHECKPOINT_BYTES.labels(deployment.namespace, deployment.name).observe(len(checkpoint.state))
         call(listener.job_checkpoint(slot.job, checkpoint))
         return ""
     log.warning(
