@@ -226,6 +226,7 @@ class Adoption:
         )
         request = resume.with_token(kept, token)
         request.url = spec.livekit_url
+        entry.request = request
         try:
             await self._supervisor.assign(entry.pod.uid, request, path="resumed")
         except StartFailed as exc:

@@ -18,11 +18,13 @@ from typing import Any
 
 from livekit.protocol import agent
 
+from agent_jobrunner.protocol import pb
 from agent_operator import decisions, metrics
 from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.drain import drain, refuse_assignment
+from agent_operator.failover import Failover, FailoverContext
 from agent_operator.handover import pass_on
 from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
@@ -127,6 +129,17 @@ class DeploymentRuntime:
                 changed=self._dirty.set,
             ),
             services,
+        )
+        self.failover = Failover(
+            FailoverContext(
+                fields=self.fields,
+                labels=self._labels,
+                spec=lambda: self.spec,
+                credentials=lambda: self.registration.credentials,
+                draining=lambda: self.draining,
+                pods=services.pods,
+                placement=self.placement,
+            )
         )
 
     @property
@@ -322,10 +335,7 @@ class DeploymentRuntime:
         entry = self.jobs.get(record.job_id)
         if entry is not None and entry.phase is Phase.STARTING:
             entry.phase = Phase.RUNNING
-        self.ends.counts["jobsStarted"] += 1
-        self.event(
-            "JobStarted", f"job {record.job_id}: runner in pod {record.pod.name} joined room {record.room}"
-        )
+        self.ends.started(record, entry)
         self._dirty.set()
 
     async def job_adopted(self, record: JobRecord) -> None:
@@ -344,7 +354,15 @@ class DeploymentRuntime:
         if entry is None or entry.pod != record.pod:  # not (or no longer) ours: just count it
             entry = Job(record.job_id, record.room, Phase.RUNNING, pod=record.pod)
             self.jobs.adopt(entry)
+        elif outcome.death:
+            ending = await self.failover.handle(entry, outcome)
+            if ending is None:
+                return  # restarting on a new pod
+            outcome = ending
         await self.ends.finish(entry, outcome)
+
+    def job_checkpoint(self, record: JobRecord, checkpoint: pb.Checkpoint) -> None:
+        self.jobs.checkpoint(record.job_id, record.pod, checkpoint)
 
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None, deleted: bool = True) -> None:
         """The pod was deleted (or, ``final`` terminal, finished); not ``deleted``: it is still

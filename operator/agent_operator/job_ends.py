@@ -5,6 +5,7 @@ is still live: its job keeps the slot until the pod is seen gone)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ from agent_operator import metrics
 from agent_operator.collaborators import Pods
 from agent_operator.jobs import Job, JobTable
 from agent_operator.registration import short
-from agent_operator.supervisor import JobOutcome, OutcomeStatus
+from agent_operator.supervisor import JobOutcome, JobRecord, OutcomeStatus
 
 log = logging.getLogger("agent_operator.deployment")
 
@@ -53,6 +54,20 @@ class JobEnds:
                 self.counts[key] = max(self.counts[key], int(status.get(key) or 0))
             except (TypeError, ValueError):
                 continue  # not a count (edited by hand): start from what this operator has
+
+    def started(self, record: JobRecord, entry: Job | None) -> None:
+        """Its runner started the job: counted, and told as an Event (a job restarted on a new
+        pod by a failover is not counted again: it is the same job)."""
+        if entry is not None and entry.restarts:
+            after = time.monotonic() - entry.restarts[-1]
+            self._event(
+                "JobRestarted",
+                f"job {record.job_id} restarted on pod {record.pod.name} after {after:.1f}s ({entry.death})",
+            )
+            return
+        self.counts["jobsStarted"] += 1
+        joined = f"runner in pod {record.pod.name} joined room {record.room}"
+        self._event("JobStarted", f"job {record.job_id}: {joined}")
 
     async def fail_unstarted(self, entry: Job, error: str) -> None:
         """A job that ends without an outcome from its runner."""

@@ -48,6 +48,14 @@ class Job:
     start_request: pb.StartJobRequest | None = None
     # LiveKit asked to end the job while it was still being placed: done once it is placed
     terminate_requested: bool = False
+    # the StartJobRequest its runner was last sent (with its token: in memory only); a
+    # failover builds the next pod's from it
+    request: pb.StartJobRequest | None = None
+    # the latest checkpoint of its agent's state its runner sent (failover hands it on)
+    checkpoint: pb.Checkpoint | None = None
+    # failover: when (monotonic) it was restarted on a new pod, and why its last pod died
+    restarts: list[float] = dataclasses.field(default_factory=list)
+    death: str = ""
 
     def log_fields(self, base: dict[str, str]) -> dict[str, str]:
         return {**base, "job_id": self.job_id, "room": self.room, "pod": str(self.pod or "")}
@@ -102,6 +110,14 @@ class JobTable:
         job.phase = Phase.ENDED
         if self._jobs.get(job.job_id) is job:
             del self._jobs[job.job_id]
+
+    def checkpoint(self, job_id: str, pod: PodIdentity, checkpoint: pb.Checkpoint) -> None:
+        """The latest checkpoint of the job's agent, from its current pod (a failover hands it
+        to the next pod); an older one than it holds is ignored."""
+        job = self._jobs.get(job_id)
+        newer = job is not None and (job.checkpoint is None or checkpoint.seq > job.checkpoint.seq)
+        if job is not None and job.pod == pod and newer:
+            job.checkpoint = checkpoint
 
     # -- derived ------------------------------------------------------------------------------
     def _expire_offers(self) -> None:

@@ -59,6 +59,34 @@ JOB_POD_FAILURES = Counter(
     "failed probe).",
     (*DEPLOYMENT_LABELS, "reason"),
 )
+JOB_RESTARTS = Counter(
+    "agent_operator_job_restarts_total",
+    "Jobs restarted on a new pod after theirs died (failover), by cause: exited (the runner's "
+    "container ended with the job running: SIGKILL, a crash), oom (OOMKilled), probe (a failing "
+    "liveness or startup probe), unresponsive (no pong within the ping timeout), lost (the stream "
+    "broke and the runner did not return), pod_deleted (eviction, node loss).",
+    (*DEPLOYMENT_LABELS, "cause"),
+)
+JOB_RESTARTS_REFUSED = Counter(
+    "agent_operator_job_restarts_refused_total",
+    "Jobs whose pod died and that failover did not restart, by why: budget (failover.maxRestarts "
+    "within failover.window spent), draining (the deployment is being deleted), unknown (its "
+    "start request or the LiveKit credentials are not known here).",
+    (*DEPLOYMENT_LABELS, "why"),
+)
+CHECKPOINTS = Counter(
+    "agent_operator_checkpoints_total",
+    "Checkpoints of agents' state from runners, by result: taken, or refused as not_its_job (a "
+    "runner wrote another job's), job_ended, too_large, not_json.",
+    (*DEPLOYMENT_LABELS, "result"),
+)
+CHECKPOINT_BYTES = Histogram(
+    "agent_operator_checkpoint_bytes",
+    "Size of the agents' checkpoints taken (each one is the whole state: a voice agent's grows "
+    "with its conversation); their sum over time is the stream bandwidth they cost.",
+    DEPLOYMENT_LABELS,
+    buckets=(256, 1024, 4096, 8192, 16384, 32768),
+)
 PREWARM_FAILURES = Counter(
     "agent_operator_prewarm_failures_total",
     "Runners whose agent could not be loaded or prewarmed (its import or setup_fnc raised, or the "
@@ -230,7 +258,17 @@ def init_deployment(namespace: str, name: str) -> None:
 
 def forget_deployment(namespace: str, name: str) -> None:
     """Drop a deleted deployment's series (a stale ``worker_connected 0`` would page someone)."""
-    for metric in (*_PLAIN, *_BY_OUTCOME, *_BY_PATH, AVAILABILITY_ANSWERS, POOL_POD_FAILURES):
+    for metric in (
+        *_PLAIN,
+        *_BY_OUTCOME,
+        *_BY_PATH,
+        AVAILABILITY_ANSWERS,
+        POOL_POD_FAILURES,
+        JOB_RESTARTS,
+        JOB_RESTARTS_REFUSED,
+        CHECKPOINTS,
+        CHECKPOINT_BYTES,
+    ):
         metric.remove_by_labels({"namespace": namespace, "deployment": name})
 
 

@@ -72,11 +72,18 @@ class Placement:
         request = start_request(assignment, spec, entry.identity, entry.name)
         self._tasks.spawn(self._place(entry, request, spec, fields))
 
+    def again(self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec) -> None:
+        """Place a job once more, on a new pod (failover: its pod died)."""
+        entry.phase, entry.pod = Phase.PLACING, None
+        fields = {**self._ctx.fields, "job_id": entry.job_id, "room": entry.room}
+        self._tasks.spawn(self._place(entry, request, spec, fields))
+
     async def _place(
         self, entry: Job, request: pb.StartJobRequest, spec: DeploymentSpec, fields: dict[str, str]
     ) -> None:
         dep = self._ctx
         info = job_info(request, fields)
+        entry.request = request
 
         def hold(pod: PodIdentity) -> None:
             entry.pod = pod

@@ -33,10 +33,13 @@ TOKEN_TTL = datetime.timedelta(hours=1)  # as LiveKit's own agent tokens
 
 
 def encode(request: pb.StartJobRequest) -> str:
-    """The request without its token, for the pod annotation; "" if it is too big."""
+    """The request without its token, for the pod annotation; "" if it is too big. A
+    restarted job's restored conversation is not kept there either (it is the caller's words;
+    a pod's annotations are readable by whoever may read pods)."""
     kept = pb.StartJobRequest()
     kept.CopyFrom(request)
     kept.ClearField("token")
+    kept.ClearField("restored_state")
     text = base64.b64encode(kept.SerializeToString()).decode("ascii")
     return text if len(text) <= MAX_ANNOTATION_BYTES else ""
 
@@ -88,3 +91,23 @@ def with_token(request: pb.StartJobRequest, token: str) -> pb.StartJobRequest:
     resumed.CopyFrom(request)
     resumed.token = token
     return resumed
+
+
+def restarted(
+    request: pb.StartJobRequest,
+    token: str,
+    url: str,
+    checkpoint: pb.Checkpoint | None,
+    restarts: int,
+) -> pb.StartJobRequest:
+    """The start request of a job restarted on a new pod (failover): the same job and agent
+    participant, a fresh room token, the spec's URL, and the last checkpoint of its agent."""
+    again = with_token(request, token)
+    again.url = url
+    again.restarts = restarts
+    again.ClearField("restored_state")
+    again.restored_seq = 0
+    if checkpoint is not None:
+        again.restored_state = checkpoint.state
+        again.restored_seq = checkpoint.seq
+    return again

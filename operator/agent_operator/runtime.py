@@ -27,16 +27,15 @@ from agent_operator.handover import Handover
 from agent_operator.kube import runner_tls_secret, timeouts
 from agent_operator.kube.events import EventRecorder
 from agent_operator.kube.pod_failures import PodFailure, pod_failure, probe_failure, probe_killable
-from agent_operator.kube.pods import PodManager, PodTerminator, brief, exit_detail
+from agent_operator.kube.pods import PodManager, PodTerminator, brief, pod_outcome
 from agent_operator.kube.podspec import LABEL_DEPLOYMENT, LABEL_JOB_ID, Owner, RunnerSettings
 from agent_operator.kube.secrets import read_credentials
 from agent_operator.kube.status import StatusWriter
 from agent_operator.kube.tokenreview import DEFAULT_AUDIENCE, TokenReviewAuthenticator
+from agent_operator.listener_routing import DeploymentRouter
 from agent_operator.spec import parse_spec
 from agent_operator.supervisor import (
     HeartbeatSettings,
-    JobOutcome,
-    JobRecord,
     NotServingRunners,
     PodIdentity,
     RunnerBinding,
@@ -122,6 +121,7 @@ class OperatorRuntime:
         self.runner_port = 0
         self.exiting = asyncio.Event()
         self._drained: dict[str, bool] = {}  # deleted deployments' uid -> their drain's result
+        self.router = DeploymentRouter(self._deployment_of)  # the supervisor's listener
 
     async def start(self) -> None:
         self.api = await kube_client(self.config.kubeconfig)
@@ -130,7 +130,7 @@ class OperatorRuntime:
         self.supervisor = Supervisor(
             TokenReviewAuthenticator(self.api, self.config.token_audience),
             PodTerminator(self.api),
-            listener=self,
+            listener=self.router,
             settings=SupervisorSettings(
                 reattach_grace=self.config.reattach_grace, default_heartbeat=self.config.default_heartbeat
             ),
@@ -351,7 +351,8 @@ class OperatorRuntime:
                 await owner.pool.failed(uid, failure.reason, failure.message)
             await self.supervisor.pod_failed(uid, failure.reason, failure.message)
         if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
-            await self.supervisor.unit_exited(uid, exit_detail(pod))
+            succeeded, detail = pod_outcome(pod)
+            await self.supervisor.unit_exited(uid, detail, succeeded)
             # a finished runner pod is removed once its outcome is in (or it never attached);
             # its deployment hears of it once the delete returned: until then the API server
             # lists it live, and it counts against maxConcurrentJobs (warm_pool.room)
@@ -364,37 +365,3 @@ class OperatorRuntime:
                 finally:  # its outcome is reported even when the delete failed
                     if owner is not None:
                         await owner.pod_gone(identity, pod, deleted)
-
-    # -- SupervisorListener: routed by the binding's deployment ---------------------------------
-    def _deployment(self, binding: RunnerBinding) -> DeploymentRuntime | None:
-        return self._deployment_of(binding.deployment.namespace, binding.deployment.name)
-
-    async def runner_attached(self, binding: RunnerBinding, idle: bool) -> None:
-        owner = self._deployment(binding)
-        if owner is not None:
-            owner.runner_attached(binding.pod, idle)
-
-    async def runner_detached(self, binding: RunnerBinding) -> None:
-        owner = self._deployment(binding)
-        if owner is not None:
-            owner.runner_detached(binding.pod)
-
-    async def runner_prewarm_failed(self, binding: RunnerBinding, error: str) -> None:
-        owner = self._deployment(binding)
-        if owner is not None:  # a job's pod: its job fails (the supervisor), else the pool's
-            await owner.pool.failed(binding.pod.uid, "PrewarmFailed", error)
-
-    async def job_started(self, job: JobRecord) -> None:
-        owner = self._deployment(job.binding)
-        if owner is not None:
-            await owner.job_started(job)
-
-    async def job_adopted(self, job: JobRecord) -> None:
-        owner = self._deployment(job.binding)
-        if owner is not None:
-            await owner.job_adopted(job)
-
-    async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
-        owner = self._deployment(job.binding)
-        if owner is not None:
-            await owner.job_ended(job, outcome)

@@ -65,6 +65,15 @@ class SecretRef:
 
 
 @dataclasses.dataclass(frozen=True)
+class FailoverSettings:
+    """A running job whose pod dies is restarted on a new pod (``failover``)."""
+
+    enabled: bool = True
+    max_restarts: int = 2  # within ``window``; one more death fails the job
+    window: float = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
 class DeploymentSpec:
     livekit_url: str
     credentials: SecretRef
@@ -86,6 +95,7 @@ class DeploymentSpec:
     warm_pool_max_idle_age: float
     template: Mapping[str, Any]
     runtime: str = "native"
+    failover: FailoverSettings = FailoverSettings()
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any]) -> DeploymentSpec:
@@ -152,6 +162,10 @@ class DeploymentSpec:
             except templates.TemplateError as exc:
                 raise SpecError(f"participant.{field}: {exc}") from None
         perms = spec.get("permissions") or {}
+        failover = spec.get("failover") or {}
+        max_restarts = int(failover.get("maxRestarts", 2))
+        if max_restarts < 0:
+            raise SpecError(f"failover.maxRestarts: must not be negative, got {max_restarts}")
         return cls(
             livekit_url=url,
             credentials=SecretRef(
@@ -183,6 +197,11 @@ class DeploymentSpec:
             warm_pool_max_idle_age=parse_duration(pool.get("maxIdleAge", "30m"), "warmPool.maxIdleAge"),
             template=template,
             runtime=runtime,
+            failover=FailoverSettings(
+                enabled=bool(failover.get("enabled", True)),
+                max_restarts=max_restarts,
+                window=parse_duration(failover.get("window", "10m"), "failover.window"),
+            ),
         )
 
     def participant_permission(self) -> models.ParticipantPermission:

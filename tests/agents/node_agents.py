@@ -23,6 +23,16 @@ async def hog_memory(ctx: Any) -> None:
         await asyncio.sleep(0.02)
 
 
+async def hog_memory_on_first_start(ctx: Any) -> None:
+    """Failover: on its first start, checkpoint, then hog memory until OOM-killed; started
+    again on a new pod (``ctx.restarts``), say so with what was restored, and stay in the room."""
+    if ctx.restarts == 0:
+        ctx.checkpoint({"phase": "hogging"})
+        await hog_memory(ctx)
+    log.info("restarted %d time(s), restored %s", ctx.restarts, ctx.restored)
+    await asyncio.Event().wait()
+
+
 def _try_write(path: Path) -> str:
     try:
         path.write_text("probe")

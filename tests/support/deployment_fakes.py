@@ -119,7 +119,7 @@ class FakeSupervisor:
     async def forget(self, pod_uid: str) -> None:
         self.forgotten.append(pod_uid)
 
-    async def unit_exited(self, pod_uid: str, detail: str) -> None:
+    async def unit_exited(self, pod_uid: str, detail: str, succeeded: bool = False) -> None:
         self.exited.append((pod_uid, detail))
 
     async def pod_failed(self, pod_uid: str, reason: str, message: str) -> None:

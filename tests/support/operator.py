@@ -218,7 +218,10 @@ def agent_deployment(
     **spec: Any,
 ) -> dict[str, Any]:
     """An AgentDeployment whose pods run the real runner of the test agent image
-    (``agent_container``). ``container`` sets fields of the agent container (resources, probes, image)."""
+    (``agent_container``). ``container`` sets fields of the agent container (resources, probes, image).
+    Failover is off unless ``failover`` is given: the fault tests see a dead runner's job end
+    (the way it ends when failover is off or its budget is spent); ``test_failover`` turns it on."""
+    spec.setdefault("failover", {"enabled": False})
     body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "AgentDeployment",

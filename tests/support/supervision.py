@@ -66,6 +66,9 @@ class RecordingListener:
     async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
         await self._add(Event("ended", job.pod, outcome))
 
+    async def job_checkpoint(self, job: JobRecord, checkpoint: pb.Checkpoint) -> None:
+        await self._add(Event("checkpoint", job.pod, checkpoint))
+
     async def wait_for(self, kind: str, pod: PodIdentity | None = None, timeout: float = 60) -> Event:
         def find() -> Event | None:
             return next((e for e in self.events if e.kind == kind and (pod is None or e.pod == pod)), None)
@@ -78,6 +81,18 @@ class RecordingListener:
 
     def of(self, kind: str, pod: PodIdentity | None = None) -> list[Event]:
         return [e for e in self.events if e.kind == kind and (pod is None or e.pod == pod)]
+
+
+class RecordedTerminations:
+    """A terminator that only records which pods it was asked to stop."""
+
+    def __init__(self) -> None:
+        self.pods: list[PodIdentity] = []
+        self.called = asyncio.Event()
+
+    async def terminate(self, pod: PodIdentity, reason: str) -> None:
+        self.pods.append(pod)
+        self.called.set()
 
 
 class ObservedTerminator:

@@ -97,12 +97,12 @@ async def test_supervisor_events_go_to_the_deployment_of_the_binding() -> None:
     theirs = JobRecord(
         "J1", "room-1", RunnerBinding(pod, DeploymentRef("ns", "other"), HeartbeatSettings()), 0.0
     )
-    await runtime.job_ended(theirs, JobOutcome(OutcomeStatus.SUCCESS, "done"))
+    await runtime.router.job_ended(theirs, JobOutcome(OutcomeStatus.SUCCESS, "done"))
     assert h.reports.updates == []
-    await runtime.job_started(ours)
+    await runtime.router.job_started(ours)
     entry = h.dep.jobs.get("J1")
     assert entry is not None
     assert entry.phase.value == "running"
-    await runtime.job_ended(ours, JobOutcome(OutcomeStatus.SUCCESS, "done"))
+    await runtime.router.job_ended(ours, JobOutcome(OutcomeStatus.SUCCESS, "done"))
     assert [(j, s) for j, s, _ in h.reports.updates] == [("J1", agent.JS_SUCCESS)]
     assert "J1" not in h.dep.jobs

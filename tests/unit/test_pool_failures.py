@@ -188,7 +188,7 @@ async def test_a_prewarm_failure_reported_by_the_supervisor_reaches_the_pool() -
     await h.dep.pool.reconcile()
     first = only_pod(h)
     binding = RunnerBinding(first, DeploymentRef("ns", "voice"), HeartbeatSettings())
-    await runtime.runner_prewarm_failed(binding, "cannot import agent: ModuleNotFoundError")
+    await runtime.router.runner_prewarm_failed(binding, "cannot import agent: ModuleNotFoundError")
     await settle()
     assert h.dep.pool.ready == 0
     assert [pod.uid for pod, _ in h.pods.deleted] == [first.uid]

@@ -21,7 +21,7 @@ from agent_operator.supervisor import (
     RunnerBinding,
     Supervisor,
 )
-from tests.support.supervision import RecordingListener
+from tests.support.supervision import RecordedTerminations, RecordingListener
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
@@ -34,16 +34,6 @@ def prewarm_failures() -> float:
     return REGISTRY.get_sample_value("agent_operator_prewarm_failures_total", labels) or 0.0
 
 
-class Terminations:
-    def __init__(self) -> None:
-        self.pods: list[PodIdentity] = []
-        self.called = asyncio.Event()
-
-    async def terminate(self, pod: PodIdentity, reason: str) -> None:
-        self.pods.append(pod)
-        self.called.set()
-
-
 class Accepts:
     async def authenticate(self, credential: str) -> PodIdentity:
         return POD
@@ -51,7 +41,7 @@ class Accepts:
 
 async def test_a_failed_prewarm_is_reported_and_a_job_for_the_pod_fails_without_its_token() -> None:
     listener = RecordingListener()
-    terminator = Terminations()
+    terminator = RecordedTerminations()
     supervisor = Supervisor(Accepts(), terminator, listener=listener)
     port = await supervisor.start("127.0.0.1:0")
     deployment = DeploymentRef("ns", "voice")

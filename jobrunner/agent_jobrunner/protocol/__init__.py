@@ -19,6 +19,8 @@ ATTACH_METHOD = f"/{SERVICE_NAME}/Attach"
 
 # Messages larger than this are refused by both ends (a log record is the biggest normal one).
 MAX_MESSAGE_BYTES = 1024 * 1024
+# A Checkpoint's state larger than this is refused by the operator (the runner trims to fit).
+MAX_CHECKPOINT_BYTES = 32 * 1024
 
 
 def now_us() -> int:
@@ -28,6 +30,7 @@ def now_us() -> int:
 
 __all__ = [
     "ATTACH_METHOD",
+    "MAX_CHECKPOINT_BYTES",
     "MAX_MESSAGE_BYTES",
     "PROTOCOL_VERSION",
     "SERVICE_NAME",

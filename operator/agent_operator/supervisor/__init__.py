@@ -5,7 +5,8 @@ LiveKit's worker protocol; authentication, pod termination and job outcomes are 
 """
 
 from agent_operator.supervisor.heartbeat import HeartbeatMonitor, HeartbeatSettings
-from agent_operator.supervisor.service import Supervisor, SupervisorSettings
+from agent_operator.supervisor.service import Supervisor
+from agent_operator.supervisor.settings import SupervisorSettings
 from agent_operator.supervisor.types import (
     Authenticator,
     AuthError,

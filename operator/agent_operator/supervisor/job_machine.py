@@ -21,6 +21,10 @@ from agent_operator import metrics
 from agent_operator.supervisor.session import RunnerSession, SessionClosed
 from agent_operator.supervisor.slots import PodSlot
 from agent_operator.supervisor.types import (
+    DEATH_EXITED,
+    DEATH_LOST,
+    DEATH_OOM,
+    DEATH_PROBE,
     JobOutcome,
     JobRecord,
     JobState,
@@ -96,12 +100,27 @@ class JobMachine:
             )
         return record.outcome
 
-    async def unit_exited(self, slot: PodSlot, detail: str) -> None:
+    async def unit_exited(self, slot: PodSlot, detail: str, succeeded: bool = False) -> None:
+        """The pod's container ended (``succeeded``: exit code 0). A pod is never restarted,
+        so its runner will not come back: a running job without an outcome ends now, not
+        when the re-attach grace runs out."""
         record = slot.job
         if record is not None and slot.held is not None:
             await self.end(slot, slot.held)  # it exited, and nothing said it failed
             return
-        if record is None or record.state is not JobState.ASSIGNED or slot.attached:
+        if record is None or record.state is JobState.ENDED:
+            return
+        if record.state is JobState.RUNNING:
+            if succeeded:  # it ended the job while its stream was down: the end never reached us
+                await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
+            else:
+                await self.end(
+                    slot,
+                    JobOutcome(OutcomeStatus.FAILED, "runner exited", detail, death=DEATH_EXITED),
+                    terminate="runner exited with its job running",
+                )
+            return
+        if slot.attached:
             return
         await self.end(
             slot,
@@ -114,8 +133,12 @@ class JobMachine:
         if record is None or record.state is JobState.ENDED:
             return
         metrics.JOB_POD_FAILURES.labels(record.deployment.namespace, record.deployment.name, reason).inc()
+        death = DEATH_OOM if reason == "OOMKilled" else DEATH_PROBE
+        death = death if record.state is JobState.RUNNING else ""
         await self.end(
-            slot, JobOutcome(OutcomeStatus.FAILED, reason, message), terminate=f"pod failed: {reason}"
+            slot,
+            JobOutcome(OutcomeStatus.FAILED, reason, message, death=death),
+            terminate=f"pod failed: {reason}",
         )
 
     # -- what the runner's stream tells ----------------------------------------------------------
@@ -139,7 +162,9 @@ class JobMachine:
             elif record.state is JobState.RUNNING:
                 await self.end(
                     slot,
-                    JobOutcome(OutcomeStatus.FAILED, "runner lost its job", "runner re-attached idle"),
+                    JobOutcome(
+                        OutcomeStatus.FAILED, "runner lost its job", "re-attached idle", death=DEATH_LOST
+                    ),
                     terminate="runner restarted and lost its job",
                 )
 
@@ -294,7 +319,12 @@ class JobMachine:
         if record is not None and record.state is not JobState.ENDED and not slot.attached:
             await self.end(
                 slot,
-                JobOutcome(OutcomeStatus.FAILED, "runner lost", f"{why}; no re-attach within {grace:.1f}s"),
+                JobOutcome(
+                    OutcomeStatus.FAILED,
+                    "runner lost",
+                    f"{why}; no re-attach within {grace:.1f}s",
+                    death=DEATH_LOST if record.state is JobState.RUNNING else "",
+                ),
                 terminate="runner stream lost",
             )
 

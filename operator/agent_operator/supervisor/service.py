@@ -19,23 +19,25 @@ from typing import Any
 
 import grpc
 
+import agent_operator.supervisor.checkpoints as checkpoints
 import agent_operator.supervisor.handshake as handshake
 import agent_operator.supervisor.takeover as takeover
-from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, pb, pb_grpc
+from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
 from agent_operator.supervisor.admission import (
-    AdmissionSettings,
     AttachGate,
     GuardedAuthenticator,
     LogThrottle,
 )
-from agent_operator.supervisor.heartbeat import HeartbeatSettings
 from agent_operator.supervisor.job_machine import JobMachine
 from agent_operator.supervisor.job_machine import StartFailed as StartFailed
 from agent_operator.supervisor.logbridge import reemit
 from agent_operator.supervisor.session import RunnerSession, SessionClosed
+from agent_operator.supervisor.settings import SupervisorSettings
 from agent_operator.supervisor.slots import PodSlot, Slots
 from agent_operator.supervisor.types import (
+    DEATH_POD_DELETED,
+    DEATH_UNRESPONSIVE,
     Authenticator,
     JobOutcome,
     JobRecord,
@@ -51,19 +53,6 @@ from agent_operator.supervisor.types import (
 from agent_operator.tasks import BackgroundTasks
 
 log = logging.getLogger("agent_operator.supervisor")
-
-
-@dataclasses.dataclass(frozen=True)
-class SupervisorSettings:
-    # the first message (Hello) must arrive within this
-    hello_timeout: float = 10.0
-    # a running job whose stream broke waits this long for its runner to re-attach
-    reattach_grace: float = 15.0
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    # for pods attached through the resolver without settings of their own
-    default_heartbeat: HeartbeatSettings = dataclasses.field(default_factory=HeartbeatSettings)
-    # caps on streams that have not attached yet and on credential checks (see admission)
-    admission: AdmissionSettings = dataclasses.field(default_factory=AdmissionSettings)
 
 
 class Supervisor:
@@ -149,11 +138,12 @@ class Supervisor:
         slot = self._slots.get(pod_uid)
         if slot is None:
             return
-        await self._machine.end(
-            slot,
-            slot.held
-            or JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended"),
-        )
+        # deleted under a running job by someone else (an eviction, a node lost): its death,
+        # even when its runner shut down cleanly on the kubelet's SIGTERM
+        running = slot.job is not None and slot.job.state is JobState.RUNNING and not slot.shutdown_asked
+        death = DEATH_POD_DELETED if running else ""
+        gone = JobOutcome(OutcomeStatus.FAILED, "pod deleted", "the pod was deleted before its job ended")
+        await self._machine.end(slot, dataclasses.replace(slot.held or gone, death=death))
         self._slots.drop(pod_uid)
         await slot.close_timers()
         if slot.session is not None:
@@ -188,12 +178,12 @@ class Supervisor:
             raise StartFailed(f"pod {pod_uid} is not expected by this supervisor")
         return await self._machine.assign(slot, request, path)
 
-    async def unit_exited(self, pod_uid: str, detail: str) -> None:
-        """The pod's container ended: a job whose runner never started it fails now, not at the
-        start timeout (a bad image, a crash at import, a command that does not exist)."""
+    async def unit_exited(self, pod_uid: str, detail: str, succeeded: bool = False) -> None:
+        """The pod's container ended: its job ends now, not at the start timeout or the re-attach
+        grace (a bad image, a crash at import, a runner killed with its job running)."""
         slot = self._slots.get(pod_uid)
         if slot is not None:
-            await self._machine.unit_exited(slot, detail)
+            await self._machine.unit_exited(slot, detail, succeeded)
 
     async def pod_failed(self, pod_uid: str, reason: str, message: str) -> None:
         """The pod's status says its job cannot go on (a container OOM-killed, an image that
@@ -341,6 +331,9 @@ class Supervisor:
         elif kind in ("start_job_response", "job_status", "user_exit", "shutdown_response"):
             if slot is not None:
                 await self._machine.message(slot, session, kind, msg)
+        elif kind == "checkpoint":
+            if slot is not None:
+                checkpoints.take(slot, msg.checkpoint, self.listener, self._call)
         else:
             metrics.RUNNER_ATTACH_FAILURES.labels("protocol").inc()
             session.close(grpc.StatusCode.INVALID_ARGUMENT, f"unexpected message {kind!r} after Hello")
@@ -373,9 +366,9 @@ class Supervisor:
         slot = self._slots.get(uid)
         record = slot.job if slot is not None else None
         if slot is not None and record is not None and record.state is not JobState.ENDED:
-            await self._machine.end(
-                slot, JobOutcome(OutcomeStatus.KILLED, "unresponsive", reason), terminate=reason
-            )
+            death = DEATH_UNRESPONSIVE if record.state is JobState.RUNNING else ""
+            outcome = JobOutcome(OutcomeStatus.KILLED, "unresponsive", reason, death=death)
+            await self._machine.end(slot, outcome, terminate=reason)
         else:
             log.warning(
                 "%s; deleting its pod",

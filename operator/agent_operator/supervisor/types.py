@@ -6,6 +6,8 @@ import dataclasses
 import enum
 from typing import Protocol
 
+from agent_jobrunner.protocol import pb
+
 # the shared vocabulary, re-exported for the supervisor's users
 from agent_operator.vocabulary import AuthError as AuthError
 from agent_operator.vocabulary import AuthUnavailable as AuthUnavailable
@@ -44,11 +46,23 @@ class OutcomeStatus(enum.Enum):
     KILLED = "killed"
 
 
+# how a job's runner died, when the job ended because of that rather than by the agent's own
+# doing (it ended or failed the job, the room closed, the operator asked): the causes a
+# failover restarts a job for, and the label of its restart metric
+DEATH_EXITED = "exited"  # the runner's container ended with the job running (SIGKILL, a crash)
+DEATH_OOM = "oom"  # OOMKilled
+DEATH_PROBE = "probe"  # the kubelet stopped it for a failing liveness or startup probe
+DEATH_UNRESPONSIVE = "unresponsive"  # no pong within the ping timeout (hung, SIGSTOP)
+DEATH_LOST = "lost"  # its stream broke and it did not come back within the re-attach grace
+DEATH_POD_DELETED = "pod_deleted"  # the pod was deleted under the job (eviction, node loss)
+
+
 @dataclasses.dataclass(frozen=True)
 class JobOutcome:
     status: OutcomeStatus
     reason: str
     error: str = ""
+    death: str = ""  # one of the DEATH_ causes, or "": the job ended by itself or was ended
 
 
 class JobState(enum.Enum):
@@ -106,6 +120,10 @@ class SupervisorListener(Protocol):
 
     async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None: ...
 
+    async def job_checkpoint(self, job: JobRecord, checkpoint: pb.Checkpoint) -> None:
+        """The job's runner sent its agent's state (checked: its own job's, within the bound)."""
+        ...
+
 
 class NullListener:
     """A listener that ignores everything (the default)."""
@@ -126,6 +144,9 @@ class NullListener:
         return None
 
     async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None:
+        return None
+
+    async def job_checkpoint(self, job: JobRecord, checkpoint: pb.Checkpoint) -> None:
         return None
 
 

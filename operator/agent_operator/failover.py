@@ -1,0 +1,118 @@
+"""Failover: a running job whose pod dies is restarted on a new pod, the call kept.
+
+When the supervisor ends a running job because its runner died (its container exited with
+the job running, OOMKilled, a failing liveness probe, no pong within the ping timeout, the
+stream lost for good, the pod deleted under it: ``JobOutcome.death``), and the deployment's
+``failover`` allows it, the job is not reported to LiveKit: the dead pod is deleted, and the
+same LiveKit job is placed again (a warm pool pod when there is one), in the same room, as the
+same agent participant, with a fresh room token and the last checkpoint of its agent's state
+(``Job.checkpoint``), so the agent carries on the conversation. LiveKit hears of the job only
+when it really ends.
+
+A job that ended by its own doing (the agent ended it, its entrypoint failed, the room
+closed, LiveKit or the operator ended it) is never restarted, nor one that never started, nor
+one of a draining deployment. ``failover.maxRestarts`` restarts within ``failover.window``:
+the next death fails the job, with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+from agent_operator import metrics, resume
+from agent_operator.collaborators import Pods
+from agent_operator.jobs import Job, Phase
+from agent_operator.kube.secrets import Credentials
+from agent_operator.placement import Placement
+from agent_operator.spec import DeploymentSpec
+from agent_operator.supervisor import JobOutcome
+
+log = logging.getLogger("agent_operator.deployment")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    restart: bool
+    note: str = ""  # why not, for the job's end (empty: nothing to add)
+    why: str = ""  # the refusal's metric label
+
+
+@dataclasses.dataclass(frozen=True)
+class FailoverContext:
+    fields: dict[str, str]
+    labels: tuple[str, str]  # the metrics' (namespace, deployment)
+    spec: Callable[[], DeploymentSpec | None]
+    credentials: Callable[[], Credentials | None]
+    draining: Callable[[], bool]
+    pods: Pods
+    placement: Placement
+    clock: Callable[[], float] = time.monotonic
+
+
+def verdict(
+    entry: Job, outcome: JobOutcome, spec: DeploymentSpec | None, draining: bool, now: float
+) -> Verdict:
+    """Whether the job whose runner died is restarted (pure)."""
+    if not outcome.death or entry.phase is not Phase.RUNNING:
+        return Verdict(False)  # not a death, or it never started: it ends as it is
+    if spec is None or not spec.failover.enabled:
+        return Verdict(False)
+    if draining:
+        return Verdict(False, "not restarted: the deployment is draining", "draining")
+    settings = spec.failover
+    recent = [t for t in entry.restarts if now - t <= settings.window]
+    if len(recent) >= settings.max_restarts:
+        return Verdict(
+            False,
+            f"not restarted: {len(recent)} restarts within {settings.window:.0f}s already "
+            f"(failover.maxRestarts {settings.max_restarts})",
+            "budget",
+        )
+    return Verdict(True)
+
+
+class Failover:
+    def __init__(self, ctx: FailoverContext) -> None:
+        self._ctx = ctx
+
+    async def handle(self, entry: Job, outcome: JobOutcome) -> JobOutcome | None:
+        """Restart the job if its death allows (None: restarting), else the outcome to end it
+        with (the reason it was not restarted added)."""
+        ctx = self._ctx
+        spec, credentials = ctx.spec(), ctx.credentials()
+        judged = verdict(entry, outcome, spec, ctx.draining(), ctx.clock())
+        source = entry.request or entry.start_request
+        if judged.restart and (source is None or credentials is None):
+            judged = Verdict(
+                False, "not restarted: its start request or the LiveKit credentials are unknown", "unknown"
+            )
+        if not judged.restart or spec is None or source is None or credentials is None:
+            if judged.note:
+                metrics.JOB_RESTARTS_REFUSED.labels(*ctx.labels, judged.why).inc()
+                error = f"{outcome.error}; {judged.note}" if outcome.error else judged.note
+                return dataclasses.replace(outcome, error=error)
+            return outcome
+        dead = entry.pod
+        fields = entry.log_fields(ctx.fields)
+        entry.restarts.append(ctx.clock())
+        entry.death = f"{outcome.death}: {outcome.error}" if outcome.error else outcome.death
+        metrics.JOB_RESTARTS.labels(*ctx.labels, outcome.death).inc()
+        log.warning(
+            "the job's pod died (%s); restarting the job on a new pod (restart %d)",
+            entry.death,
+            len(entry.restarts),
+            extra={**fields, "cause": outcome.death},
+        )
+        permission = spec.participant_permission()
+        token = resume.agent_token(source, credentials.api_key, credentials.api_secret, permission)
+        request = resume.restarted(source, token, spec.livekit_url, entry.checkpoint, len(entry.restarts))
+        if dead is not None:  # gone before the next pod is made: never more pods than allowed
+            try:
+                await ctx.pods.delete(dead, grace_seconds=0)
+            except Exception as exc:
+                log.warning("could not delete the dead pod: %s", exc, extra=fields)
+        ctx.placement.again(entry, request, spec)
+        return None
