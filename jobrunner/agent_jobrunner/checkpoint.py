@@ -19,12 +19,22 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from agent_jobrunner.protocol import pb
+# the most state bytes the operator takes in one checkpoint (it refuses a larger one); one
+# constant for both ends, in the protocol package
+from agent_jobrunner.protocol import MAX_CHECKPOINT_BYTES, pb
+
+__all__ = [
+    "MAX_CHECKPOINT_BYTES",
+    "CheckpointSink",
+    "CheckpointTooLarge",
+    "Checkpointer",
+    "LatestCheckpoint",
+    "encode_state",
+    "fit_history",
+    "restored_state",
+]
 
 logger = logging.getLogger(__name__)
-
-# the most state bytes the operator takes in one checkpoint (it refuses a larger one)
-MAX_CHECKPOINT_BYTES = 32 * 1024
 
 
 class CheckpointTooLarge(ValueError):
@@ -81,10 +91,6 @@ def encode_state(state: Mapping[str, Any]) -> bytes:
     if not isinstance(state, Mapping):
         raise TypeError(f"a checkpoint state is a mapping (a JSON object), not {type(state).__name__}")
     return json.dumps(state, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-
-
-def fits(state: Mapping[str, Any], limit: int = MAX_CHECKPOINT_BYTES) -> bool:
-    return len(encode_state(state)) <= limit
 
 
 def fit_history(
