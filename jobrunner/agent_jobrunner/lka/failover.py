@@ -24,7 +24,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
 
-from agent_jobrunner.checkpoint import Checkpointer, CheckpointTooLarge, fit_history
+from agent_jobrunner.checkpoint import MAX_CHECKPOINT_BYTES, Checkpointer, CheckpointTooLarge, fit_history
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _orphan(item: Mapping[str, Any]) -> bool:
     return item.get("type") == "function_call_output"
 
 
-def session_state(session: AgentSession[Any], limit: int | None = None) -> dict[str, Any]:
+def session_state(session: AgentSession[Any], limit: int = MAX_CHECKPOINT_BYTES) -> dict[str, Any]:
     """The checkpoint of ``session``: its history and current agent, fitted to the bound."""
     chat = session.history.to_dict(exclude_timestamp=False, exclude_metrics=True, exclude_config_update=True)
     try:
@@ -73,7 +73,7 @@ def session_state(session: AgentSession[Any], limit: int | None = None) -> dict[
         lambda items: {"runtime": RUNTIME, "chat": {"items": items}, "agent": agent},
         pinned=_pinned,
         orphan=_orphan,
-        **({"limit": limit} if limit is not None else {}),
+        limit=limit,
     )
     if dropped:
         logger.debug(
