@@ -281,3 +281,45 @@ async def test_an_oom_killed_agent_is_restarted_and_knows_it(
     assert (await deployments.get("hog"))["status"]["jobsFailed"] == 0
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "hog", "jobsSucceeded", 1, timeout=90)
+
+
+async def test_a_livekit_agents_call_whose_runner_is_killed_goes_on_with_its_chat_context(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """The same with the livekit-agents example (an unmodified AgentSession agent): the restarted
+    session starts with the chat context it had, so it knows what was asked first."""
+    body = agent_deployment(
+        "lka", livekit, "agent:server", runtime="livekit-agents", failover=FAILOVER, warmPool={"size": 1}
+    )
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != "PYTHONPATH"]
+    container["env"].append({"name": "PYTHONPATH", "value": "/app/examples/weather-agent:/app"})
+    body = await ready(deployments, operator, k8s, livekit, body)
+    await status_equals(deployments, "lka", "idlePods", 1, timeout=180)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    caller = Caller()
+    try:
+        await dispatch(lk, body["spec"]["agentName"], room, empty_timeout=300)
+        await caller.join(livekit, room)
+        agent = await wait_participant(lk, room, "agent-")
+        await caller.wait_agent_track(90)
+        first = await ask(caller, "What is the weather in Paris?")
+        assert {"paris", "sunny"} <= set(first.split()), first
+        await status_equals(deployments, "lka", "idlePods", 1, timeout=180)
+        dead = await busy_pod(deployments, "lka")
+        t0 = time.monotonic()
+        os.kill(await pid(deployments, dead), signal.SIGKILL)
+        await agent_again(lk, room, agent.identity, agent.sid)
+        print(f"\nlivekit-agents runner SIGKILLed -> agent ACTIVE again: {time.monotonic() - t0:.2f}s")
+        await asyncio.sleep(1.0)
+        answer = await ask(caller, "What did I ask first?", FIRST_ASKED)
+        assert {"first", "asked", "paris"} <= set(answer.split()), answer
+    finally:
+        await caller.leave()
+    assert any(e.reason == "JobRestarted" for e in await deployments.events("lka"))
+    assert (await deployments.get("lka"))["status"]["jobsFailed"] == 0
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
