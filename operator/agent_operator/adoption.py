@@ -164,7 +164,7 @@ class Adoption:
         if meta.get("deletionTimestamp") or finished:
             if entry is not None and finished:
                 # it ended while no operator watched: LiveKit hears how, by its exit code
-                dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), pod))
+                dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), identity, pod))
             else:
                 dep.spawn(self._pods.delete(identity))
             return True
@@ -202,16 +202,15 @@ class Adoption:
         record = self._supervisor.job(pod.uid)
         if record is not None and record.job_id == entry.job_id:
             return  # the supervisor holds its outcome (it ends the job when it forgets the pod)
-        await self._ended_unwatched(entry, final or {})
+        await self._ended_unwatched(entry, pod, final or {})
 
-    async def _ended_unwatched(self, entry: Job, pod: dict[str, Any]) -> None:
+    async def _ended_unwatched(self, entry: Job, identity: PodIdentity, pod: dict[str, Any]) -> None:
         """Exit 0 is a success: its runner ended the job while attached to the previous
         operator, or while none ran. A runner that died with the job: restarted if failover
         allows (see the module's docstring). Once per pod (the listing and the pod watch both
-        tell of it)."""
-        assert entry.pod is not None
-        uid = entry.pod.uid
-        if uid in self._unwatched:
+        tell of it; a job restarted meanwhile is on another pod)."""
+        uid = identity.uid
+        if uid in self._unwatched or entry.pod != identity:
             return
         self._unwatched.add(uid)
         try:
@@ -246,8 +245,9 @@ class Adoption:
         spec = dep.spec()
         if spec is None or not spec.failover.enabled:
             return outcome
-        with contextlib.suppress(TimeoutError):  # read at start, right after the pods are listed
-            await asyncio.wait_for(dep.credentials_ready.wait(), spec.heartbeat.start_timeout)
+        if dep.credentials() is None:  # read at start, right after the pods are listed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dep.credentials_ready.wait(), spec.heartbeat.start_timeout)
         credentials = dep.credentials()
         if credentials is None:
             return await dep.restart(entry, outcome)  # says why it is not restarted
