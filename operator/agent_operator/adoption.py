@@ -191,6 +191,7 @@ class Adoption:
             entry.restarts = failover_record.restart_times(
                 count, meta.get("creationTimestamp"), time.monotonic(), time.time()
             )
+            entry.death = "an earlier pod of the job died" if count else ""
         entry.checkpoint = self._ctx.trust.open_checkpoint(pod, entry.job_id, credentials)
 
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:

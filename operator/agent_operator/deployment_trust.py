@@ -94,7 +94,16 @@ class DeploymentTrust:
         if credentials is None or not sealed:
             return None
         key = pod_checkpoint.checkpoint_key(credentials.api_secret)
-        return pod_checkpoint.open_sealed(key, self.owner, job_id, sealed)
+        opened = pod_checkpoint.open_sealed(key, self.owner, job_id, sealed)
+        if opened is None:
+            meta = pod.get("metadata") or {}
+            fields = {**self.fields, "pod": f"{meta.get('namespace')}/{meta.get('name')}", "job_id": job_id}
+            log.warning(
+                "the checkpoint its pod keeps is not genuine (another job's, rewritten, or sealed "
+                "with another secret): the job goes on without it",
+                extra=fields,
+            )
+        return opened
 
     def check(self, pod: dict[str, Any], key: bytes | None) -> Verdict:
         """Whether a found pod may be taken up. A pool pod (no job) needs its signature checked

@@ -188,7 +188,36 @@ async def test_a_dead_pod_whose_job_runs_on_a_newer_pod_is_only_deleted(room_the
     await then.dep.failover.close()
 
 
-async def test_a_checkpoint_moved_from_another_jobs_pod_is_refused(room_there: list[str]) -> None:
+async def test_a_restarted_pod_whose_runner_never_got_the_job_is_resumed_with_its_checkpoint(
+    room_there: list[str],
+) -> None:
+    """The previous operator made the restarted job's new pod and died before its runner got
+    the job: the next operator resumes it from the pod, the conversation included."""
+    first = harness()
+    one = await running(first)
+    first.dep.job_checkpoint(one, checkpoint("J1", 3, 2))
+    await first.dep.job_ended(one, DIED)
+    await settle(lambda: len(first.supervisor.assigned) == 2)
+    two = first.supervisor.records[first.supervisor.assigned[1][0]]
+    await first.dep.failover.close()
+    then = harness()
+    then.dep.registration.credentials_ready.set()
+    then.pods.listed = [found(first, two, RUNNING)]
+    await then.dep.adoption.adopt_existing_pods()
+    then.supervisor.attached_uids.add(two.pod.uid)
+    then.dep.runner_attached(two.pod, idle=True)
+    await settle(lambda: then.supervisor.assigned)
+    ((uid, request, path),) = then.supervisor.assigned
+    assert (uid, path) == (two.pod.uid, "resumed")
+    assert request.restarts == 1
+    assert request.restored_seq == 3
+    assert json.loads(request.restored_state)["turn"] == 2
+    await then.dep.failover.close()
+
+
+async def test_a_checkpoint_moved_from_another_jobs_pod_is_refused(
+    room_there: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """Someone who may patch pods copies another call's checkpoint onto the dead pod: the
     job restarts, without it."""
     first = harness()
@@ -207,6 +236,7 @@ async def test_a_checkpoint_moved_from_another_jobs_pod_is_refused(room_there: l
     request = then.supervisor.assigned[0][1]
     assert request.restarts == 1
     assert (request.restored_state, request.restored_seq) == (b"", 0)
+    assert any("checkpoint its pod keeps is not genuine" in r.getMessage() for r in caplog.records)
     await then.dep.failover.close()
 
 
