@@ -75,6 +75,8 @@ class CheckpointKeeper:
         try:
             await self._pods.annotate(pod, {ANNOTATION_CHECKPOINT: sealed})
         except Exception as exc:
+            if self._current(job_id) != pod:
+                return  # the job ended (or moved on) meanwhile: its pod may be gone already
             if job_id not in self._failing:
                 self._failing.add(job_id)
                 log.warning(

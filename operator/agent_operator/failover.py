@@ -93,8 +93,7 @@ class Failover:
     def _pod_of(self, job_id: str) -> PodIdentity | None:
         """The pod the job runs (or is starting) on."""
         entry = self._ctx.jobs.get(job_id)
-        running = entry is not None and entry.phase in (Phase.STARTING, Phase.RUNNING)
-        return entry.pod if entry is not None and running else None
+        return entry.pod if entry is not None and entry.phase in (Phase.STARTING, Phase.RUNNING) else None
 
     def keep(self, pod: PodIdentity, checkpoint: pb.Checkpoint) -> None:
         """The job's latest checkpoint, taken from ``pod``'s runner: kept on the pod too."""
