@@ -6,6 +6,13 @@ Which source wins: a runner that re-attaches and says what it runs wins over the
 labels (its job is taken as the job); a pod's labels and start annotation stand for a job
 whose runner has not attached yet; a finished pod's phase and exit code decide the outcome
 of a job whose runner never attached here.
+
+A job pod found finished because its runner died while no operator watched (OOMKilled, killed
+by a signal, evicted: ``failover_record.died_of``) is a failover the previous operator did not
+get to: if failover allows (``spec.failover``, the budget counted from the restarts the pod
+keeps), the job is restarted through the same ``Failover`` path as a live death, with the
+checkpoint its pod keeps (``kube.pod_checkpoint``), and LiveKit hears nothing; else it fails
+as before, with the reason. Only a trusted pod is restarted from.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent_jobrunner.protocol import pb
-from agent_operator import resume
+from agent_operator import failover_record, resume
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.job_ends import JobEnds
@@ -64,6 +72,8 @@ class AdoptionContext:
     spawn: Callable[[Awaitable[Any]], None]
     event: Callable[..., None]
     trust: DeploymentTrust  # signs what the deployment makes, checks what it finds (pod_trust)
+    # failover of a job whose runner died unwatched (``Failover.handle``: None when restarting)
+    restart: Callable[[Job, JobOutcome], Awaitable[JobOutcome | None]]
 
 
 class Adoption:
@@ -72,6 +82,7 @@ class Adoption:
         self._supervisor = services.supervisor
         self._pods = services.pods
         self._read_credentials = services.read_credentials
+        self._unwatched: set[str] = set()  # pods whose unwatched end is being dealt with
 
     async def adopt_existing_pods(self) -> None:
         dep = self._ctx
@@ -80,17 +91,18 @@ class Adoption:
         except Exception as exc:
             log.warning("could not list existing pods: %s", short(exc), extra=dep.fields)
             return
-        key = await self._adoption_key()
-        for pod in pods:
-            self.adopt(pod, key=key)
+        credentials = await self._adoption_credentials()
+        key = pod_trust.signing_key(credentials.api_secret) if credentials else None
+        for pod in failover_record.listing_order(pods):
+            self.adopt(pod, key=key, credentials=credentials)
         if pods:
             log.info(
                 "found %d existing pods; waiting for their runners to re-attach", len(pods), extra=dep.fields
             )
 
-    async def _adoption_key(self) -> bytes | None:
-        """The pod-record key to check the pods found at start with (the worker's credentials
-        are read only after them)."""
+    async def _adoption_credentials(self) -> Credentials | None:
+        """The credentials to check the pods found at start with, and open their checkpoints
+        (the worker's are read only after them)."""
         dep = self._ctx
         spec = dep.spec()
         if spec is None:
@@ -104,12 +116,19 @@ class Adoption:
                 extra=dep.fields,
             )
             return None
-        return pod_trust.signing_key(credentials.api_secret)
+        return credentials
 
-    def adopt(self, pod: dict[str, Any], jobs_only: bool = False, key: bytes | None = None) -> bool:
+    def adopt(
+        self,
+        pod: dict[str, Any],
+        jobs_only: bool = False,
+        key: bytes | None = None,
+        credentials: Credentials | None = None,
+    ) -> bool:
         """Take up a pod found after a restart (or, ``jobs_only``, a job pod another operator
         created after this one listed them); False when the pod is not trusted (see
-        ``kube.pod_trust``). ``key``: the pod-record key, when not the current credentials'."""
+        ``kube.pod_trust``). ``key``: the pod-record key, and ``credentials`` (to open its
+        checkpoint with), when not the current credentials'."""
         dep = self._ctx
         meta: dict[str, Any] = pod["metadata"]
         status: dict[str, Any] = pod.get("status") or {}
@@ -141,10 +160,11 @@ class Adoption:
         if job_id and not known:
             room = annotations.get(ANNOTATION_ROOM, "")
             entry = Job(job_id, room, Phase.RUNNING, pod=identity, adopted=True)
+            self._restore(entry, pod, credentials)
         if meta.get("deletionTimestamp") or finished:
             if entry is not None and finished:
                 # it ended while no operator watched: LiveKit hears how, by its exit code
-                dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), pod))
+                dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), identity, pod))
             else:
                 dep.spawn(self._pods.delete(identity))
             return True
@@ -153,13 +173,26 @@ class Adoption:
         if not job_id and labels.get(LABEL_STATE) == "idle":
             dep.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
         elif entry is not None:
-            entry.start_request = resume.decode(annotations.get(ANNOTATION_START, ""))
             dep.jobs.adopt(entry)
             dep.changed()
             dep.spawn(self._expect_reattach(entry, heartbeat.start_timeout + 30))
             if self._supervisor.attached(identity.uid):  # attached before we got here
                 self.runner_attached(identity, idle=self._supervisor.job(identity.uid) is None)
         return True
+
+    def _restore(self, entry: Job, pod: dict[str, Any], credentials: Credentials | None) -> None:
+        """What the job's pod keeps of it: its start request (token-less), the restarts before
+        this pod (the failover budget) and its latest checkpoint (None when it cannot be opened
+        yet, or is not genuine)."""
+        meta = pod["metadata"]
+        entry.start_request = resume.decode((meta.get("annotations") or {}).get(ANNOTATION_START, ""))
+        if entry.start_request is not None:
+            count = entry.start_request.restarts
+            entry.restarts = failover_record.restart_times(
+                count, meta.get("creationTimestamp"), time.monotonic(), time.time()
+            )
+            entry.death = "an earlier pod of the job died" if count else ""
+        entry.checkpoint = self._ctx.trust.open_checkpoint(pod, entry.job_id, credentials)
 
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None) -> None:
         """A job whose pod is gone or finished and whose runner never attached here (the
@@ -170,18 +203,66 @@ class Adoption:
         record = self._supervisor.job(pod.uid)
         if record is not None and record.job_id == entry.job_id:
             return  # the supervisor holds its outcome (it ends the job when it forgets the pod)
-        await self._ended_unwatched(entry, final or {})
+        await self._ended_unwatched(entry, pod, final or {})
 
-    async def _ended_unwatched(self, entry: Job, pod: dict[str, Any]) -> None:
+    async def _ended_unwatched(self, entry: Job, identity: PodIdentity, pod: dict[str, Any]) -> None:
         """Exit 0 is a success: its runner ended the job while attached to the previous
-        operator, or while none ran."""
+        operator, or while none ran. A runner that died with the job: restarted if failover
+        allows (see the module's docstring). Once per pod (the listing and the pod watch both
+        tell of it; a job restarted meanwhile is on another pod)."""
+        uid = identity.uid
+        if uid in self._unwatched or entry.pod != identity:
+            return
+        self._unwatched.add(uid)
+        try:
+            await self._end_unwatched(entry, pod)
+        finally:
+            self._unwatched.discard(uid)
+
+    async def _end_unwatched(self, entry: Job, pod: dict[str, Any]) -> None:
         succeeded, detail = pod_outcome(pod)
         if succeeded:
             await self._ctx.ends.finish(entry, JobOutcome(OutcomeStatus.SUCCESS, "runner exited 0", detail))
-        else:
-            await self._ctx.ends.fail_unstarted(
-                entry, f"the job's pod ended unwatched by this operator ({detail})"
-            )
+            return
+        cause = failover_record.died_of(pod)
+        if cause:
+            outcome = JobOutcome(OutcomeStatus.FAILED, "runner died unwatched", detail, death=cause)
+            ending = await self._restart_unwatched(entry, pod, outcome)
+            if ending is None:
+                return  # restarting on a new pod
+            detail = ending.error
+        await self._ctx.ends.fail_unstarted(
+            entry, f"the job's pod ended unwatched by this operator ({detail})"
+        )
+
+    async def _restart_unwatched(
+        self, entry: Job, pod: dict[str, Any], outcome: JobOutcome
+    ) -> JobOutcome | None:
+        """Finish the failover of a job whose runner died while no operator watched (None:
+        restarting), once the credentials are read, its pod checked (a pod not trusted is never
+        restarted from) and its room still there."""
+        dep = self._ctx
+        assert entry.pod is not None
+        spec = dep.spec()
+        if spec is None or not spec.failover.enabled:
+            return outcome
+        if dep.credentials() is None:  # read at start, right after the pods are listed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(dep.credentials_ready.wait(), spec.heartbeat.start_timeout)
+        credentials = dep.credentials()
+        if credentials is None:
+            return await dep.restart(entry, outcome)  # says why it is not restarted
+        if not dep.trust.verified(entry.pod):
+            key = pod_trust.signing_key(credentials.api_secret)
+            why = await dep.trust.recheck(self._pods, entry.pod, key)
+            if why:
+                dep.trust.distrust(entry.pod, why, entry.job_id)
+                return dataclasses.replace(outcome, error=f"{outcome.error}; its pod is not trusted ({why})")
+        if entry.checkpoint is None:
+            entry.checkpoint = dep.trust.open_checkpoint(pod, entry.job_id)
+        if await self._room_gone(spec.livekit_url, credentials, entry.room, entry.log_fields(dep.fields)):
+            return dataclasses.replace(outcome, error=f"{outcome.error}; not restarted: its room is gone")
+        return await dep.restart(entry, outcome)
 
     def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
         """A runner attached; one without a job whose pod has one gets it now."""
@@ -226,6 +307,9 @@ class Adoption:
         )
         request = resume.with_token(kept, token)
         request.url = spec.livekit_url
+        if entry.checkpoint is not None:  # a restarted job's pod: it starts from its checkpoint
+            request.restored_state = entry.checkpoint.state
+            request.restored_seq = entry.checkpoint.seq
         entry.request = request
         try:
             await self._supervisor.assign(entry.pod.uid, request, path="resumed")

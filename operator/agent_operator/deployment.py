@@ -36,11 +36,7 @@ from agent_operator.readiness import Readiness
 from agent_operator.registration import Registration
 from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
 from agent_operator.status_report import StatusSnapshot, report_status
-from agent_operator.supervisor import (
-    JobOutcome,
-    JobRecord,
-    RunnerBinding,
-)
+from agent_operator.supervisor import JobOutcome, JobRecord, RunnerBinding
 from agent_operator.tasks import BackgroundTasks, first_of, run_with_companions, unless
 from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
 from agent_operator.warm_pool import PoolDemand, WarmPool
@@ -112,6 +108,7 @@ class DeploymentRuntime:
                 spawn=self._tasks.spawn,
                 event=self.event,
                 trust=self.trust,
+                restart=lambda entry, outcome: self.failover.handle(entry, outcome),
             ),
             services,
         )
@@ -139,6 +136,8 @@ class DeploymentRuntime:
                 draining=lambda: self.draining,
                 pods=services.pods,
                 placement=self.placement,
+                jobs=self.jobs,
+                trust=self.trust,
             )
         )
 
@@ -195,6 +194,7 @@ class DeploymentRuntime:
             await run_with_companions(self._serve(stopping, deleted, exiting), companions, log, self.fields)
         finally:
             await self.placement.close()
+            await self.failover.close()
             await self.registration.stop()
             await self._tasks.close()
             await self.registration.close()
@@ -362,7 +362,8 @@ class DeploymentRuntime:
         await self.ends.finish(entry, outcome)
 
     def job_checkpoint(self, record: JobRecord, checkpoint: pb.Checkpoint) -> None:
-        self.jobs.checkpoint(record.job_id, record.pod, checkpoint)
+        if self.jobs.checkpoint(record.job_id, record.pod, checkpoint):
+            self.failover.keep(record.pod, checkpoint)  # on its pod too (an operator restart)
 
     async def pod_gone(self, pod: PodIdentity, final: dict[str, Any] | None, deleted: bool = True) -> None:
         """The pod was deleted (or, ``final`` terminal, finished); not ``deleted``: it is still

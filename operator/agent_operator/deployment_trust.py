@@ -14,10 +14,11 @@ checked) deleted; an idle pod whose signature cannot be checked yet is replaced.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
-from agent_operator.kube import pod_trust
+from agent_jobrunner.protocol import pb
+from agent_operator.kube import pod_checkpoint, pod_trust
 from agent_operator.kube.pods import brief
 from agent_operator.kube.podspec import LABEL_JOB_ID, JobInfo, Owner
 from agent_operator.kube.secrets import Credentials
@@ -71,7 +72,39 @@ class DeploymentTrust:
             key, pod.namespace, pod.name, self.owner.uid, self.owner.name, template_hash, job
         )
 
+    def seal_checkpoint(self, checkpoint: pb.Checkpoint) -> str:
+        """A job's checkpoint for its pod's annotation (``kube.pod_checkpoint``); "" while
+        there are no credentials."""
+        credentials = self._credentials()
+        if credentials is None:
+            return ""
+        return pod_checkpoint.seal(
+            pod_checkpoint.checkpoint_key(credentials.api_secret), self.owner, checkpoint
+        )
+
     # -- what the deployment reads back -----------------------------------------------------
+    def open_checkpoint(
+        self, pod: Mapping[str, Any], job_id: str, credentials: Credentials | None = None
+    ) -> pb.Checkpoint | None:
+        """The job's checkpoint a found pod keeps, if it is genuine (None without credentials:
+        ``credentials``, else the current ones)."""
+        credentials = credentials or self._credentials()
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        sealed = annotations.get(pod_checkpoint.ANNOTATION_CHECKPOINT, "")
+        if credentials is None or not sealed:
+            return None
+        key = pod_checkpoint.checkpoint_key(credentials.api_secret)
+        opened = pod_checkpoint.open_sealed(key, self.owner, job_id, sealed)
+        if opened is None:
+            meta = pod.get("metadata") or {}
+            fields = {**self.fields, "pod": f"{meta.get('namespace')}/{meta.get('name')}", "job_id": job_id}
+            log.warning(
+                "the checkpoint its pod keeps is not genuine (another job's, rewritten, or sealed "
+                "with another secret): the job goes on without it",
+                extra=fields,
+            )
+        return opened
+
     def check(self, pod: dict[str, Any], key: bytes | None) -> Verdict:
         """Whether a found pod may be taken up. A pool pod (no job) needs its signature checked
         now, else it is "unverified" (the caller replaces it: an idle pod has no call to lose);

@@ -13,6 +13,11 @@ A job that ended by its own doing (the agent ended it, its entrypoint failed, th
 closed, LiveKit or the operator ended it) is never restarted, nor one that never started, nor
 one of a draining deployment. ``failover.maxRestarts`` restarts within ``failover.window``:
 the next death fails the job, with the reason.
+
+The checkpoint and the restart count also survive the operator: each job's latest checkpoint
+is kept on its pod, sealed (``checkpoint_keeper``, ``kube.pod_checkpoint``), and the restart
+count rides in its pod's signed start request, so an operator that starts to find a job pod
+whose runner died while none watched finishes the failover (``adoption``) through ``handle``.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ import logging
 import time
 from collections.abc import Callable
 
+from agent_jobrunner.protocol import pb
 from agent_operator import metrics, resume
+from agent_operator.checkpoint_keeper import CheckpointKeeper
 from agent_operator.collaborators import Pods
-from agent_operator.jobs import Job, Phase
+from agent_operator.deployment_trust import DeploymentTrust
+from agent_operator.jobs import Job, JobTable, Phase
 from agent_operator.kube.secrets import Credentials
 from agent_operator.placement import Placement
 from agent_operator.spec import DeploymentSpec
 from agent_operator.supervisor import JobOutcome
+from agent_operator.vocabulary import PodIdentity
 
 log = logging.getLogger("agent_operator.deployment")
 
@@ -49,6 +58,8 @@ class FailoverContext:
     draining: Callable[[], bool]
     pods: Pods
     placement: Placement
+    jobs: JobTable
+    trust: DeploymentTrust  # seals the checkpoints kept on the jobs' pods
     clock: Callable[[], float] = time.monotonic
 
 
@@ -77,6 +88,19 @@ def verdict(
 class Failover:
     def __init__(self, ctx: FailoverContext) -> None:
         self._ctx = ctx
+        self.keeper = CheckpointKeeper(ctx.pods, ctx.trust.seal_checkpoint, self._pod_of, ctx.fields)
+
+    def _pod_of(self, job_id: str) -> PodIdentity | None:
+        """The pod the job runs (or is starting) on."""
+        entry = self._ctx.jobs.get(job_id)
+        return entry.pod if entry is not None and entry.phase in (Phase.STARTING, Phase.RUNNING) else None
+
+    def keep(self, pod: PodIdentity, checkpoint: pb.Checkpoint) -> None:
+        """The job's latest checkpoint, taken from ``pod``'s runner: kept on the pod too."""
+        self.keeper.keep(pod, checkpoint)
+
+    async def close(self) -> None:
+        await self.keeper.close()
 
     async def handle(self, entry: Job, outcome: JobOutcome) -> JobOutcome | None:
         """Restart the job if its death allows (None: restarting), else the outcome to end it

@@ -111,13 +111,15 @@ class JobTable:
         if self._jobs.get(job.job_id) is job:
             del self._jobs[job.job_id]
 
-    def checkpoint(self, job_id: str, pod: PodIdentity, checkpoint: pb.Checkpoint) -> None:
+    def checkpoint(self, job_id: str, pod: PodIdentity, checkpoint: pb.Checkpoint) -> bool:
         """The latest checkpoint of the job's agent, from its current pod (a failover hands it
-        to the next pod); an older one than it holds is ignored."""
+        to the next pod); an older one than it holds is ignored. True when it is taken."""
         job = self._jobs.get(job_id)
         newer = job is not None and (job.checkpoint is None or checkpoint.seq > job.checkpoint.seq)
         if job is not None and job.pod == pod and newer:
             job.checkpoint = checkpoint
+            return True
+        return False
 
     # -- derived ------------------------------------------------------------------------------
     def _expire_offers(self) -> None:

@@ -83,6 +83,9 @@ class Placement:
     ) -> None:
         dep = self._ctx
         info = job_info(request, fields)
+        if request.restored_state:  # restarted: the new pod keeps the checkpoint from the start
+            kept = pb.Checkpoint(job_id=entry.job_id, seq=request.restored_seq, state=request.restored_state)
+            info = dataclasses.replace(info, checkpoint=dep.trust.seal_checkpoint(kept))
         entry.request = request
 
         def hold(pod: PodIdentity) -> None:

@@ -67,8 +67,13 @@ class FakePods:
     def __init__(self) -> None:
         self.live: dict[str, PodIdentity] = {}  # created and not deleted
         self.created: list[PodIdentity] = []
+        self.bodies: dict[str, dict[str, object]] = {}  # by uid: the bodies created
         self.deleted: list[tuple[PodIdentity, int | None]] = []
         self.busy: list[tuple[PodIdentity, str]] = []
+        self.busy_info: list[tuple[PodIdentity, JobInfo]] = []
+        self.annotated: list[tuple[PodIdentity, dict[str, str]]] = []
+        self.annotate_gate = Gate()
+        self.annotate_error: Exception | None = None  # raised by annotate while set
         self.listed: list[dict[str, object]] = []
         self.create_gate, self.delete_gate = Gate(), Gate()
         self.creating = 0
@@ -86,6 +91,7 @@ class FakePods:
             self.creating -= 1
         identity = PodIdentity(meta["namespace"], meta["name"], uuid.uuid4().hex)
         self.created.append(identity)
+        self.bodies[identity.uid] = pod
         self.live[identity.uid] = identity
         return identity
 
@@ -96,6 +102,13 @@ class FakePods:
 
     async def mark_busy(self, pod: PodIdentity, job: JobInfo, signature: str = "") -> None:
         self.busy.append((pod, job.job_id))
+        self.busy_info.append((pod, job))
+
+    async def annotate(self, pod: PodIdentity, annotations: Mapping[str, str]) -> None:
+        await self.annotate_gate.passed()
+        if self.annotate_error is not None:
+            raise self.annotate_error
+        self.annotated.append((pod, dict(annotations)))
 
     async def read(self, pod: PodIdentity) -> dict[str, object] | None:
         found = next((p for p in self.listed if cast(dict[str, Any], p["metadata"])["uid"] == pod.uid), None)

@@ -181,6 +181,15 @@ class PodManager:
                 pod.name, pod.namespace, patch, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
             )
 
+    async def annotate(self, pod: PodIdentity, annotations: Mapping[str, str]) -> None:
+        """Set annotations of the pod (a merge patch; its uid in the patch: never another pod
+        of the same name)."""
+        patch = {"metadata": {"uid": pod.uid, "annotations": dict(annotations)}}
+        with metrics.kube_call("patch_pod"):
+            await self._core.patch_namespaced_pod(
+                pod.name, pod.namespace, patch, _request_timeout=timeouts.REQUEST_TIMEOUT_SECONDS
+            )
+
     async def read(self, pod: PodIdentity) -> dict[str, object] | None:
         """The pod as it is now, or None when it is gone (or another pod has its name)."""
         try:

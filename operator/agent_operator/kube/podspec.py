@@ -23,6 +23,8 @@ ANNOTATION_JOB_ID = f"{GROUP}/job-id"
 ANNOTATION_DISPATCH_ID = f"{GROUP}/dispatch-id"
 # the job's start request without its token (agent_operator.resume): the next operator sends it
 ANNOTATION_START = f"{GROUP}/start-request"
+# the job's latest checkpoint, sealed (kube.pod_checkpoint); not signed: it is authenticated itself
+ANNOTATION_CHECKPOINT = f"{GROUP}/checkpoint"
 
 TOKEN_DIR = "/var/run/secrets/agentoperator.dev/runner"  # noqa: S105 - a path, not a secret
 TOKEN_VOLUME = "agentoperator-runner-token"  # noqa: S105 - a volume name
@@ -54,6 +56,7 @@ class JobInfo:
     room: str
     dispatch_id: str
     start_request: str = ""  # encoded by agent_operator.resume; "" when too big to keep
+    checkpoint: str = ""  # a restarted job's checkpoint, sealed by kube.pod_checkpoint
 
 
 def job_annotations(job: JobInfo) -> dict[str, str]:
@@ -62,6 +65,8 @@ def job_annotations(job: JobInfo) -> dict[str, str]:
         annotations[ANNOTATION_DISPATCH_ID] = job.dispatch_id
     if job.start_request:
         annotations[ANNOTATION_START] = job.start_request
+    if job.checkpoint:
+        annotations[ANNOTATION_CHECKPOINT] = job.checkpoint
     return annotations
 
 
