@@ -33,6 +33,16 @@ async def hog_memory_on_first_start(ctx: Any) -> None:
     await asyncio.Event().wait()
 
 
+async def checkpoint_then_idle(ctx: Any) -> None:
+    """Failover: checkpoint once and stay in the room; started again on a new pod, say so with
+    what was restored (and stay)."""
+    if ctx.restarts == 0:
+        ctx.checkpoint({"said": "hello"})
+    else:
+        log.info("restarted %d time(s), restored %s", ctx.restarts, ctx.restored)
+    await asyncio.Event().wait()
+
+
 def _try_write(path: Path) -> str:
     try:
         path.write_text("probe")

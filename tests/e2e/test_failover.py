@@ -323,3 +323,51 @@ async def test_a_livekit_agents_call_whose_runner_is_killed_goes_on_with_its_cha
     assert any(e.reason == "JobRestarted" for e in await deployments.events("lka"))
     assert (await deployments.get("lka"))["status"]["jobsFailed"] == 0
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+async def test_a_pod_that_died_while_no_operator_ran_is_restarted_by_the_next_one(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """The operator SIGKILLed, then the runner: its pod dies while no operator runs. The next
+    operator finds the dead pod and restarts the job from it, with the checkpoint the pod kept
+    (sealed in its annotation)."""
+    body = agent_deployment(
+        "orphan", livekit, "tests.agents.node_agents:checkpoint_then_idle", failover=FAILOVER
+    )
+    body = await ready(deployments, operator, k8s, livekit, body)
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    await dispatch(lk, body["spec"]["agentName"], room, empty_timeout=300)
+    agent = await wait_participant(lk, room, "agent-")
+    await starts_reported(deployments, "orphan", 1)
+    dead = await busy_pod(deployments, "orphan")
+    core = client.CoreV1Api(k8s)
+
+    async def sealed() -> bool:
+        pod = await core.read_namespaced_pod(dead.metadata.name, deployments.namespace)
+        return "agentoperator.dev/checkpoint" in (pod.metadata.annotations or {})
+
+    await eventually(sealed, 30, "the checkpoint kept on the job's pod")
+    operator.kill()
+    os.kill(await pid(deployments, dead), signal.SIGKILL)
+
+    async def failed() -> bool:
+        pod = await core.read_namespaced_pod(dead.metadata.name, deployments.namespace)
+        return pod.status.phase == "Failed"
+
+    await eventually(failed, 60, "the runner's pod Failed")
+    operator.start()
+    await operator.wait_ready()
+    await agent_again(lk, room, agent.identity, agent.sid, timeout=120)
+
+    async def said_restarted() -> bool:
+        return "restarted 1 time(s), restored {'said': 'hello'}" in operator.log_text()
+
+    await eventually(said_restarted, 60, "the restarted agent logging its restart and checkpoint")
+    assert any(e.reason == "JobRestarted" for e in await deployments.events("orphan"))
+    assert (await deployments.get("orphan"))["status"]["jobsFailed"] == 0
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    await status_equals(deployments, "orphan", "jobsSucceeded", 1, timeout=90)
