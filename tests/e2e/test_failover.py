@@ -356,7 +356,7 @@ async def test_a_pod_that_died_while_no_operator_ran_is_restarted_by_the_next_on
 
     async def failed() -> bool:
         pod = await core.read_namespaced_pod(dead.metadata.name, deployments.namespace)
-        return pod.status.phase == "Failed"
+        return bool(pod.status.phase == "Failed")
 
     await eventually(failed, 60, "the runner's pod Failed")
     operator.start()
