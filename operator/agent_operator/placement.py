@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 from livekit.protocol import agent
@@ -34,6 +35,9 @@ log = logging.getLogger("agent_operator.deployment")
 
 # at a stop, placements in flight finish first (see the module's docstring)
 PLACEMENT_SETTLE_SECONDS = 10.0
+# a JobTermination this soon after a job's failover began is LiveKit's answer to the death of its
+# agent (the old participant removed: AGENT_LEFT_ROOM), and is not applied to the restarted job
+FAILOVER_TERMINATION_WINDOW = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +125,15 @@ class Placement:
         dep = self._ctx
         entry = dep.jobs.get(termination.job_id)
         if entry is None:
+            return
+        if entry.restarts and time.monotonic() - entry.restarts[-1] < FAILOVER_TERMINATION_WINDOW:
+            # livekit-server ends a job whose agent participant left the room (AGENT_LEFT_ROOM:
+            # its pod died) unless a newer session of that identity replaced it first: the
+            # restart of this very job is the answer, not a reason to end it
+            log.warning(
+                "LiveKit ended the job as its agent left the room (its pod died); it goes on, restarted",
+                extra=entry.log_fields(dep.fields),
+            )
             return
         if entry.phase is Phase.OFFERED:
             dep.jobs.release(entry)  # never assigned: nothing runs

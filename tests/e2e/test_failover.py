@@ -130,8 +130,8 @@ async def test_a_call_whose_runner_is_killed_goes_on_with_its_conversation(
         await starts_reported(deployments, "voice", 1)
         first = await ask(caller, "What is the weather in Paris?")
         assert {"paris", "sunny"} <= set(first.split()), first
-        second = await ask(caller, "What is the weather in London?")
-        assert {"london", "cloudy"} <= set(second.split()), second
+        second = await ask(caller, "Hello, who are you?")
+        assert {"voice", "agent"} <= set(second.split()), second
 
         async def checkpointed() -> bool:  # both turns' checkpoints reached the operator
             text = await operator.metrics()

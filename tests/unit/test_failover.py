@@ -160,3 +160,21 @@ async def test_a_checkpoint_from_a_pod_that_is_not_the_jobs_is_ignored() -> None
     entry = h.dep.jobs.get("J1")
     assert entry is not None
     assert entry.checkpoint is None
+
+
+async def test_livekits_termination_for_the_agent_that_left_does_not_end_the_restarted_job() -> None:
+    """livekit-server answers the dead agent leaving the room with a JobTermination (AGENT_LEFT_ROOM):
+    right after a restart it is not applied; a termination later on is."""
+    h = harness()
+    first = await running(h)
+    await h.dep.job_ended(first, DIED)
+    await settle(lambda: len(h.supervisor.assigned) == 2)
+    await h.dep.termination(agent.JobTermination(job_id="J1"))
+    await settle()
+    assert h.supervisor.shutdowns == []
+    entry = h.dep.jobs.get("J1")
+    assert entry is not None
+    entry.restarts[-1] -= 31  # the restart was long ago: LiveKit means it
+    await h.dep.termination(agent.JobTermination(job_id="J1"))
+    await settle(lambda: h.supervisor.shutdowns)
+    assert h.supervisor.shutdowns[0][0] == h.supervisor.assigned[1][0]
