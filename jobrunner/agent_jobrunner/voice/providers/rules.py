@@ -52,7 +52,7 @@ class Rule:
 
 DEFAULT_RULES: tuple[Rule, ...] = (
     Rule(
-        r"\bwhat did i (ask|say) first\b",
+        r"\bwhat did i (ask|say)\b",  # "... first?" (an offline STT may hear "... you")
         "You first asked: {first_question}.",
         examples=("what did i ask first",),
         unknown="You have not asked me anything yet.",
