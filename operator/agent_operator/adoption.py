@@ -165,8 +165,8 @@ class Adoption:
             if entry is not None and finished:
                 # it ended while no operator watched: LiveKit hears how, by its exit code
                 dep.spawn(self._ended_unwatched(dep.jobs.adopt(entry), identity, pod))
-            else:
-                dep.spawn(self._pods.delete(identity))
+            elif not (known and finished and (held := dep.jobs.get(job_id)) and held.pod == identity):
+                dep.spawn(self._pods.delete(identity))  # else its job's end (or failover) is under way
             return True
         heartbeat = dep.heartbeat()
         dep.expect(identity, heartbeat, job_id)

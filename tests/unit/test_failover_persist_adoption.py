@@ -317,3 +317,34 @@ def test_kept_restarts_count_as_late_as_they_can_have_been() -> None:
     assert restart_times(1, None, now, wall) == [1000.0]
     assert restart_times(0, created, now, wall) == []
     assert restart_times(1, "not a time", now, wall) == [1000.0]
+
+
+async def test_a_dead_job_pod_the_watch_tells_of_before_the_listing_is_restarted_not_deleted(
+    room_there: list[str],
+) -> None:
+    """The pod watch of a restarted operator delivers the dead job pod before its deployment
+    lists the pods (seen on the real node: the runtime deleted it as a finished pod nobody held,
+    and the job was lost). It is left to the deployment, which restarts the job from it."""
+    from agent_operator.runtime import OperatorConfig, OperatorRuntime
+
+    first = harness()
+    _, two = await restarted_once(first)
+    dead = found(first, two, killed(137))
+    then = harness()
+    runtime = OperatorRuntime(OperatorConfig(runner_address="127.0.0.1:50051"))
+    runtime.deployments[("ns", "voice")] = then.dep
+    runtime.supervisor = cast(Any, then.supervisor)
+    runtime.pods = cast(Any, then.pods)
+    await runtime.on_pod_event("MODIFIED", dead)  # before the listing
+    await settle()
+    # the API server lists it only if nobody deleted it meanwhile
+    then.pods.listed = [dead] if two.pod not in [pod for pod, _ in then.pods.deleted] else []
+    await then.dep.adoption.adopt_existing_pods()
+    await settle(lambda: then.supervisor.assigned)
+    await settle()
+    assert len(then.supervisor.assigned) == 1, "restarted once"
+    ((uid, request, _),) = then.supervisor.assigned
+    assert uid != two.pod.uid
+    assert request.restored_seq == 5
+    assert then.reports.updates == []
+    await then.dep.failover.close()
