@@ -236,6 +236,9 @@ async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str,
             maxConcurrentJobs=16, warmPool={"size": args.pool},
         ),
     }  # fmt: skip
+    for body in specs.values():  # the runner at its default log level, as the peer's worker is
+        container = body["spec"]["template"]["spec"]["containers"][0]
+        container["env"] = [e for e in container["env"] if e["name"] != "AGENT_LOG_LEVEL"]
     cases: list[Case] = []
     for key in sorted(set(args.variants) & set(specs)):
         body = await deployments.create(specs[key])
