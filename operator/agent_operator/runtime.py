@@ -358,11 +358,13 @@ class OperatorRuntime:
             # lists it live, and it counts against maxConcurrentJobs (warm_pool.room)
             record = self.supervisor.job(uid)
             job_id = (meta.get("labels") or {}).get(LABEL_JOB_ID, "")
-            if record is None and owner is not None and job_id and job_id not in owner.jobs:
+            if record is None and job_id and (owner is None or job_id not in owner.jobs):
                 # a job pod this operator never heard of (its runner died while none ran, and
-                # the watch tells of it before the deployment lists its pods): the deployment
-                # judges it from what the pod kept (a failover, or its end); not deleted here
-                owner.adoption.adopt(pod, jobs_only=True)
+                # the watch tells of it before the deployment lists its pods, or even before the
+                # deployment runs here): the deployment judges it from what the pod kept (a
+                # failover, or its end); not deleted here (a deleted deployment's pods go with it)
+                if owner is not None:
+                    owner.adoption.adopt(pod, jobs_only=True)
                 return
             if record is None or record.outcome is not None:
                 deleted = False
