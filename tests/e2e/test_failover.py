@@ -31,8 +31,9 @@ from tests.support.operator import (
     Deployments,
     OperatorProcess,
     agent_deployment,
-    create_credentials,
+    create_ready,
     dispatch,
+    lka_deployment,
     metric_value,
     pid,
     starts_reported,
@@ -43,6 +44,8 @@ from tests.voicekit.supervisor import VOICE_AGENT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
+# the livekit-agents example in the test agent image (tests/agents/Dockerfile)
+EXAMPLE_PATH = "/app/examples/weather-agent:/app"
 FAILOVER = {"enabled": True, "maxRestarts": 2, "window": "10m"}
 # what the agent may answer to "what did I ask first?", for the caller's recognizer
 FIRST_ASKED = (
@@ -54,20 +57,6 @@ FIRST_ASKED = (
     "the weather in paris is sunny and warm",
     "the weather in london is cloudy and cool",
 )
-
-
-async def ready(
-    deployments: Deployments,
-    operator: OperatorProcess,
-    k8s: client.ApiClient,
-    livekit: LiveKitAccess,
-    body: Any,
-) -> dict[str, Any]:
-    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
-    created = await deployments.create(body)
-    await operator.wait_ready()
-    await deployments.wait_condition(body["metadata"]["name"], "Ready", "True", timeout=120)
-    return created
 
 
 async def busy_pod(deployments: Deployments, name: str, job_id: str = "", not_uid: str = "") -> Any:
@@ -118,7 +107,7 @@ async def test_a_call_whose_runner_is_killed_goes_on_with_its_conversation(
     lk: api.LiveKitAPI,
 ) -> None:
     body = agent_deployment("voice", livekit, VOICE_AGENT, failover=FAILOVER, warmPool={"size": 1})
-    body = await ready(deployments, operator, k8s, livekit, body)
+    body = await create_ready(deployments, operator, k8s, livekit, body)
     await status_equals(deployments, "voice", "idlePods", 1, timeout=180)
     room = f"room-{uuid.uuid4().hex[:6]}"
     caller = Caller()
@@ -191,7 +180,7 @@ async def test_a_job_that_ends_by_itself_is_never_restarted(
     """The agent ends the call itself (ctx.shutdown), and a room the caller deleted: both jobs
     end well, and no pod is made for either after its end."""
     body = agent_deployment("ends", livekit, f"{AGENTS}:beacon_until_bye", failover=FAILOVER)
-    body = await ready(deployments, operator, k8s, livekit, body)
+    body = await create_ready(deployments, operator, k8s, livekit, body)
     agent_name = body["spec"]["agentName"]
     by_itself, deleted = f"room-{uuid.uuid4().hex[:6]}", f"room-{uuid.uuid4().hex[:6]}"
     caller = Caller()
@@ -229,7 +218,7 @@ async def test_a_death_past_the_restart_budget_fails_the_job_saying_so(
     body = agent_deployment(
         "budget", livekit, f"{AGENTS}:idle", failover={"enabled": True, "maxRestarts": 0, "window": "10m"}
     )
-    body = await ready(deployments, operator, k8s, livekit, body)
+    body = await create_ready(deployments, operator, k8s, livekit, body)
     room = f"room-{uuid.uuid4().hex[:6]}"
     await dispatch(lk, body["spec"]["agentName"], room)
     await wait_participant(lk, room, "agent-")
@@ -263,7 +252,7 @@ async def test_an_oom_killed_agent_is_restarted_and_knows_it(
         failover=FAILOVER,
         container={"resources": resources},
     )
-    body = await ready(deployments, operator, k8s, livekit, body)
+    body = await create_ready(deployments, operator, k8s, livekit, body)
     room = f"room-{uuid.uuid4().hex[:6]}"
     await dispatch(lk, body["spec"]["agentName"], room, empty_timeout=300)
     await wait_participant(lk, room, "agent-")
@@ -292,13 +281,15 @@ async def test_a_livekit_agents_call_whose_runner_is_killed_goes_on_with_its_cha
 ) -> None:
     """The same with the livekit-agents example (an unmodified AgentSession agent): the restarted
     session starts with the chat context it had, so it knows what was asked first."""
-    body = agent_deployment(
-        "lka", livekit, "agent:server", runtime="livekit-agents", failover=FAILOVER, warmPool={"size": 1}
+    body = lka_deployment(
+        "lka",
+        livekit,
+        "agent:server",
+        "/app/examples/weather-agent:/app",
+        failover=FAILOVER,
+        warmPool={"size": 1},
     )
-    container = body["spec"]["template"]["spec"]["containers"][0]
-    container["env"] = [e for e in container["env"] if e["name"] != "PYTHONPATH"]
-    container["env"].append({"name": "PYTHONPATH", "value": "/app/examples/weather-agent:/app"})
-    body = await ready(deployments, operator, k8s, livekit, body)
+    body = await create_ready(deployments, operator, k8s, livekit, body)
     await status_equals(deployments, "lka", "idlePods", 1, timeout=180)
     room = f"room-{uuid.uuid4().hex[:6]}"
     caller = Caller()
@@ -338,7 +329,7 @@ async def test_a_pod_that_died_while_no_operator_ran_is_restarted_by_the_next_on
     body = agent_deployment(
         "orphan", livekit, "tests.agents.node_agents:checkpoint_then_idle", failover=FAILOVER
     )
-    body = await ready(deployments, operator, k8s, livekit, body)
+    body = await create_ready(deployments, operator, k8s, livekit, body)
     room = f"room-{uuid.uuid4().hex[:6]}"
     await dispatch(lk, body["spec"]["agentName"], room, empty_timeout=300)
     agent = await wait_participant(lk, room, "agent-")

@@ -23,10 +23,10 @@ from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
-    agent_deployment,
-    create_credentials,
+    create_ready,
     dispatch,
     job_pod,
+    lka_deployment,
     pid,
     starts_reported,
     status_equals,
@@ -40,30 +40,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 # livekit-agents release this runner does not support
 EXAMPLE_PATH = "/app/examples/weather-agent:/app"
 OLD_RELEASE_PATH = "/app:/app/tests/agents/old-livekit-agents"
-
-
-def lka_deployment(
-    name: str, livekit: LiveKitAccess, entrypoint: str, python_path: str, **spec: Any
-) -> dict[str, Any]:
-    body = agent_deployment(name, livekit, entrypoint, runtime="livekit-agents", **spec)
-    container = body["spec"]["template"]["spec"]["containers"][0]
-    container["env"] = [e for e in container["env"] if e["name"] != "PYTHONPATH"]
-    container["env"].append({"name": "PYTHONPATH", "value": python_path})
-    return body
-
-
-async def create_ready(
-    deployments: Deployments,
-    operator: OperatorProcess,
-    k8s: client.ApiClient,
-    livekit: LiveKitAccess,
-    body: dict[str, Any],
-) -> dict[str, Any]:
-    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
-    created = await deployments.create(body)
-    await operator.wait_ready()
-    await deployments.wait_condition(body["metadata"]["name"], "Ready", "True", timeout=90)
-    return created
 
 
 async def test_the_example_agent_answers_from_a_warm_pod(

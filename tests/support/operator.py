@@ -528,3 +528,27 @@ async def status_equals(
         return status if status.get(key) == value else None
 
     return await eventually(check, timeout, f"{name} status {key}={value}")
+
+
+def lka_deployment(
+    name: str, livekit: LiveKitAccess, entrypoint: str, python_path: str, **spec: Any
+) -> dict[str, Any]:
+    body = agent_deployment(name, livekit, entrypoint, runtime="livekit-agents", **spec)
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != "PYTHONPATH"]
+    container["env"].append({"name": "PYTHONPATH", "value": python_path})
+    return body
+
+
+async def create_ready(
+    deployments: Deployments,
+    operator: OperatorProcess,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    body: dict[str, Any],
+) -> dict[str, Any]:
+    await create_credentials(client.CoreV1Api(k8s), deployments.namespace, livekit)
+    created = await deployments.create(body)
+    await operator.wait_ready()
+    await deployments.wait_condition(body["metadata"]["name"], "Ready", "True", timeout=90)
+    return created

@@ -27,7 +27,6 @@ from tests.unit.test_failover import DIED, checkpoint, running
 pytestmark = pytest.mark.unit
 
 
-
 def killed(code: int = 137, reason: str = "Error") -> dict[str, Any]:
     terminated = {"exitCode": code, "reason": reason}
     phase = "Succeeded" if code == 0 else "Failed"
