@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -14,13 +15,34 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Ports are handed out below the kernel's ephemeral range (net.ipv4.ip_local_port_range,
+# 32768-60999 by default), and below the NodePort range (30000-32767): a port picked in the
+# ephemeral range can be taken as the local port of another process's outgoing connection
+# before its server binds it (suspected when an operator never served /readyz in a
+# fresh-clone CI run). No port is handed out twice by one process either.
+_PORT_RANGE = (20000, 30000)
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("0.0.0.0", port))  # free on every address, the node IP's included
+        except OSError:
+            return False
+    return True
+
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port that is free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A port free on every address right now, outside the ephemeral range, not handed out
+    before by this process."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(*_PORT_RANGE)
+        if port not in _handed_out and _bindable(port, kind):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE[0]}-{_PORT_RANGE[1]}")
 
 
 class ServerProcess:

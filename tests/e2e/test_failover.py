@@ -59,6 +59,17 @@ FIRST_ASKED = (
 )
 
 
+async def restarts_told(deployments: Deployments, name: str) -> list[Any]:
+    """The deployment's JobRestarted Events, once there is one (Events are posted in the
+    background, after the restarted job started)."""
+
+    async def told() -> list[Any] | None:
+        found = [e for e in await deployments.events(name) if e.reason == "JobRestarted"]
+        return found or None
+
+    return await eventually(told, 30, f"a JobRestarted Event of {name}")
+
+
 async def busy_pod(deployments: Deployments, name: str, job_id: str = "", not_uid: str = "") -> Any:
     """The live pod that runs (a) job."""
 
@@ -151,9 +162,8 @@ async def test_a_call_whose_runner_is_killed_goes_on_with_its_conversation(
         assert {"first", "asked", "paris"} <= set(third.split()), third
     finally:
         await caller.leave()
-    events = await deployments.events("voice")
-    restarted = [e for e in events if e.reason == "JobRestarted"]
-    assert len(restarted) == 1, [(e.reason, e.message) for e in events]
+    restarted = await restarts_told(deployments, "voice")
+    assert len(restarted) == 1, [e.message for e in restarted]
     assert f"restarted on pod {replacement.metadata.name}" in restarted[0].message
     assert "exited" in restarted[0].message
     metrics = await operator.metrics()
@@ -261,9 +271,8 @@ async def test_an_oom_killed_agent_is_restarted_and_knows_it(
         return "restarted 1 time(s), restored {'phase': 'hogging'}" in operator.log_text()
 
     await eventually(said_restarted, 120, "the restarted agent logging its restart and checkpoint")
-    events = await deployments.events("hog")
-    restarted = [e for e in events if e.reason == "JobRestarted"]
-    assert len(restarted) == 1, [(e.reason, e.message) for e in events]
+    restarted = await restarts_told(deployments, "hog")
+    assert len(restarted) == 1, [e.message for e in restarted]
     assert "oom" in restarted[0].message
     metrics = await operator.metrics()
     assert metric_value(metrics, "agent_operator_job_restarts_total", deployment="hog", cause="oom") == 1
@@ -311,7 +320,7 @@ async def test_a_livekit_agents_call_whose_runner_is_killed_goes_on_with_its_cha
         assert {"first", "asked", "paris"} <= set(answer.split()), answer
     finally:
         await caller.leave()
-    assert any(e.reason == "JobRestarted" for e in await deployments.events("lka"))
+    assert len(await restarts_told(deployments, "lka")) == 1
     assert (await deployments.get("lka"))["status"]["jobsFailed"] == 0
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
@@ -358,7 +367,7 @@ async def test_a_pod_that_died_while_no_operator_ran_is_restarted_by_the_next_on
         return "restarted 1 time(s), restored {'said': 'hello'}" in operator.log_text()
 
     await eventually(said_restarted, 60, "the restarted agent logging its restart and checkpoint")
-    assert any(e.reason == "JobRestarted" for e in await deployments.events("orphan"))
+    assert len(await restarts_told(deployments, "orphan")) == 1
     assert (await deployments.get("orphan"))["status"]["jobsFailed"] == 0
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     await status_equals(deployments, "orphan", "jobsSucceeded", 1, timeout=90)

@@ -156,7 +156,24 @@ class OperatorProcess:
                 raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.tail()}")
             return (await self.readyz()).startswith("200 ")
 
-        await eventually(ready, timeout, "operator /readyz")
+        try:
+            await eventually(ready, timeout, "operator /readyz")
+        except TimeoutError as exc:  # what it was doing, for the failure's report
+            raise TimeoutError(f"{exc}\n{self.process_state()}\nits log's tail:\n{self.tail(30)}") from None
+
+    def process_state(self) -> str:
+        """The process's state and what it waits in, from /proc."""
+        if self.proc is None:
+            return "not started"
+        if self.proc.poll() is not None:
+            return f"exited with {self.proc.returncode}"
+        proc = Path(f"/proc/{self.proc.pid}")
+        try:
+            state = next(x for x in (proc / "status").read_text().splitlines() if x.startswith("State:"))
+            wchan = (proc / "wchan").read_text()
+        except (OSError, StopIteration) as exc:
+            return f"pid {self.proc.pid}: {exc}"
+        return f"pid {self.proc.pid} {state}, waiting in {wchan or '-'}"
 
     async def wait_exited(self, timeout: float) -> int:
         """Its exit code, once it has exited (after a signal sent without waiting)."""
