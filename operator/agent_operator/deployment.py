@@ -24,7 +24,7 @@ from agent_operator.adoption import Adoption, AdoptionContext
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.drain import drain, refuse_assignment
-from agent_operator.failover import Failover, FailoverContext
+from agent_operator.failover import Failover, FailoverContext, lost_after
 from agent_operator.handover import pass_on
 from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
@@ -138,6 +138,7 @@ class DeploymentRuntime:
                 placement=self.placement,
                 jobs=self.jobs,
                 trust=self.trust,
+                event=self.event,
             )
         )
 
@@ -158,7 +159,8 @@ class DeploymentRuntime:
 
     def expect(self, pod: PodIdentity, heartbeat: HeartbeatSettings, job_id: str = "") -> None:
         """A pod of ours whose runner may attach."""
-        self.services.supervisor.expect(RunnerBinding(pod, self.ref, heartbeat, job_id=job_id))
+        binding = RunnerBinding(pod, self.ref, heartbeat, job_id=job_id, lost_after=lost_after(self.spec))
+        self.services.supervisor.expect(binding)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
@@ -372,6 +374,7 @@ class DeploymentRuntime:
             self.pool.gone(pod.uid)
             self.ends.pod_gone(pod.uid)
         self.trust.forget(pod)
+        self.failover.pod_gone(pod, final)
         await self.adoption.pod_gone(pod, final)
 
     # -- status -------------------------------------------------------------------------------

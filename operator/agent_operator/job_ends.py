@@ -60,10 +60,11 @@ class JobEnds:
         pod by a failover is not counted again: it is the same job)."""
         if entry is not None and entry.restarts:
             after = time.monotonic() - entry.restarts[-1]
-            self._event(
-                "JobRestarted",
-                f"job {record.job_id} restarted on pod {record.pod.name} after {after:.1f}s ({entry.death})",
-            )
+            told = f"job {record.job_id} restarted on pod {record.pod.name} after {after:.1f}s"
+            if entry.settling:  # told once it is known why its last pod died (failover)
+                entry.untold = told
+            else:
+                self._event("JobRestarted", f"{told} ({entry.death})")
             return
         self.counts["jobsStarted"] += 1
         joined = f"runner in pod {record.pod.name} joined room {record.room}"

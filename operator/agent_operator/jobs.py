@@ -56,6 +56,10 @@ class Job:
     # failover: when (monotonic) it was restarted on a new pod, and why its last pod died
     restarts: list[float] = dataclasses.field(default_factory=list)
     death: str = ""
+    # why its last pod died is not known yet (a lost runner: ``Failover.pod_gone``), and the
+    # JobRestarted Event's text kept until it is
+    settling: bool = False
+    untold: str = ""
 
     def log_fields(self, base: dict[str, str]) -> dict[str, str]:
         return {**base, "job_id": self.job_id, "room": self.room, "pod": str(self.pod or "")}

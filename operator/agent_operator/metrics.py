@@ -64,7 +64,8 @@ JOB_RESTARTS = Counter(
     "Jobs restarted on a new pod after theirs died (failover), by cause: exited (the runner's "
     "container ended with the job running: SIGKILL, a crash), oom (OOMKilled), probe (a failing "
     "liveness or startup probe), unresponsive (no pong within the ping timeout), lost (the stream "
-    "broke and the runner did not return), pod_deleted (eviction, node loss).",
+    "broke, the runner did not return, and the kubelet told nothing else of its pod), "
+    "pod_deleted (eviction, node loss).",
     (*DEPLOYMENT_LABELS, "cause"),
 )
 JOB_RESTARTS_REFUSED = Counter(

@@ -23,6 +23,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment import DeploymentRuntime
+from agent_operator.failover import lost_after
 from agent_operator.handover import Handover
 from agent_operator.kube import runner_tls_secret, timeouts
 from agent_operator.kube.events import EventRecorder
@@ -314,7 +315,8 @@ class OperatorRuntime:
         if not owner.adoption.adopt(self.api.sanitize_for_serialization(found), jobs_only=True):
             return None
         job_id = (found.metadata.labels or {}).get(LABEL_JOB_ID, "")
-        return RunnerBinding(pod, owner.ref, owner.heartbeat(), job_id=job_id)
+        quick = lost_after(owner.spec)
+        return RunnerBinding(pod, owner.ref, owner.heartbeat(), job_id=job_id, lost_after=quick)
 
     async def _probe_failure(self, pod: PodIdentity, fields: dict[str, str]) -> PodFailure | None:
         """A failed liveness (or startup) probe the kubelet stopped the pod's container for, as

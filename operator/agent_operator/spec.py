@@ -71,6 +71,9 @@ class FailoverSettings:
     enabled: bool = True
     max_restarts: int = 2  # within ``window``; one more death fails the job
     window: float = 600.0
+    # a running job's runner whose connection dropped and that has not re-attached within
+    # this long is judged dead (``failover``); not in the CRD
+    lost_after: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ import pytest
 from agent_operator.supervisor.admission import (
     AdmissionSettings,
     AttachGate,
+    DropWatch,
     GuardedAuthenticator,
     LogThrottle,
     credential_key,
@@ -187,3 +188,13 @@ def test_log_throttle_lets_a_burst_through_per_interval() -> None:
     assert [throttle.allow("overload", t) for t in (0, 1, 2, 3)] == [True, True, False, False]
     assert throttle.allow("auth", 3)
     assert throttle.allow("overload", 10.5)
+
+
+def test_many_streams_dropping_at_once_is_a_burst_not_deaths() -> None:
+    watch = DropWatch(burst=3, within=2.0)
+    watch.dropped(10.0)
+    watch.dropped(10.5)
+    assert not watch.bursting(10.6)  # two killed runners are two deaths
+    watch.dropped(11.0)
+    assert watch.bursting(11.0)  # three within 2 s: the operator's network, not the runners
+    assert not watch.bursting(12.6)  # the first two are older than 2 s by then

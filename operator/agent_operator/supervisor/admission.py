@@ -16,6 +16,7 @@ against the API server (whose throttling would then turn real runners away). So:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -96,6 +97,10 @@ class AttachGate:
         else:
             del self._by_peer[host]
 
+    def pending_from(self, peer: str) -> bool:
+        """Whether a stream from ``peer``'s address is being admitted right now."""
+        return self._by_peer.get(peer_host(peer), 0) > 0
+
     @contextlib.contextmanager
     def admitting(self, peer: str) -> Iterator[tuple[str, str] | None]:
         """Hold a pending slot while the body runs; yields the refusal (no slot held) or None."""
@@ -105,6 +110,28 @@ class AttachGate:
         finally:
             if refusal is None:
                 self.leave(peer)
+
+
+class DropWatch:
+    """Counts runner streams that dropped: many at once (this operator's network, not their
+    runners, failed) is no sign of any runner's death."""
+
+    def __init__(self, burst: int = 8, within: float = 2.0) -> None:
+        self.burst = burst
+        self.within = within
+        self._times: collections.deque[float] = collections.deque()
+
+    def dropped(self, now: float) -> None:
+        self._times.append(now)
+        self._trim(now)
+
+    def bursting(self, now: float) -> bool:
+        self._trim(now)
+        return len(self._times) >= self.burst
+
+    def _trim(self, now: float) -> None:
+        while self._times and self._times[0] < now - self.within:
+            self._times.popleft()
 
 
 def credential_key(credential: str) -> str:

@@ -168,11 +168,19 @@ class JobMachine:
                     terminate="runner restarted and lost its job",
                 )
 
-    def detached(self, slot: PodSlot, why: str) -> None:
+    def detached(
+        self, slot: PodSlot, why: str, dropped: bool = False, reattaching: Callable[[], bool] = lambda: False
+    ) -> None:
+        """The pod's stream ended; ``dropped``: not closed by us (a killed runner, or one about
+        to attach again). ``reattaching``: whether to give it the full grace after all."""
         record = slot.job
-        if record is not None and record.state is not JobState.ENDED and slot.held is None:
-            grace = self.reattach_grace
-            slot.set_timer("reattach", self._reattach_timeout(slot, grace, why))
+        if record is None or record.state is JobState.ENDED or slot.held is not None:
+            return
+        quick = slot.binding.lost_after
+        if dropped and record.state is JobState.RUNNING and quick is not None and quick < self.reattach_grace:
+            slot.set_timer("reattach", self._lost_timeout(slot, quick, why, reattaching))
+        else:
+            slot.set_timer("reattach", self._reattach_timeout(slot, self.reattach_grace, why))
 
     def _adopt(self, slot: PodSlot, running: pb.RunningJob) -> None:
         job = lk_agent.Job()
@@ -327,6 +335,23 @@ class JobMachine:
                 ),
                 terminate="runner stream lost",
             )
+
+    async def _lost_timeout(
+        self, slot: PodSlot, quick: float, why: str, reattaching: Callable[[], bool]
+    ) -> None:
+        """A running job's dropped runner, judged dead after ``quick`` seconds: its pod is not
+        deleted here (the kubelet then tells why it died; the operator removes it). One that may
+        be attaching again then (``reattaching``) gets the full re-attach grace."""
+        await asyncio.sleep(quick)
+        if slot.attached:
+            return
+        if reattaching():
+            await self._reattach_timeout(slot, self.reattach_grace - quick, why)
+            return
+        record = slot.job
+        if record is not None and record.state is JobState.RUNNING:
+            error = f"{why}; no re-attach within {quick:.1f}s"
+            await self.end(slot, JobOutcome(OutcomeStatus.FAILED, "runner lost", error, death=DEATH_LOST))
 
     # -- the end -----------------------------------------------------------------------------------
     async def end(self, slot: PodSlot, outcome: JobOutcome, terminate: str | None = None) -> None:

@@ -24,11 +24,7 @@ import agent_operator.supervisor.handshake as handshake
 import agent_operator.supervisor.takeover as takeover
 from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
-from agent_operator.supervisor.admission import (
-    AttachGate,
-    GuardedAuthenticator,
-    LogThrottle,
-)
+from agent_operator.supervisor.admission import AttachGate, DropWatch, GuardedAuthenticator, LogThrottle
 from agent_operator.supervisor.job_machine import JobMachine
 from agent_operator.supervisor.job_machine import StartFailed as StartFailed
 from agent_operator.supervisor.logbridge import reemit
@@ -55,6 +51,10 @@ from agent_operator.tasks import BackgroundTasks
 log = logging.getLogger("agent_operator.supervisor")
 
 
+# why a stream ended when grpc.aio cancelled its handler: the runner's connection dropped
+LOST = "connection to the runner lost"
+
+
 class Supervisor:
     def __init__(
         self,
@@ -69,11 +69,13 @@ class Supervisor:
         self.listener: SupervisorListener = listener or NullListener()
         self.settings = settings or SupervisorSettings()
         self.gate = AttachGate(self.settings.admission)
+        self._drops = DropWatch()
         self.authenticator = GuardedAuthenticator(authenticator, self.settings.admission, clock)
         self._refusal_log = LogThrottle()
         self.resolver = resolver
         self.clock = clock
         self._server: grpc.aio.Server | None = None
+        self._stopping = False
         self._slots = Slots()
         self._tasks = BackgroundTasks(log, "supervisor callback")
         self._handshake = handshake.Context(
@@ -116,6 +118,7 @@ class Supervisor:
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving. Jobs are not ended: their runners keep running and re-attach to the
         next supervisor (an operator restart must not drop calls)."""
+        self._stopping = True  # the streams it closes are no runner's death
         for slot in self._slots:
             if slot.session is not None:
                 slot.session.close(grpc.StatusCode.UNAVAILABLE, "supervisor stopping")
@@ -275,7 +278,8 @@ class Supervisor:
         metrics.RUNNERS_ATTACHED.labels(*labels).inc()
         # grpc.aio cancels this coroutine when the runner's connection drops (a killed
         # process), so everything after the stream must happen in `finally`, without awaiting
-        why = "connection to the runner lost"
+        why = LOST
+        peer = context.peer()
         try:
             await session.send(
                 pb.SupervisorMessage(
@@ -305,7 +309,7 @@ class Supervisor:
                 metrics.RUNNER_ATTACH_FAILURES.labels("stream_error").inc()
             if slot.session is session:
                 slot.session = None
-                self._on_detached(slot, session, why)
+                self._on_detached(slot, session, why, peer)
         if session.close_code is not None:
             await context.abort(session.close_code, session.close_details)
 
@@ -314,11 +318,21 @@ class Supervisor:
             self._call(self.listener.runner_attached(session.binding, session.idle))
         await self._machine.attached(slot, session, hello)
 
-    def _on_detached(self, slot: PodSlot, session: RunnerSession, why: str) -> None:
+    def _on_detached(self, slot: PodSlot, session: RunnerSession, why: str, peer: str) -> None:
         log.info("runner stream ended: %s", why, extra=slot.fields())
         self._call(self.listener.runner_detached(session.binding))
-        if self._slots.get(slot.uid) is slot:  # the pod is still there: its runner may return
-            self._machine.detached(slot, why)
+        if self._slots.get(slot.uid) is slot and not self._stopping:  # its runner may return
+            # not closed by us: its runner ended it or its connection broke. A SIGKILLed runner's
+            # stream reads as ended by it ("runner closed the stream"), as when a live runner
+            # attaches again, which it does within a fraction of a second
+            dropped = session.close_code is None
+            if dropped:
+                self._drops.dropped(self.clock())
+
+            def hold_on() -> bool:  # its runner may be attaching again, or many dropped at once
+                return self.gate.pending_from(peer) or self._drops.bursting(self.clock())
+
+            self._machine.detached(slot, why, dropped, hold_on)
 
     # -- messages ----------------------------------------------------------------------------
     async def _on_message(self, session: RunnerSession, msg: pb.RunnerMessage) -> None:

@@ -26,6 +26,11 @@ class RunnerBinding:
     # the job the pod's (signed) record names; a runner re-attaching with another is refused.
     # "": the pod's record names none (a pool pod), the runner's word is taken
     job_id: str = ""
+    # a running job's runner whose connection dropped (not closed by it or by us) and that has
+    # not re-attached within this many seconds is judged dead (its job ends, death "lost"),
+    # its pod left for the kubelet to tell why; None: the supervisor's re-attach grace, then
+    # its pod is deleted. The operator sets it for deployments with failover on.
+    lost_after: float | None = None
 
 
 class Authenticator(Protocol):
