@@ -32,6 +32,7 @@ from devenv.kube import LocalKubeCluster
 from devenv.procs import ServerProcess, free_port, http_ok, wait_until
 
 NODE_NAME = "agent-operator-node"
+NODE_CPU_WEIGHT_PER_CPU = 1024
 CLUSTER_DNS_IP = "10.96.0.10"
 PAUSE_IMAGE = "localhost/agent-operator/pause:local"
 CGROUP_FS = Path("/sys/fs/cgroup")
@@ -107,6 +108,13 @@ class RealNode:
             for knob in ("cpuset.cpus", "cpuset.mems"):
                 if (hierarchy / knob).exists():
                     (path / knob).write_text((hierarchy / knob).read_text())
+            if (path / "cpu.shares").exists():
+                # the node's pods weigh what a kubelet's kubepods cgroup weighs on a real node
+                # (1024 per CPU), not what one process weighs: the servers of the test
+                # environment (livekit-server, the API server, the operator, a benchmark's
+                # livekit-agents worker) are processes of the root cgroup, 1024 each, and all
+                # pods together would get one process's share of a busy machine
+                (path / "cpu.shares").write_text(str(NODE_CPU_WEIGHT_PER_CPU * (os.cpu_count() or 1)))
 
     def _start_kubelet(self) -> None:
         ca = self.cluster.ca

@@ -80,3 +80,20 @@ async def unhealthy_after_start(ctx: Any) -> None:
     await asyncio.to_thread(Path("/tmp/unhealthy").write_text, "unhealthy\n")
     log.info("marked unhealthy for the liveness probe")
     await asyncio.Event().wait()
+
+
+async def keep_or_forge(ctx: Any) -> None:
+    """Failover: a job whose metadata is ``forge:<job id>`` is a forged runner: it writes a
+    checkpoint for that other job on its own stream, past the runner's API (as code that owns its
+    pod could); any other job is ``checkpoint_then_idle``."""
+    target = ctx.job.metadata.removeprefix("forge:") if ctx.job.metadata.startswith("forge:") else ""
+    if not target:
+        await checkpoint_then_idle(ctx)
+        return
+    from agent_jobrunner.protocol import pb
+
+    state = b'{"said": "forged"}'
+    forged = pb.RunnerMessage(checkpoint=pb.Checkpoint(job_id=target, seq=1_000_000, state=state))
+    ctx._checkpointer._sink.send_checkpoint(forged)
+    log.info("forged a checkpoint for job %s", target)
+    await asyncio.Event().wait()

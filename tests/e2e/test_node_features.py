@@ -4,9 +4,11 @@ runner works under the restricted securityContext the operator sets by default."
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,3 +256,18 @@ async def test_a_failing_liveness_probe_fails_the_job_with_that_reason(
         == 1
     )
     await no_pods(deployments, "unwell")
+
+
+def test_the_nodes_pods_weigh_on_the_cpu_what_kubepods_weighs_on_a_real_node(
+    local_kubelet: TestEnvironment,
+) -> None:
+    """The test node's cgroup (the kubelet's cgroupRoot) has the CPU weight of its CPUs, 1024
+    each, as kubepods has on a real node; the environment's servers are processes of the root
+    cgroup, 1024 each, so with one process's weight the pods would be starved when it is busy
+    (the benchmarks compare pods with host processes)."""
+    node = local_kubelet.node
+    assert node is not None
+    shares = Path("/sys/fs/cgroup/cpu") / node.cgroup_root.lstrip("/") / "cpu.shares"
+    if not shares.exists():
+        pytest.skip("no cgroup v1 cpu controller here")
+    assert int(shares.read_text()) == 1024 * (os.cpu_count() or 1)

@@ -343,12 +343,14 @@ async def wait_participant(lk: Any, room: str, identity_prefix: str, timeout: fl
 AGENTS = "tests.agents.stream_agents"
 
 
-async def dispatch(lk: api.LiveKitAPI, agent_name: str, room: str, empty_timeout: int = 60) -> Any:
+async def dispatch(
+    lk: api.LiveKitAPI, agent_name: str, room: str, empty_timeout: int = 60, metadata: str = ""
+) -> Any:
     """Dispatch the agent to a new room that LiveKit closes ``empty_timeout`` seconds after it
-    has no participant but the agent (the job then ends)."""
+    has no participant but the agent (the job then ends); ``metadata``: the job's."""
     await lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=empty_timeout))
     return await lk.agent_dispatch.create_dispatch(
-        api.CreateAgentDispatchRequest(agent_name=agent_name, room=room)
+        api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
     )
 
 
