@@ -261,6 +261,7 @@ class DeploymentRuntime:
             serving=not self.draining and not self.readiness.invalid_spec,
             paused=self.services.handover.active,
             waiting=self.jobs.waiting_for_pod,
+            starting=self.jobs.starting,
         )
 
     # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
@@ -339,6 +340,7 @@ class DeploymentRuntime:
             entry.phase = Phase.RUNNING
         self.ends.started(record, entry)
         self._dirty.set()
+        self.pool.wake()  # a refill waiting for jobs starting (pool_plan.refill_waits)
 
     async def job_adopted(self, record: JobRecord) -> None:
         self.pool.gone(record.pod.uid)  # labelled idle, but its runner has a job

@@ -147,5 +147,10 @@ class JobTable:
         return sum(1 for j in self._jobs.values() if j.phase is Phase.PLACING and j.pod is None)
 
     @property
+    def starting(self) -> int:
+        """Jobs on a pod whose runner has not started them yet."""
+        return sum(1 for j in self._jobs.values() if j.phase is Phase.STARTING and j.pod is not None)
+
+    @property
     def with_pod(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.pod is not None and j.phase in HOLDS_POD]

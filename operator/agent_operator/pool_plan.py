@@ -99,3 +99,18 @@ def pick_idle(pods: list[PoolPod], template_hash: str) -> PoolPod | None:
     allowed). Never one being deleted, one of an older template or an unknown one."""
     usable = [p for p in pods if not p.deleting and not p.unknown and p.template_hash == template_hash]
     return min(usable, key=lambda p: (not p.attached, p.created_at)) if usable else None
+
+
+# the longest new pool pods wait for jobs starting on this deployment's pods
+REFILL_YIELD_SECONDS = 1.5
+
+
+def refill_waits(starting: int, waiting: int, since: float | None, now: float) -> tuple[bool, float | None]:
+    """Whether new pool pods wait now, and since when they have been waiting. They wait while
+    jobs are starting on pods (their runners joining rooms: a pod's start, its container and
+    its agent's imports, takes the CPU the calls join with), for at most
+    ``REFILL_YIELD_SECONDS``; never while a job waits for a pod (it needs one made)."""
+    if starting == 0 or waiting:
+        return False, None
+    since = now if since is None else since
+    return now - since < REFILL_YIELD_SECONDS, since

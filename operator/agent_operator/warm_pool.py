@@ -19,13 +19,14 @@ from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.kube.pods import brief
 from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings, build_runner_pod
 from agent_operator.pool_backoff import PoolBackoff, PoolFailure
-from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool
+from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool, refill_waits
 from agent_operator.spec import DeploymentSpec
 from agent_operator.templates import pod_name
 from agent_operator.vocabulary import HeartbeatSettings, PodIdentity
 
 log = logging.getLogger("agent_operator.pool")
 TICK_SECONDS = 1.0
+YIELD_TICK_SECONDS = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,7 @@ class PoolDemand:
     serving: bool  # False: draining, or the spec cannot be served (the pool empties)
     paused: bool = False  # handing over: the next operator adopts the pool as it is
     waiting: int = 0  # of the busy, jobs being placed with no pod yet: they take idle ones first
+    starting: int = 0  # of the busy, jobs on a pod whose runner has not started them yet
 
 
 class NoRoomForPod(Exception):
@@ -77,6 +79,7 @@ class WarmPool:
         self._backoff = PoolBackoff()
         self.pods: dict[str, PoolPod] = {}
         self._creating = 0  # pool pods being created right now
+        self._yielding_since: float | None = None  # new pool pods waiting for jobs starting
         self._pool_changed = asyncio.Event()  # a pod created, attached, deleted or gone; room freed
         self._wake = asyncio.Event()
 
@@ -246,7 +249,9 @@ class WarmPool:
                 failing = ""
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK_SECONDS)
+                # a refill waiting for jobs starting looks again soon (it waits a bounded time)
+                tick = TICK_SECONDS if self._yielding_since is None else YIELD_TICK_SECONDS
+                await asyncio.wait_for(self._wake.wait(), tick)
 
     def _desired(self, demand: PoolDemand) -> int:
         if demand.spec is None or not demand.serving:
@@ -295,7 +300,11 @@ class WarmPool:
             raise failed
         created = 0
         # after a failure in a row, the next pool pod waits (the loop comes back every tick)
-        for _ in range(plan.create if self._backoff.allows(self._clock()) else 0):
+        create = plan.create if self._backoff.allows(self._clock()) else 0
+        wait, self._yielding_since = refill_waits(
+            demand.starting, demand.waiting, self._yielding_since, self._clock()
+        )
+        for _ in range(0 if wait else create):
             if not await self._create_one(template_hash):
                 break
             created += 1

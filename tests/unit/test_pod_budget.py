@@ -22,7 +22,8 @@ pytestmark = pytest.mark.unit
 
 
 async def full_house(h: Harness) -> None:
-    """Three calls on pods of their own and the pool's two idle pods attached: 5 live pods."""
+    """Three calls running on pods of their own and the pool's two idle pods attached: 5 live
+    pods."""
     await h.dep.pool.reconcile()
     for uid in list(h.dep.pool.pods):
         h.dep.pool.attached(uid)
@@ -30,6 +31,8 @@ async def full_house(h: Harness) -> None:
         h.dep.availability(offer(job_id, f"room-{job_id}"))
         await h.dep.assignment(assignment(job_id, f"room-{job_id}"))
     await settle(lambda: len(h.supervisor.assigned) == 3)
+    for record in h.supervisor.records.values():  # their runners started them
+        await h.dep.job_started(record)
     await h.dep.pool.reconcile()  # refill: two idle pods again
     for uid in list(h.dep.pool.pods):
         h.dep.pool.attached(uid)
@@ -181,3 +184,21 @@ async def test_an_ended_job_whose_pod_delete_failed_keeps_its_slot_until_the_pod
     await h.dep.pod_gone(job_pod, None)
     assert "J1" not in h.dep.jobs
     assert h.dep.jobs.busy == 2
+
+
+async def test_the_refill_waits_while_calls_start_on_the_pools_pods() -> None:
+    """A call takes an idle pod: no new pool pod while its runner joins the room (a pod's start
+    would take the CPU it joins with); once the call started, the pool refills."""
+    h = harness(spec(maxConcurrentJobs=5, warmPool={"size": 1}))
+    await h.dep.pool.reconcile()
+    (uid,) = list(h.dep.pool.pods)
+    h.dep.pool.attached(uid)
+    h.dep.availability(offer("J1", "room-J1"))
+    await h.dep.assignment(assignment("J1", "room-J1"))
+    await settle(lambda: len(h.supervisor.assigned) == 1)
+    assert h.supervisor.assigned[0][0] == uid  # the warm pod
+    await h.dep.pool.reconcile()
+    assert len(h.pods.live) == 1, "no new pool pod while the call starts"
+    await h.dep.job_started(h.supervisor.records[uid])
+    await h.dep.pool.reconcile()
+    assert len(h.pods.live) == 2

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from agent_operator.pool_plan import PoolPod, desired_idle, pick_idle, plan_pool
+from agent_operator.pool_plan import (
+    REFILL_YIELD_SECONDS,
+    PoolPod,
+    desired_idle,
+    pick_idle,
+    plan_pool,
+    refill_waits,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -107,3 +114,13 @@ def test_pods_that_jobs_being_placed_will_take_are_not_shrunk_away() -> None:
     assert (result.delete, result.create) == ([], 0)
     one = plan_pool(pods, 0, "t1", 100.0, max_idle_age=60, start_timeout=10, claimed=1)
     assert [(p.uid, why) for p, why in one.delete] == [("a", "pool shrunk")]
+
+
+def test_new_pool_pods_wait_a_bounded_time_for_jobs_starting_never_for_a_job_without_a_pod() -> None:
+    assert refill_waits(starting=0, waiting=0, since=None, now=10.0) == (False, None)
+    wait, since = refill_waits(starting=2, waiting=0, since=None, now=10.0)
+    assert (wait, since) == (True, 10.0)  # two calls joining rooms: the refill waits
+    assert refill_waits(2, 0, since, 10.0 + REFILL_YIELD_SECONDS - 0.01) == (True, 10.0)
+    assert refill_waits(2, 0, since, 10.0 + REFILL_YIELD_SECONDS) == (False, 10.0)  # at most so long
+    assert refill_waits(2, 1, since, 10.5) == (False, None)  # a job needs a pod made: at once
+    assert refill_waits(0, 0, since, 10.5) == (False, None)  # they started: the refill goes on
