@@ -159,8 +159,11 @@ class DeploymentRuntime:
 
     def expect(self, pod: PodIdentity, heartbeat: HeartbeatSettings, job_id: str = "") -> None:
         """A pod of ours whose runner may attach."""
-        binding = RunnerBinding(pod, self.ref, heartbeat, job_id=job_id, lost_after=lost_after(self.spec))
-        self.services.supervisor.expect(binding)
+        self.services.supervisor.expect(self.binding(pod, heartbeat, job_id))
+
+    def binding(self, pod: PodIdentity, heartbeat: HeartbeatSettings, job_id: str = "") -> RunnerBinding:
+        """What the supervisor is told of a pod of ours (failover on: a dropped runner is judged soon)."""
+        return RunnerBinding(pod, self.ref, heartbeat, job_id=job_id, lost_after=lost_after(self.spec))
 
     # -- lifecycle ----------------------------------------------------------------------------
     def update(self, spec: DeploymentSpec | None, generation: int, error: str = "") -> None:
@@ -255,14 +258,8 @@ class DeploymentRuntime:
         )
 
     def _pool_demand(self) -> PoolDemand:
-        return PoolDemand(
-            spec=self.spec,
-            busy=self.jobs.busy,
-            serving=not self.draining and not self.readiness.invalid_spec,
-            paused=self.services.handover.active,
-            waiting=self.jobs.waiting_for_pod,
-            starting=self.jobs.starting,
-        )
+        serving = not self.draining and not self.readiness.invalid_spec
+        return PoolDemand.of(self.spec, self.jobs, serving, self.services.handover.active)
 
     # -- WorkerHandler: what LiveKit asks ------------------------------------------------------
     def availability(self, request: agent.AvailabilityRequest) -> agent.AvailabilityResponse | None:
@@ -340,7 +337,6 @@ class DeploymentRuntime:
             entry.phase = Phase.RUNNING
         self.ends.started(record, entry)
         self._dirty.set()
-        self.pool.wake()  # a refill waiting for jobs starting (pool_plan.refill_waits)
 
     async def job_adopted(self, record: JobRecord) -> None:
         self.pool.gone(record.pod.uid)  # labelled idle, but its runner has a job

@@ -23,7 +23,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from agent_operator.collaborators import Collaborators
 from agent_operator.deployment import DeploymentRuntime
-from agent_operator.failover import lost_after
 from agent_operator.handover import Handover
 from agent_operator.kube import runner_tls_secret, timeouts
 from agent_operator.kube.events import EventRecorder
@@ -315,8 +314,7 @@ class OperatorRuntime:
         if not owner.adoption.adopt(self.api.sanitize_for_serialization(found), jobs_only=True):
             return None
         job_id = (found.metadata.labels or {}).get(LABEL_JOB_ID, "")
-        quick = lost_after(owner.spec)
-        return RunnerBinding(pod, owner.ref, owner.heartbeat(), job_id=job_id, lost_after=quick)
+        return owner.binding(pod, owner.heartbeat(), job_id)
 
     async def _probe_failure(self, pod: PodIdentity, fields: dict[str, str]) -> PodFailure | None:
         """A failed liveness (or startup) probe the kubelet stopped the pod's container for, as

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from agent_operator import metrics
 from agent_operator.collaborators import Pods
 from agent_operator.deployment_trust import DeploymentTrust
+from agent_operator.jobs import JobTable
 from agent_operator.kube.pods import brief
 from agent_operator.kube.podspec import JobInfo, Owner, RunnerSettings, build_runner_pod
 from agent_operator.pool_backoff import PoolBackoff, PoolFailure
@@ -39,6 +40,10 @@ class PoolDemand:
     paused: bool = False  # handing over: the next operator adopts the pool as it is
     waiting: int = 0  # of the busy, jobs being placed with no pod yet: they take idle ones first
     starting: int = 0  # of the busy, jobs on a pod whose runner has not started them yet
+
+    @classmethod
+    def of(cls, spec: DeploymentSpec | None, jobs: JobTable, serving: bool, paused: bool) -> PoolDemand:
+        return cls(spec, jobs.busy, serving, paused, jobs.waiting_for_pod, jobs.starting)
 
 
 class NoRoomForPod(Exception):

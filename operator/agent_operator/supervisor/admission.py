@@ -70,6 +70,7 @@ class AttachGate:
         self.settings = settings
         self.pending = 0
         self._by_peer: dict[str, int] = {}
+        self.drops = DropWatch()
 
     def enter(self, peer: str) -> tuple[str, str] | None:
         """Count a new stream from ``peer``; or (reason, message) when it is over a cap."""
@@ -97,9 +98,10 @@ class AttachGate:
         else:
             del self._by_peer[host]
 
-    def pending_from(self, peer: str) -> bool:
-        """Whether a stream from ``peer``'s address is being admitted right now."""
-        return self._by_peer.get(peer_host(peer), 0) > 0
+    def may_return(self, peer: str, now: float) -> bool:
+        """Whether a runner at ``peer`` whose stream dropped may be attaching again: a stream
+        from its address is being admitted, or many streams dropped at once (``drops``)."""
+        return self._by_peer.get(peer_host(peer), 0) > 0 or self.drops.bursting(now)
 
     @contextlib.contextmanager
     def admitting(self, peer: str) -> Iterator[tuple[str, str] | None]:

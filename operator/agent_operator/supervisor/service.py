@@ -24,7 +24,7 @@ import agent_operator.supervisor.handshake as handshake
 import agent_operator.supervisor.takeover as takeover
 from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from agent_operator import metrics
-from agent_operator.supervisor.admission import AttachGate, DropWatch, GuardedAuthenticator, LogThrottle
+from agent_operator.supervisor.admission import AttachGate, GuardedAuthenticator, LogThrottle
 from agent_operator.supervisor.job_machine import JobMachine
 from agent_operator.supervisor.job_machine import StartFailed as StartFailed
 from agent_operator.supervisor.logbridge import reemit
@@ -51,10 +51,6 @@ from agent_operator.tasks import BackgroundTasks
 log = logging.getLogger("agent_operator.supervisor")
 
 
-# why a stream ended when grpc.aio cancelled its handler: the runner's connection dropped
-LOST = "connection to the runner lost"
-
-
 class Supervisor:
     def __init__(
         self,
@@ -69,7 +65,6 @@ class Supervisor:
         self.listener: SupervisorListener = listener or NullListener()
         self.settings = settings or SupervisorSettings()
         self.gate = AttachGate(self.settings.admission)
-        self._drops = DropWatch()
         self.authenticator = GuardedAuthenticator(authenticator, self.settings.admission, clock)
         self._refusal_log = LogThrottle()
         self.resolver = resolver
@@ -278,7 +273,7 @@ class Supervisor:
         metrics.RUNNERS_ATTACHED.labels(*labels).inc()
         # grpc.aio cancels this coroutine when the runner's connection drops (a killed
         # process), so everything after the stream must happen in `finally`, without awaiting
-        why = LOST
+        why = "connection to the runner lost"
         peer = context.peer()
         try:
             await session.send(
@@ -327,12 +322,8 @@ class Supervisor:
             # attaches again, which it does within a fraction of a second
             dropped = session.close_code is None
             if dropped:
-                self._drops.dropped(self.clock())
-
-            def hold_on() -> bool:  # its runner may be attaching again, or many dropped at once
-                return self.gate.pending_from(peer) or self._drops.bursting(self.clock())
-
-            self._machine.detached(slot, why, dropped, hold_on)
+                self.gate.drops.dropped(self.clock())
+            self._machine.detached(slot, why, dropped, lambda: self.gate.may_return(peer, self.clock()))
 
     # -- messages ----------------------------------------------------------------------------
     async def _on_message(self, session: RunnerSession, msg: pb.RunnerMessage) -> None:
