@@ -35,7 +35,7 @@ from agent_operator.placement import Placement, PlacementContext
 from agent_operator.readiness import Readiness
 from agent_operator.registration import Registration
 from agent_operator.spec import DEFAULT_TARGET_LOAD, DeploymentSpec
-from agent_operator.status_report import StatusSnapshot, report_status
+from agent_operator.status_report import Changes, StatusSnapshot, report_status
 from agent_operator.supervisor import JobOutcome, JobRecord, RunnerBinding
 from agent_operator.tasks import BackgroundTasks, first_of, run_with_companions, unless
 from agent_operator.vocabulary import DeploymentRef, HeartbeatSettings, PodIdentity
@@ -62,7 +62,7 @@ class DeploymentRuntime:
         self.finished = asyncio.Event()  # run() is over (drained or not)
         self.status_writer = services.status_writer(owner)
         self._changed = asyncio.Event()
-        self._dirty = asyncio.Event()
+        self._dirty = Changes()
         self._tasks = BackgroundTasks(log, "background call", self.fields)
         self._labels = (owner.namespace, owner.name)
         self.readiness = Readiness(self.fields, self._labels, self.event, self.mark_dirty)

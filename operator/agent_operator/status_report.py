@@ -1,5 +1,8 @@
-"""A deployment's status subresource and gauges, written when something changed: at most
-twice a second, and backing off while the API server fails."""
+"""A deployment's status subresource and gauges, written when something changed.
+
+The gauges are set at once, whatever the API server does; the status is written at most twice
+a second, backing off while the API server fails (a slow or failing status write never holds
+back what Prometheus sees)."""
 
 from __future__ import annotations
 
@@ -31,7 +34,43 @@ class StatusSnapshot:
     labels: tuple[str, str]
 
 
+class Changes:
+    """Something the status shows changed: the gauges and the status writer are both told."""
+
+    def __init__(self) -> None:
+        self.gauges = asyncio.Event()
+        self.status = asyncio.Event()
+
+    def set(self) -> None:
+        self.gauges.set()
+        self.status.set()
+
+
+def set_gauges(now: StatusSnapshot) -> None:
+    metrics.JOBS_ACTIVE.labels(*now.labels).set(now.active_jobs)
+    metrics.MAX_CONCURRENT_JOBS.labels(*now.labels).set(now.max_jobs)
+    metrics.POOL_BUSY.labels(*now.labels).set(now.busy_pods)
+
+
 async def report_status(
+    writer: StatusWriting,
+    changes: Changes,
+    snapshot: Callable[[], StatusSnapshot],
+    fields: dict[str, str],
+) -> None:
+    await asyncio.gather(
+        _publish_gauges(changes.gauges, snapshot), _write_status(writer, changes.status, snapshot, fields)
+    )
+
+
+async def _publish_gauges(dirty: asyncio.Event, snapshot: Callable[[], StatusSnapshot]) -> None:
+    while True:
+        await dirty.wait()
+        dirty.clear()
+        set_gauges(snapshot())
+
+
+async def _write_status(
     writer: StatusWriting,
     dirty: asyncio.Event,
     snapshot: Callable[[], StatusSnapshot],
@@ -42,9 +81,6 @@ async def report_status(
         await dirty.wait()
         dirty.clear()
         now = snapshot()
-        metrics.JOBS_ACTIVE.labels(*now.labels).set(now.active_jobs)
-        metrics.MAX_CONCURRENT_JOBS.labels(*now.labels).set(now.max_jobs)
-        metrics.POOL_BUSY.labels(*now.labels).set(now.busy_pods)
         status = {
             "workerId": now.worker_id,
             "activeJobs": now.active_jobs,

@@ -280,6 +280,7 @@ async def check_prometheus(prom: PrometheusServer, ns: str, alerts: list[dict[st
         f'agent_operator_jobs_ended_total{{{sel}, deployment="flaky", outcome="failed"}} >= 1',
         f'agent_operator_jobs_ended_total{{{sel}, deployment="refused", outcome="rejected"}} >= 1',
         f'agent_operator_availability_answers_total{{{sel}, deployment="busy", reason="at_capacity"}} >= 1',
+        f'agent_operator_jobs_active{{{sel}, deployment="busy"}} == 1',  # its one job, for AtCapacity
         f'agent_operator_jobs_started_total{{{sel}, deployment="calls", path="warm"}} >= 1',
         f'agent_operator_jobs_started_total{{{sel}, deployment="calls", path="cold"}} >= 1',
         f'agent_operator_job_duration_seconds_count{{{sel}, deployment="calls", outcome="success"}} >= 1',
