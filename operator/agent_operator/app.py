@@ -253,6 +253,7 @@ async def _serve(
     try:
         await kopf.run_tasks(tasks, ignored=existing)
     finally:
+        loop.set_exception_handler(_kopf_watch_exit_handler)  # for asyncio.run's shutdown
         lingering.cancel()
         await asyncio.gather(lingering, return_exceptions=True)
         await side.close()
@@ -260,6 +261,23 @@ async def _serve(
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
     return exit_code
+
+
+def _kopf_watch_exit_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """At exit, asyncio closes the async generators left open. kopf's watch stream
+    (``infinite_watch``) is one when the stop caught it waiting on its pause toggle, and its
+    pause block does not close on that ("generator didn't stop after athrow()"). The process
+    is leaving and the stream's connection goes with it: that is said as a warning, not an
+    error. Anything else goes to asyncio's default handler."""
+    agen = context.get("asyncgen")
+    code = getattr(agen, "ag_code", None)
+    if code is not None and code.co_name == "infinite_watch" and "/kopf/" in code.co_filename:
+        error = context.get("exception")
+        log.warning(
+            "kopf's watch stream did not close cleanly at exit (harmless, the process is leaving): %r", error
+        )
+        return
+    loop.default_exception_handler(context)
 
 
 async def _report_lingering(stop_flag: asyncio.Event, existing: set[asyncio.Task[Any]]) -> None:
