@@ -27,7 +27,6 @@ from agent_jobrunner.outcome import (
     shutdown_budget,
 )
 from agent_jobrunner.protocol import pb
-from agent_jobrunner.warmup import warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -98,8 +97,6 @@ class Runner:
         except EntrypointError as err:
             self._entrypoint_error = str(err)
             logger.error("cannot load the entrypoint %s: %s", self.config.entrypoint, err)
-            return
-        await warm_up(self.config.runtime)  # what the first job would pay for the first time
 
     def _trigger(self, end: JobEnd) -> None:
         if self._end is None or self._end.done():
