@@ -36,6 +36,7 @@ from tests.support.operator import (
     idle_pods,
     lka_deployment,
     metric_value,
+    new_idle_pods,
     pid,
     starts_reported,
     status_equals,
@@ -72,13 +73,8 @@ async def restarts_told(deployments: Deployments, name: str) -> list[Any]:
 
 
 async def pool_refilled(deployments: Deployments, name: str, before: set[str]) -> None:
-    """The pod the pool made when the call took its idle one has started (its runner attached).
-    Waited for by the pods first: the status may still count the taken pod as idle."""
-
-    async def new_one() -> bool:
-        return any(p.metadata.uid not in before for p in await idle_pods(deployments, name))
-
-    await eventually(new_one, 120, f"a new pool pod of {name}")
+    """The pod the pool made when the call took its idle one has started (its runner attached)."""
+    await new_idle_pods(deployments, name, before)
     await status_equals(deployments, name, "idlePods", 1, timeout=180)
 
 

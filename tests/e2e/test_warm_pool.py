@@ -26,6 +26,7 @@ from tests.support.operator import (
     dispatch,
     idle_pods,
     metric_value,
+    new_idle_pods,
     wait_participant,
 )
 
@@ -92,11 +93,8 @@ async def test_assignment_goes_to_an_idle_pod_and_the_pool_refills(
     # refilled: two idle pods again, one of them new; three pods in all. Waited for by the
     # pods: the status may still say 2 from before the take (the refill waits for the call to
     # start, pool_plan.refill_waits)
-    async def refilled() -> set[str] | None:
-        after = {p.metadata.uid for p in await idle_pods(deployments, "warm")}
-        return after if len(after - before) == 1 else None
-
-    after = await eventually(refilled, 90, "a new idle pod in the pool")
+    after = await new_idle_pods(deployments, "warm", before, timeout=90)
+    assert len(after - before) == 1
     assert len(after) == 2
     await wait_pool(deployments, "warm", 2)
     assert 'path="warm"' in await operator.metrics()

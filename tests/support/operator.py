@@ -489,6 +489,21 @@ async def idle_pods(deployments: Deployments, name: str) -> list[Any]:
     ]
 
 
+async def new_idle_pods(
+    deployments: Deployments, name: str, before: set[str], timeout: float = 120
+) -> set[str]:
+    """The uids of the deployment's idle pool pods once one of them is not in ``before`` (the
+    pool made it after a call took one). Waited for by the pods: the status may still count
+    the taken pod as idle."""
+
+    async def refilled() -> set[str] | None:
+        now = {p.metadata.uid for p in await idle_pods(deployments, name)}
+        return now if now - before else None
+
+    found: set[str] = await eventually(refilled, timeout, f"a new idle pool pod of {name}")
+    return found
+
+
 async def job_pod(deployments: Deployments, name: str, timeout: float = 60) -> Any:
     async def one() -> Any:
         pods = await deployments.pods(name)
