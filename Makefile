@@ -88,6 +88,7 @@ clean:
 # release as in the runner's livekit-agents runtime. A failed case does not stop the others.
 bench: setup
 	-devenv/netns-run $(PY) -m tests.bench.dispatch_latency --json bench-dispatch-real
+	-devenv/netns-run $(PY) -m tests.bench.join_path
 	-devenv/netns-run $(PY) -m tests.bench.runner_memory
 	-devenv/netns-run $(PY) -m tests.bench.dead_runner
 	-devenv/netns-run $(PY) -m tests.bench.lka_voice_latency

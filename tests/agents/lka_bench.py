@@ -15,9 +15,12 @@ users share two cores. The operator reports jobs over capacity, and ignores both
 
 from __future__ import annotations
 
+import logging
 import os
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
+
+log = logging.getLogger("lka-bench")
 
 
 def prewarm(proc: JobProcess) -> None:
@@ -33,7 +36,10 @@ server = AgentServer(setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0
 
 @server.rtc_session(agent_name=os.environ.get("AGENT_NAME", "lka-bench"))
 async def entrypoint(ctx: JobContext) -> None:
+    # the benchmark's marks on both sides (tests/bench/dispatch_stages.py)
+    log.info("bench: entrypoint entered in room %s", ctx.room.name)
     await ctx.connect()
+    log.info("bench: connected to room %s", ctx.room.name)
 
 
 if __name__ == "__main__":

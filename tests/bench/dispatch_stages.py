@@ -20,6 +20,8 @@ from typing import Any
 
 from tests.bench.figures import pct
 
+# what the benchmark agent logs (its message, then the room's name) -> the mark it sets
+AGENT_MARKS = {"bench: entrypoint entered in room": "entered", "bench: connected to room": "connected"}
 # (concurrency, room, wall-clock dispatch time, seconds to ACTIVE)
 Call = tuple[int, str, float, float]
 
@@ -42,7 +44,17 @@ def operator_marks(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, flo
             mark.setdefault("placed", _stamp(record["ts"]))
         elif " received for room " in msg and record.get("runner_ts_us"):
             mark.setdefault("runner", int(record["runner_ts_us"]) / 1e6)
+        elif record.get("runner_ts_us") and (agent := _agent_mark(msg)) is not None:
+            mark.setdefault(agent[0], int(record["runner_ts_us"]) / 1e6)
     return marks
+
+
+def _agent_mark(message: str) -> tuple[str, str] | None:
+    """(mark, room) of the benchmark agent's own records (``tests/agents/lka_bench.py``)."""
+    for prefix, mark in AGENT_MARKS.items():
+        if message.startswith(prefix):
+            return mark, message[len(prefix) :].strip()
+    return None
 
 
 def lka_marks(log: Path) -> dict[str, dict[str, float]]:
@@ -53,14 +65,17 @@ def lka_marks(log: Path) -> dict[str, dict[str, float]]:
     for line in log.read_text(errors="replace").splitlines():
         with contextlib.suppress(ValueError, KeyError, TypeError):
             record = json.loads(line)
-            if record.get("message") == "received job request" and record.get("room"):
+            message = str(record.get("message", ""))
+            if message == "received job request" and record.get("room"):
                 marks.setdefault(str(record["room"]), {})["answered"] = _stamp(record["timestamp"])
+            elif (agent := _agent_mark(message)) is not None:
+                marks.setdefault(agent[1], {}).setdefault(agent[0], _stamp(record["timestamp"]))
     return marks
 
 
 def stages(calls: list[Call], marks: dict[str, dict[str, float]]) -> dict[int, dict[str, dict[str, float]]]:
     """Per concurrency, per stage: n, p50 and p95 in ms."""
-    order = ["answered", "placed", "runner"]
+    order = ["answered", "placed", "runner", "entered", "connected"]
     out: dict[int, dict[str, dict[str, float]]] = {}
     for concurrency in sorted({c for c, *_ in calls}):
         spans: dict[str, list[float]] = {}
