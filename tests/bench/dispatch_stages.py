@@ -31,7 +31,7 @@ def _stamp(text: str) -> float:
 
 
 def operator_marks(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """room -> {answered, placed, runner}: the first of each, wall clock."""
+    """room -> {answered, placed, runner, entered, connected}: the first of each, wall clock."""
     marks: dict[str, dict[str, float]] = {}
     for record in records:
         room, msg = record.get("room"), str(record.get("msg", ""))
@@ -58,7 +58,8 @@ def _agent_mark(message: str) -> tuple[str, str] | None:
 
 
 def lka_marks(log: Path) -> dict[str, dict[str, float]]:
-    """room -> {answered}: livekit-agents' worker received the offer (it answers at once)."""
+    """room -> {answered, entered, connected}: livekit-agents' worker received the offer (it
+    answers at once), then the benchmark agent's own marks."""
     marks: dict[str, dict[str, float]] = {}
     if not log.exists():
         return marks

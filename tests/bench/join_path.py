@@ -1,4 +1,4 @@
-"""Where a room join from a pod loses time: the same join, from three places, interleaved.
+"""Where a room join from a pod loses time: the same join, from five places, interleaved.
 
 The dispatch benchmark finds the runner's room join from a warm pod slower than
 livekit-agents' join from its own process on the host. This benchmark takes the agent out
@@ -8,7 +8,11 @@ and measures only a join (``rtc.Room.connect`` of a fresh, already imported proc
   P. the pod's network: the same Python, in a warm pool pod's network namespace (its CNI
      address, the bridge, kube-proxy's rules), so only the network path differs from H;
   C. the pod: the runner image's Python and libraries, in the pod's mount, network, IPC and
-     UTS namespaces and its container's cgroups, as the runner itself joins.
+     UTS namespaces and its container's cgroups, as the runner itself joins;
+  L. as H, with ``livekit.agents`` imported first (the heap a livekit-agents runner has);
+  F. as L, then ``gc.freeze()`` (as livekit-agents' forkserver does).
+
+Each joiner also counts the full garbage collections that ran during its connect.
 
 Each join: a room is created, then the joiner is told to go. Figures: go -> ``connect()``
 returned (the joiner's clock) and go -> the server lists the joiner ACTIVE (polled every
@@ -141,7 +145,7 @@ async def one_join(lk: api.LiveKitAPI, livekit: LiveKitAccess, place: Place, run
     assert joiner.stdout is not None
     try:
         if place.key == "C":
-            join_cgroups(joiner.pid, runner_pid)
+            await asyncio.to_thread(join_cgroups, joiner.pid, runner_pid)
         ready = await asyncio.wait_for(joiner.stdout.readline(), 60)
         if ready.strip() != b"ready":
             raise RuntimeError(f"joiner did not start: {ready!r}")
