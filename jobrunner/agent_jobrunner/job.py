@@ -251,6 +251,7 @@ class JobSession:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ended = False
+        self.joined = asyncio.Event()
         # tasks that ignored cancellation past the budget (the process must exit without them)
         self.abandoned: list[asyncio.Task[Any]] = []
 
@@ -272,6 +273,7 @@ class JobSession:
         logger.info(
             "joined room %s as %s", room.name, room.local_participant.identity, extra={"job_id": self._job.id}
         )
+        self.joined.set()
         self._launch()
 
     def _launch(self) -> None:

@@ -29,6 +29,9 @@ class JobRun(Protocol):
     """One job in its runtime: started once, stopped once, reports its end through ``on_end``."""
 
     abandoned: list[asyncio.Task[Any]]
+    # set once the job's room is joined: native, before ``start`` returns; livekit-agents,
+    # when the entrypoint's ``ctx.connect()`` has (the runner then says JOB_STATE_RUNNING)
+    joined: asyncio.Event
 
     async def start(self) -> None:
         """Start the job (the entrypoint is running when it returns); raises if it cannot start."""

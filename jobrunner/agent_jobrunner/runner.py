@@ -211,7 +211,12 @@ class Runner:
         # the entrypoint task exists now: answer before anything it does can be sent
         self._start_answered = True
         self.link.send(pb.RunnerMessage(start_job_response=pb.StartJobResponse(job_id=self._job.id)))
-        self._status(pb.JOB_STATE_RUNNING)
+        # RUNNING once the room is joined (a livekit-agents entrypoint joins in ctx.connect()):
+        # until then the operator holds back the pool's refill, whose pod start would take the
+        # CPU this join needs
+        await session.joined.wait()
+        if self._end is not None and not self._end.done():
+            self._status(pb.JOB_STATE_RUNNING)
 
     async def _watch_operator(self) -> None:
         """A running job survives a lost stream for the re-attach window, not longer."""

@@ -2,7 +2,8 @@
 
 Each job lives in one ``Job`` through its whole life: offered (LiveKit asked, we said yes),
 placing (a pod is being found or made), starting (its runner has the StartJobRequest),
-running, ending (its outcome is decided and being reported) and ended. ``JobTable.finish``
+running (its runner started it; ``joined_on`` once it says the room is joined), ending
+(its outcome is decided and being reported) and ended. ``JobTable.finish``
 is the one guarded exit: whoever gets True from it reports the outcome, and nobody else
 can, so a job is reported once. Capacity, the pool's demand and the status are derived
 from the table; nothing keeps a second copy.
@@ -42,6 +43,9 @@ class Job:
     name: str = ""
     offered_until: float = 0.0  # an offer whose assignment never came frees its slot then
     pod: PodIdentity | None = None
+    # the pod whose runner said the job's room is joined (JOB_STATE_RUNNING): a livekit-agents
+    # entrypoint joins in ctx.connect(), after its runner answered; a new pod is not it
+    joined_on: PodIdentity | None = None
     adopted: bool = False  # found on a pod after a restart
     # adopted: the start request its pod keeps (token-less), for a runner that attaches
     # without the job; taken (None) once it is being sent
@@ -146,11 +150,27 @@ class JobTable:
         """Jobs being placed that have no pod yet."""
         return sum(1 for j in self._jobs.values() if j.phase is Phase.PLACING and j.pod is None)
 
+    def joined(self, job_id: str, pod: PodIdentity) -> bool:
+        """The job's runner on ``pod`` says its room is joined; False if that is not its pod."""
+        job = self._jobs.get(job_id)
+        if job is None or job.pod != pod:
+            return False
+        job.joined_on = pod
+        return True
+
     @property
     def starting(self) -> int:
-        """Jobs on a pod whose runner has not started them yet."""
-        return sum(1 for j in self._jobs.values() if j.phase is Phase.STARTING and j.pod is not None)
+        """Jobs on a pod that have not joined their room yet: their runner has not started
+        them, or has (a livekit-agents entrypoint runs) and not said the room is joined. An
+        adopted job is mid-call."""
+        return sum(1 for j in self._jobs.values() if j.pod is not None and _joining(j))
 
     @property
     def with_pod(self) -> list[Job]:
         return [j for j in self._jobs.values() if j.pod is not None and j.phase in HOLDS_POD]
+
+
+def _joining(job: Job) -> bool:
+    if job.phase is Phase.STARTING:
+        return True
+    return job.phase is Phase.RUNNING and not job.adopted and job.joined_on != job.pod

@@ -39,6 +39,11 @@ class DeploymentRouter:
         if owner is not None:
             await owner.job_started(job)
 
+    async def job_joined(self, job: JobRecord) -> None:
+        owner = self._deployment(job.binding)
+        if owner is not None and owner.jobs.joined(job.job_id, job.pod):
+            owner.pool.wake()  # a refill held back for this join goes now
+
     async def job_adopted(self, job: JobRecord) -> None:
         owner = self._deployment(job.binding)
         if owner is not None:

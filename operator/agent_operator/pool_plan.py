@@ -107,8 +107,8 @@ REFILL_YIELD_SECONDS = 1.5
 
 def refill_waits(starting: int, waiting: int, since: float | None, now: float) -> tuple[bool, float | None]:
     """Whether new pool pods wait now, and since when they have been waiting. They wait while
-    jobs are starting on pods (their runners joining rooms: a pod's start, its container and
-    its agent's imports, takes the CPU the calls join with), for at most
+    jobs on pods have not joined their rooms yet (``JobTable.starting``: a pod's start, its
+    container and its agent's imports, takes the CPU the calls join with), for at most
     ``REFILL_YIELD_SECONDS``; never while a job waits for a pod (it needs one made)."""
     if starting == 0 or waiting:
         return False, None

@@ -85,6 +85,7 @@ class WarmPool:
         self.pods: dict[str, PoolPod] = {}
         self._creating = 0  # pool pods being created right now
         self._yielding_since: float | None = None  # new pool pods waiting for jobs starting
+        self._refill_held = False  # they wait right now (``refill_waits``)
         self._pool_changed = asyncio.Event()  # a pod created, attached, deleted or gone; room freed
         self._wake = asyncio.Event()
 
@@ -255,7 +256,7 @@ class WarmPool:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 # a refill waiting for jobs starting looks again soon (it waits a bounded time)
-                tick = TICK_SECONDS if self._yielding_since is None else YIELD_TICK_SECONDS
+                tick = YIELD_TICK_SECONDS if self._refill_held else TICK_SECONDS
                 await asyncio.wait_for(self._wake.wait(), tick)
 
     def _desired(self, demand: PoolDemand) -> int:
@@ -309,6 +310,7 @@ class WarmPool:
         wait, self._yielding_since = refill_waits(
             demand.starting, demand.waiting, self._yielding_since, self._clock()
         )
+        self._refill_held = wait and create > 0
         for _ in range(0 if wait else create):
             if not await self._create_one(template_hash):
                 break

@@ -4,14 +4,19 @@
 with a ``prewarm_fnc``) and ``entrypoint`` (a bare function) are the same agent. What it does
 once a participant is there comes from ``LKA_TEST_MODE``: ``shutdown`` (``ctx.shutdown()``),
 ``raise``, or anything else: return and let the job go on until it is ended from outside.
+With ``LKA_TEST_CONNECT_GATE`` (a file's path) set, it calls ``ctx.connect()`` only once that
+file exists.
 ``broken`` and ``hanging`` are the same agent with a ``setup_fnc`` that raises or never returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
+import time
+from pathlib import Path
 
 from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobProcess, WorkerOptions
@@ -33,12 +38,21 @@ async def on_participant(ctx: JobContext, participant: rtc.RemoteParticipant) ->
     logger.info("participant entrypoint ran", extra={"participant": participant.identity})
 
 
+def wait_for_file(path: Path) -> None:
+    while not path.exists():
+        time.sleep(0.05)
+
+
 async def entrypoint(ctx: JobContext) -> None:
     async def on_shutdown(reason: str) -> None:
         logger.info("shutdown callback ran", extra={"shutdown_reason": reason})
 
     ctx.add_shutdown_callback(on_shutdown)
     ctx.add_participant_entrypoint(on_participant)
+    gate = os.environ.get("LKA_TEST_CONNECT_GATE")
+    if gate:
+        logger.info("lka entrypoint waiting to connect")
+        await asyncio.to_thread(wait_for_file, Path(gate))
     await ctx.connect()
     logger.info(
         "lka entrypoint connected",

@@ -7,6 +7,7 @@ worker runs; the job, URL and token come over our stream and the outcomes are ou
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -56,11 +57,12 @@ async def start_job(
     attribute: str,
     mode: str = "",
     state: pb.RunnerState.ValueType = pb.RUNNER_STATE_IDLE,
+    env: dict[str, str] | None = None,
 ) -> tuple[RunnerProcess, Session, str]:
     """Start the agent ``attribute`` names, attached in ``state``, and send it a job."""
     room = f"lka-{uuid.uuid4().hex[:8]}"
     await caller.connect(livekit.url, room_token(livekit, room, "caller"))
-    runner = runners(supervisor.port, attribute, {"LKA_TEST_MODE": mode})
+    runner = runners(supervisor.port, attribute, {"LKA_TEST_MODE": mode, **(env or {})})
     await runner.start()
     session = await supervisor.servicer.session()
     assert session.hello.state == state
@@ -103,6 +105,36 @@ async def test_agent_runs_in_a_real_job_context_and_shuts_itself_down(
     assert not session.of("job_status") or all(
         s.job_status.state != pb.JOB_STATE_FAILED for s in session.of("job_status")
     )
+
+
+async def test_the_job_is_running_once_its_ctx_connect_has_joined_the_room(
+    supervisor: SupervisorServer,
+    runners: Callable[..., RunnerProcess],
+    livekit: LiveKitAccess,
+    caller_room: rtc.Room,
+    tmp_path: Path,
+) -> None:
+    """The runner answers the StartJobRequest once the entrypoint runs, but says
+    JOB_STATE_RUNNING only when the entrypoint's ``ctx.connect()`` has joined the room (the
+    operator holds the pool's refill back until then: a pod start takes the CPU of the join)."""
+    gate = tmp_path / "connect-now"
+    runner, session, job_id = await start_job(
+        supervisor, runners, livekit, caller_room, "server", env={"LKA_TEST_CONNECT_GATE": str(gate)}
+    )
+    assert (await session.expect("start_job_response")).error == ""
+    await session.expect_log("lka entrypoint waiting to connect")
+    await asyncio.sleep(1.0)  # a RUNNING sent with the answer would have come by now
+    states = [m.job_status.state for m in session.of("job_status")]
+    assert states == [pb.JOB_STATE_CONNECTING], [pb.JobState.Name(s) for s in states]
+    assert f"agent-{job_id}" not in caller_room.remote_participants
+    gate.touch()
+    await session.expect("job_status", lambda s: s.state == pb.JOB_STATE_RUNNING)
+    await session.expect_log("lka entrypoint connected")
+    states = [m.job_status.state for m in session.of("job_status")]
+    assert states == [pb.JOB_STATE_CONNECTING, pb.JOB_STATE_RUNNING]
+    session.send(pb.SupervisorMessage(shutdown=pb.ShutdownRequest(reason="drain", grace_ms=10_000)))
+    await session.expect("shutdown_response")
+    assert await runner.wait() == 0
 
 
 async def test_the_entrypoint_returning_does_not_end_the_job(

@@ -60,6 +60,9 @@ class RecordingListener:
     async def job_started(self, job: JobRecord) -> None:
         await self._add(Event("started", job.pod, job))
 
+    async def job_joined(self, job: JobRecord) -> None:
+        await self._add(Event("joined", job.pod, job))
+
     async def job_adopted(self, job: JobRecord) -> None:
         await self._add(Event("adopted", job.pod, job))
 

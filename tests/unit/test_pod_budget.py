@@ -12,11 +12,13 @@ from typing import Any, cast
 import pytest
 from livekit.protocol import agent
 
-from agent_operator.jobs import Phase
+from agent_operator.jobs import Job, JobTable, Phase
+from agent_operator.listener_routing import DeploymentRouter
+from agent_operator.pool_plan import REFILL_YIELD_SECONDS
 from agent_operator.runtime import OperatorConfig, OperatorRuntime
 from agent_operator.supervisor import JobOutcome, OutcomeStatus
 from agent_operator.vocabulary import PodIdentity
-from tests.support.deployment_fakes import Harness, assignment, harness, offer, settle, spec
+from tests.support.deployment_fakes import NAMESPACE, Harness, assignment, harness, offer, settle, spec
 
 pytestmark = pytest.mark.unit
 
@@ -31,8 +33,10 @@ async def full_house(h: Harness) -> None:
         h.dep.availability(offer(job_id, f"room-{job_id}"))
         await h.dep.assignment(assignment(job_id, f"room-{job_id}"))
     await settle(lambda: len(h.supervisor.assigned) == 3)
-    for record in h.supervisor.records.values():  # their runners started them
-        await h.dep.job_started(record)
+    router = DeploymentRouter(lambda namespace, name: h.dep)
+    for record in h.supervisor.records.values():  # their runners started them, in their rooms
+        await router.job_started(record)
+        await router.job_joined(record)
     await h.dep.pool.reconcile()  # refill: two idle pods again
     for uid in list(h.dep.pool.pods):
         h.dep.pool.attached(uid)
@@ -186,19 +190,79 @@ async def test_an_ended_job_whose_pod_delete_failed_keeps_its_slot_until_the_pod
     assert h.dep.jobs.busy == 2
 
 
-async def test_the_refill_waits_while_calls_start_on_the_pools_pods() -> None:
-    """A call takes an idle pod: no new pool pod while its runner joins the room (a pod's start
-    would take the CPU it joins with); once the call started, the pool refills."""
-    h = harness(spec(maxConcurrentJobs=5, warmPool={"size": 1}))
+async def call_on_a_pool_pod(h: Harness) -> str:
+    """The pool's one pod attached, then a call assigned: it takes that pod (returned)."""
     await h.dep.pool.reconcile()
     (uid,) = list(h.dep.pool.pods)
     h.dep.pool.attached(uid)
     h.dep.availability(offer("J1", "room-J1"))
     await h.dep.assignment(assignment("J1", "room-J1"))
     await settle(lambda: len(h.supervisor.assigned) == 1)
+    return uid
+
+
+async def test_the_refill_waits_while_calls_join_their_rooms_on_the_pools_pods() -> None:
+    """A call takes an idle pod: no new pool pod while its runner joins the room (a pod's start
+    would take the CPU it joins with). A livekit-agents entrypoint joins in ctx.connect(),
+    after its runner answered the StartJobRequest: the refill waits until the runner says the
+    room is joined (JOB_STATE_RUNNING), then goes at once (the pool is woken)."""
+    h = harness(spec(maxConcurrentJobs=5, warmPool={"size": 1}))
+    router = DeploymentRouter(lambda namespace, name: h.dep)
+    uid = await call_on_a_pool_pod(h)
     assert h.supervisor.assigned[0][0] == uid  # the warm pod
     await h.dep.pool.reconcile()
     assert len(h.pods.live) == 1, "no new pool pod while the call starts"
-    await h.dep.job_started(h.supervisor.records[uid])
+    record = h.supervisor.records[uid]
+    await router.job_started(record)
+    entry = h.dep.jobs.get("J1")
+    assert entry is not None
+    assert entry.phase is Phase.RUNNING
+    await h.dep.pool.reconcile()
+    assert len(h.pods.live) == 1, "started, its room not joined yet: still no new pool pod"
+    h.dep.pool._wake.clear()
+    await router.job_joined(record)
+    assert h.dep.pool._wake.is_set(), "the pool's loop is woken for the refill it held back"
     await h.dep.pool.reconcile()
     assert len(h.pods.live) == 2
+
+
+def refill_held(h: Harness) -> bool:
+    return h.dep.pool._refill_held
+
+
+async def test_a_held_back_refill_goes_after_its_bound_when_a_call_never_joins() -> None:
+    """An entrypoint that never calls ctx.connect() holds the refill back for
+    REFILL_YIELD_SECONDS at most; the pool's loop ticks fast only while it holds one back."""
+    clock = [100.0]
+    h = harness(spec(maxConcurrentJobs=5, warmPool={"size": 1}))
+    h.dep.pool._clock = lambda: clock[0]
+    uid = await call_on_a_pool_pod(h)
+    await h.dep.job_started(h.supervisor.records[uid])
+    await h.dep.pool.reconcile()
+    assert len(h.pods.live) == 1
+    assert refill_held(h)
+    clock[0] += REFILL_YIELD_SECONDS
+    await h.dep.pool.reconcile()
+    assert len(h.pods.live) == 2, "the bound passed: the pool refills though the call never joined"
+    assert not refill_held(h), "nothing held back: the loop ticks at its normal pace"
+    assert h.dep.jobs.starting == 1, "the call is still counted as joining its room"
+
+
+def test_a_call_joins_again_on_its_failovers_new_pod_and_an_adopted_one_is_mid_call() -> None:
+    jobs = JobTable()
+    first, second = PodIdentity(NAMESPACE, "voice-a", "uid-a"), PodIdentity(NAMESPACE, "voice-b", "uid-b")
+    job = jobs.place("J1", "room-J1")
+    job.pod, job.phase = first, Phase.STARTING
+    assert jobs.starting == 1
+    job.phase = Phase.RUNNING  # its runner answered; the room is not joined yet
+    assert jobs.starting == 1
+    assert not jobs.joined("J1", second), "another pod's word is not this job's"
+    assert jobs.starting == 1
+    assert jobs.joined("J1", first)
+    assert jobs.starting == 0
+    job.pod, job.phase = second, Phase.RUNNING  # failover: restarted on a new pod
+    assert jobs.starting == 1, "joined on the dead pod, not on this one"
+    assert not jobs.joined("J2", second), "no such job"
+    third = PodIdentity(NAMESPACE, "voice-c", "uid-c")
+    jobs.adopt(Job("J3", "room-J3", Phase.RUNNING, pod=third, adopted=True))
+    assert jobs.starting == 1, "an adopted job is mid-call, not joining"

@@ -1,7 +1,8 @@
 """The supervisor (a real gRPC server on loopback, a scripted runner on a real stream) takes a
 runner's checkpoints of its own running job only, and a running job whose pod's container
 ended, or whose pod was deleted under it, ends at once as its runner's death (failover's
-cause), not when the re-attach grace runs out."""
+cause), not when the re-attach grace runs out. A started job's JOB_STATE_RUNNING is its room
+joined, reported to the listener (the pool's refill waits for it)."""
 
 from __future__ import annotations
 
@@ -172,5 +173,21 @@ async def test_a_job_asked_to_shut_down_is_no_death_when_its_pod_goes() -> None:
         ended = await listener.wait_for("ended", POD, timeout=20)
         assert ended.detail.death == ""
         await asking
+    finally:
+        await stop(supervisor, task)
+
+
+async def test_a_started_jobs_running_status_is_reported_as_its_room_joined_and_only_its_own() -> None:
+    listener = RecordingListener()
+    supervisor = Supervisor(Accepts(), RecordedTerminations(), listener=listener)
+    runner, task = await started_job(supervisor, listener)
+    try:
+        runner.send(job_status=pb.JobStatus(job_id="J1", state=pb.JOB_STATE_CONNECTING))
+        runner.send(job_status=pb.JobStatus(job_id="J-someone-else", state=pb.JOB_STATE_RUNNING))
+        runner.send(job_status=pb.JobStatus(job_id="J1", state=pb.JOB_STATE_RUNNING))
+        joined = await listener.wait_for("joined", POD, timeout=20)
+        assert joined.detail.job_id == "J1"
+        assert len(listener.of("joined")) == 1, "CONNECTING and another job's RUNNING are no join"
+        assert listener.of("ended") == []
     finally:
         await stop(supervisor, task)

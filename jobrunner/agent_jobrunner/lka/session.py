@@ -122,6 +122,7 @@ class LkaJobSession:
         bind(self._context, self.checkpoints)
         self._task: asyncio.Task[None] | None = None
         self._connected = False
+        self.joined = asyncio.Event()  # ctx.connect() returned: the room is joined
         self._shutdown_called = False
         self._stopping = False
         self._ended = False
@@ -155,6 +156,7 @@ class LkaJobSession:
 
     def _on_connect(self) -> None:
         self._connected = True
+        self.joined.set()
 
     def _on_ctx_shutdown(self, reason: str) -> None:
         self._shutdown_called = True

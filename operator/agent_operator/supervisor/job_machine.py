@@ -226,8 +226,8 @@ class JobMachine:
                     JobOutcome(OutcomeStatus.FAILED, "entrypoint failed", status.error or "unknown error"),
                     terminate="job failed",
                 )
-            else:
-                log.debug("job status %s", pb.JobState.Name(status.state), extra=slot.fields())
+            elif status.state == pb.JOB_STATE_RUNNING and slot.job and slot.job.state is JobState.RUNNING:
+                self._call(self.listener.job_joined(slot.job))  # its room is joined
         elif kind == "user_exit" and self._matches(slot, session, msg.user_exit.job_id):
             reason = msg.user_exit.reason or "entrypoint finished"
             await self.end(slot, JobOutcome(OutcomeStatus.SUCCESS, reason))

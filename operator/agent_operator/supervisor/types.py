@@ -121,6 +121,10 @@ class SupervisorListener(Protocol):
 
     async def job_started(self, job: JobRecord) -> None: ...
 
+    async def job_joined(self, job: JobRecord) -> None:
+        """The started job's runner says its room is joined (JOB_STATE_RUNNING)."""
+        ...
+
     async def job_adopted(self, job: JobRecord) -> None: ...
 
     async def job_ended(self, job: JobRecord, outcome: JobOutcome) -> None: ...
@@ -143,6 +147,9 @@ class NullListener:
         return None
 
     async def job_started(self, job: JobRecord) -> None:
+        return None
+
+    async def job_joined(self, job: JobRecord) -> None:
         return None
 
     async def job_adopted(self, job: JobRecord) -> None:

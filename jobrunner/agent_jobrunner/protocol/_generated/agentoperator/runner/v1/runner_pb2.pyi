@@ -85,7 +85,9 @@ class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.Val
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
     JOB_STATE_CONNECTING: _JobState.ValueType  # 1
+    """started, the room not joined yet (a livekit-agents entrypoint joins in ctx.connect())"""
     JOB_STATE_RUNNING: _JobState.ValueType  # 2
+    """the job's room is joined (the operator's pool refill waits for it)"""
     JOB_STATE_SHUTTING_DOWN: _JobState.ValueType  # 3
     JOB_STATE_SUCCEEDED: _JobState.ValueType  # 4
     JOB_STATE_FAILED: _JobState.ValueType  # 5
@@ -94,7 +96,9 @@ class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper): ...
 
 JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
 JOB_STATE_CONNECTING: JobState.ValueType  # 1
+"""started, the room not joined yet (a livekit-agents entrypoint joins in ctx.connect())"""
 JOB_STATE_RUNNING: JobState.ValueType  # 2
+"""the job's room is joined (the operator's pool refill waits for it)"""
 JOB_STATE_SHUTTING_DOWN: JobState.ValueType  # 3
 JOB_STATE_SUCCEEDED: JobState.ValueType  # 4
 JOB_STATE_FAILED: JobState.ValueType  # 5
