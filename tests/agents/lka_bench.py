@@ -11,6 +11,8 @@ It prewarms (``setup_fnc``), joins the room and stays until the room ends. One s
 from the framework's defaults, for its own worker only: the load it reports is 0, because its
 default (this machine's CPU use) refuses every job when the benchmark's servers and six other
 users share two cores. The operator reports jobs over capacity, and ignores both settings.
+``LKA_BENCH_IDLE_PROCESSES``, when set, is its worker's ``num_idle_processes`` (the
+benchmark's case e; the operator ignores it too).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ def no_cpu_load() -> float:
     return 0.0
 
 
-server = AgentServer(setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0)
+_idle = os.environ.get("LKA_BENCH_IDLE_PROCESSES")
+server = (
+    AgentServer(setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0)
+    if _idle is None
+    else AgentServer(
+        setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0, num_idle_processes=int(_idle)
+    )
+)
 
 
 @server.rtc_session(agent_name=os.environ.get("AGENT_NAME", "lka-bench"))

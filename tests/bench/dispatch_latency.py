@@ -11,8 +11,10 @@ One livekit-server, one run, the cases interleaved:
   c. livekit-agents' own worker: ``python tests/agents/lka_bench.py start`` with its
      prewarmed idle processes at the framework's default count (ceil(CPU count));
   d. the operator, warm pool, ``runtime: livekit-agents``: the same module
-     (``tests.agents.lka_bench:server``), its pool pods prewarmed.
-c and d run the same agent code (issue 13); a is the native agent's warm path against c.
+     (``tests.agents.lka_bench:server``), its pool pods prewarmed;
+  e. as c, but with as many idle processes as d's pool has pods (``--pool``; not the
+     framework's default): 4 calls at once each find a prewarmed process, as on d.
+c, d and e run the same agent code (issue 13); a is the native agent's warm path against c.
 
 Each case makes N dispatches one at a time, then N in batches of 4 at once. A round is one
 batch of every case, the cases rotated each round, a pause between batches. Before every batch
@@ -58,6 +60,7 @@ LABELS = {
     "b": "b. operator, cold path (native)",
     "c": "c. livekit-agents worker, prewarmed",
     "d": "d. operator, warm pool (livekit-agents)",
+    "e": "e. livekit-agents worker, --pool prewarmed",
 }
 
 
@@ -155,15 +158,18 @@ async def no_wait() -> None:
 class LkaWorker:
     """``python tests/agents/lka_bench.py start``: livekit-agents' own worker, its defaults."""
 
-    def __init__(self, livekit: LiveKitAccess, log_path: Path, agent_name: str) -> None:
+    def __init__(
+        self, livekit: LiveKitAccess, log_path: Path, agent_name: str, idle: int | None = None
+    ) -> None:
         self.livekit = livekit
         self.log_path = log_path
         self.agent_name = agent_name
+        self.idle = idle  # None: the framework's default
         self.proc: asyncio.subprocess.Process | None = None
         from livekit.agents.utils.hw import get_cpu_monitor
 
         # AgentServer's own default for num_idle_processes (prod mode)
-        self.idle_target = math.ceil(get_cpu_monitor().cpu_count())
+        self.idle_target = math.ceil(get_cpu_monitor().cpu_count()) if idle is None else idle
 
     def count(self, message: bytes) -> int:
         return self.log_path.read_bytes().count(message)
@@ -176,6 +182,8 @@ class LkaWorker:
             LIVEKIT_API_SECRET=self.livekit.api_secret,
             AGENT_NAME=self.agent_name,
         )
+        if self.idle is not None:
+            env["LKA_BENCH_IDLE_PROCESSES"] = str(self.idle)
         with self.log_path.open("wb") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(LKA_AGENT), "start", env=env, cwd=self.log_path.parent,
@@ -246,14 +254,15 @@ async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str,
         await deployments.wait_condition(name, "Ready", "True", timeout=120)
         settle = pool_full(deployments, name, args.pool) if key in "ad" else no_wait
         cases.append(Case(key, body["spec"]["agentName"], settle))
-    worker = None
-    if "c" in args.variants:
-        worker = LkaWorker(
-            livekit, bench.env.workdir / "logs" / "lka-worker.log", f"lka-{uuid.uuid4().hex[:4]}"
-        )
-        await worker.start()
-        out["lka_idle_processes"] = worker.idle_target
-        cases.append(Case("c", worker.agent_name, worker.settle))
+    workers: dict[str, LkaWorker] = {}
+    for key, idle in (("c", None), ("e", args.pool)):
+        if key in args.variants:
+            log_path = bench.env.workdir / "logs" / f"lka-worker-{key}.log"
+            worker = LkaWorker(livekit, log_path, f"lka-{key}-{uuid.uuid4().hex[:4]}", idle)
+            await worker.start()
+            workers[key] = worker
+            out[f"lka_idle_processes_{key}"] = worker.idle_target
+            cases.append(Case(key, worker.agent_name, worker.settle))
     cases.sort(key=lambda c: c.key)
     try:
         async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lk:
@@ -264,13 +273,13 @@ async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str,
                 print(f"{args.n} dispatches per case, {concurrency} at a time", flush=True)
                 await interleaved(lk, cases, args.n, concurrency, args.gap)
     finally:
-        if worker is not None:
+        for worker in workers.values():
             await worker.stop()
     records = log_lines(bench.operator)
     for case in cases:
         for concurrency, series in case.series.items():
             out["dispatch"][f"{LABELS[case.key]} (concurrency {concurrency})"] = series.summary()
-        marks = lka_marks(worker.log_path) if case.key == "c" and worker else operator_marks(records)
+        marks = lka_marks(workers[case.key].log_path) if case.key in workers else operator_marks(records)
         out["stages"][LABELS[case.key]] = stages(case.calls, marks)
     if "b" in args.variants:
         attached = attach_times(bench.operator)
@@ -288,16 +297,19 @@ async def measure(bench: OperatorBench, args: argparse.Namespace, out: dict[str,
 def print_table(out: dict[str, Any]) -> None:
     print(f"\nDispatch -> agent ACTIVE ({out['machine']}, {out['node']}, {out['date']}; N={out['n']} a row)")
     print(f"load average at the start {out['load_start']:.1f}, at the end {out['load_end']:.1f}")
-    if "lka_idle_processes" in out:
-        print(f"livekit-agents' idle processes (its default here): {out['lka_idle_processes']}")
+    if "lka_idle_processes_c" in out:
+        print(f"livekit-agents' idle processes (its default here): {out['lka_idle_processes_c']}")
+    if "lka_idle_processes_e" in out:
+        print(f"e's idle processes (set, as d's pool): {out['lka_idle_processes_e']}")
     print(header(58))
     rows = out["dispatch"]
     for key, summary in rows.items():
         line = row(key, summary, 58)
-        peer = rows.get(f"{LABELS['c']} {key[key.index('(concurrency') :]}")
-        if key[0] in "ad" and peer and peer.get("n") and summary.get("n"):
-            p50, p99 = summary["p50_ms"] / peer["p50_ms"], summary["p99_ms"] / peer["p99_ms"]
-            line += f"  x{p50:.2f} p50, x{p99:.2f} p99 vs c"
+        for against in "ce" if key[0] == "d" else "c" if key[0] == "a" else "":
+            peer = rows.get(f"{LABELS[against]} {key[key.index('(concurrency') :]}")
+            if peer and peer.get("n") and summary.get("n"):
+                p50, p99 = summary["p50_ms"] / peer["p50_ms"], summary["p99_ms"] / peer["p99_ms"]
+                line += f"  x{p50:.2f} p50, x{p99:.2f} p99 vs {against}"
         print(line)
     for key, summary in rows.items():
         for failure in summary.get("first_failures", []):
@@ -315,7 +327,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=30, help="dispatches per case and concurrency")
-    parser.add_argument("--variants", default="abcd", help="which of a, b, c, d to measure")
+    parser.add_argument("--variants", default="abcd", help="which of a, b, c, d, e to measure")
     parser.add_argument("--pool", type=int, default=4, help="warm pool size of a and d")
     parser.add_argument("--gap", type=float, default=1.0, help="pause between batches, s")
     parser.add_argument("--json", default="bench-dispatch", help="results as .test-logs/<this>.json")
