@@ -11,8 +11,9 @@ It prewarms (``setup_fnc``), joins the room and stays until the room ends. One s
 from the framework's defaults, for its own worker only: the load it reports is 0, because its
 default (this machine's CPU use) refuses every job when the benchmark's servers and six other
 users share two cores. The operator reports jobs over capacity, and ignores both settings.
-``LKA_BENCH_IDLE_PROCESSES``, when set, is its worker's ``num_idle_processes`` (the
-benchmark's case e; the operator ignores it too).
+``LKA_BENCH_IDLE_PROCESSES``, when set, is its worker's ``num_idle_processes`` (the benchmark's
+case e, a second worker beside c's: its health server takes any free port, as c's holds the
+default 8081); the operator ignores it too.
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ def no_cpu_load() -> float:
 
 
 _idle = os.environ.get("LKA_BENCH_IDLE_PROCESSES")
-server = (
-    AgentServer(setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0)
-    if _idle is None
-    else AgentServer(
-        setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0, num_idle_processes=int(_idle)
+if _idle is None:
+    server = AgentServer(setup_fnc=prewarm, load_fnc=no_cpu_load, load_threshold=1.0)
+else:
+    server = AgentServer(
+        setup_fnc=prewarm,
+        load_fnc=no_cpu_load,
+        load_threshold=1.0,
+        num_idle_processes=int(_idle),
+        port=0,
     )
-)
 
 
 @server.rtc_session(agent_name=os.environ.get("AGENT_NAME", "lka-bench"))

@@ -1,6 +1,6 @@
 """Dispatch -> agent ACTIVE in the room: the operator's paths against livekit-agents' own worker.
 
-    devenv/netns-run .venv/bin/python -m tests.bench.dispatch_latency [--n 30] [--variants abcd]
+    devenv/netns-run .venv/bin/python -m tests.bench.dispatch_latency [--n 30] [--variants abcde]
     devenv/netns-run .venv/bin/python -m tests.bench.dispatch_latency
 
 One livekit-server, one run, the cases interleaved:
@@ -13,7 +13,8 @@ One livekit-server, one run, the cases interleaved:
   d. the operator, warm pool, ``runtime: livekit-agents``: the same module
      (``tests.agents.lka_bench:server``), its pool pods prewarmed;
   e. as c, but with as many idle processes as d's pool has pods (``--pool``; not the
-     framework's default): 4 calls at once each find a prewarmed process, as on d.
+     framework's default): 4 calls at once each find a prewarmed process, as on d. Its worker
+     runs beside c's, so its health server takes a free port (c's holds the default 8081).
 c, d and e run the same agent code (issue 13); a is the native agent's warm path against c.
 
 Each case makes N dispatches one at a time, then N in batches of 4 at once. A round is one
@@ -327,7 +328,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--n", type=int, default=30, help="dispatches per case and concurrency")
-    parser.add_argument("--variants", default="abcd", help="which of a, b, c, d, e to measure")
+    parser.add_argument("--variants", default="abcde", help="which of a, b, c, d, e to measure")
     parser.add_argument("--pool", type=int, default=4, help="warm pool size of a and d")
     parser.add_argument("--gap", type=float, default=1.0, help="pause between batches, s")
     parser.add_argument("--json", default="bench-dispatch", help="results as .test-logs/<this>.json")
