@@ -3,9 +3,10 @@ finds, idle ones into its pool and job pods as its jobs, and resumes a job whose
 never got it from the previous operator.
 
 Which source wins: a runner that re-attaches and says what it runs wins over the pod's
-labels (its job is taken as the job); a pod's labels and start annotation stand for a job
-whose runner has not attached yet; a finished pod's phase and exit code decide the outcome
-of a job whose runner never attached here.
+labels (its job is taken as the job; a pool pod labelled idle whose runner has a job is not
+the pool's: its busy label waits for the join, ``placement``); a pod's labels and start
+annotation stand for a job whose runner has not attached yet; a finished pod's phase and exit
+code decide the outcome of a job whose runner never attached here.
 
 A job pod found finished because its runner died while no operator watched (OOMKilled, killed
 by a signal, evicted: ``failover_record.died_of``) is a failover the previous operator did not
@@ -171,7 +172,10 @@ class Adoption:
         heartbeat = dep.heartbeat()
         dep.expect(identity, heartbeat, job_id)
         if not job_id and labels.get(LABEL_STATE) == "idle":
-            dep.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
+            if self._supervisor.job(identity.uid) is None:  # else it re-attached with a job first
+                dep.pool.adopt(identity, labels.get(LABEL_TEMPLATE, ""), meta.get("creationTimestamp"))
+                if self._supervisor.attached(identity.uid):  # attached (idle) before we got here
+                    dep.pool.attached(identity.uid)
         elif entry is not None:
             dep.jobs.adopt(entry)
             dep.changed()

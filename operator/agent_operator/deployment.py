@@ -323,7 +323,7 @@ class DeploymentRuntime:
 
     # -- what the supervisor and the pod watch tell us -------------------------------------------
     def runner_attached(self, pod: PodIdentity, idle: bool) -> None:
-        self.pool.attached(pod.uid)
+        self.pool.attached(pod.uid, idle)
         self.adoption.runner_attached(pod, idle)
         self._dirty.set()
 

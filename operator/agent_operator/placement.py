@@ -6,10 +6,18 @@ A placement runs as the deployment's own task (``tasks``), not the worker connec
 replacing the connection (a re-registration) never cuts it off half way; at a stop the
 placements in flight finish first, so a job LiveKit gave us gets its pod and its signed job
 label, from which the next operator resumes it.
+
+A pool pod's busy label (and the JobAssigned Event) waits until its job has joined the room,
+for at most ``BUSY_LABEL_WITHIN_SECONDS``: the patch (the API server, etcd, the kubelet's and
+this operator's pod watches) takes the CPU the call joins with. Until it lands, a restarted
+operator finds the pod labelled idle, and the runner's own word (it re-attaches with its job)
+is the record (``adoption``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -23,6 +31,7 @@ from agent_operator.collaborators import Collaborators
 from agent_operator.deployment_trust import DeploymentTrust
 from agent_operator.job_ends import JobEnds
 from agent_operator.jobs import Job, JobTable, Phase
+from agent_operator.kube.podspec import JobInfo
 from agent_operator.offers import job_info, participant, start_request
 from agent_operator.registration import short
 from agent_operator.spec import DeploymentSpec
@@ -38,6 +47,8 @@ PLACEMENT_SETTLE_SECONDS = 10.0
 # a JobTermination this soon after a job's failover began is LiveKit's answer to the death of its
 # agent (the old participant removed: AGENT_LEFT_ROOM), and is not applied to the restarted job
 FAILOVER_TERMINATION_WINDOW = 30.0
+# the longest a pool pod's busy label waits for its job to join the room (see the docstring)
+BUSY_LABEL_WITHIN_SECONDS = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +72,7 @@ class Placement:
         self._ctx = ctx
         self._services = services
         self._tasks = BackgroundTasks(log, "placement", ctx.fields)
+        self._joins: dict[tuple[str, str], asyncio.Event] = {}  # (job id, pod uid): labels waiting
 
     def assign(self, assignment: agent.JobAssignment, spec: DeploymentSpec) -> None:
         """Take an assigned job (its offer's record, if it still holds, becomes its record) and
@@ -107,8 +119,8 @@ class Placement:
         if pooled:
             log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
             signature = dep.trust.busy_signature(pod, spec.template_hash(), info)
-            self._tasks.spawn(self._services.pods.mark_busy(pod, info, signature))
-            dep.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
+            self._joins[(entry.job_id, pod.uid)] = asyncio.Event()  # before its runner has the job
+            self._tasks.spawn(self._mark_busy_once_joined(entry, pod, info, signature))
         else:
             log.info("job assigned; pod created (cold path)", extra=fields)
             dep.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pod {pod.name} created")
@@ -120,6 +132,28 @@ class Placement:
             return
         if entry.terminate_requested:  # LiveKit ended it while it was being placed
             await self.shut_down(entry, "job terminated by LiveKit")
+
+    def joined(self, job_id: str, pod: PodIdentity) -> None:
+        """The job's runner on ``pod`` says its room is joined: its pool pod's label goes now."""
+        waiting = self._joins.get((job_id, pod.uid))
+        if waiting is not None:
+            waiting.set()
+
+    async def _mark_busy_once_joined(
+        self, entry: Job, pod: PodIdentity, info: JobInfo, signature: str
+    ) -> None:
+        """Label the pool pod busy once its job joined its room, or ``BUSY_LABEL_WITHIN_SECONDS``
+        on; not a pod the job left (its runner died: a failover) or one whose job is over."""
+        key = (entry.job_id, pod.uid)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._joins[key].wait(), BUSY_LABEL_WITHIN_SECONDS)
+        finally:
+            del self._joins[key]
+        dep = self._ctx
+        dep.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
+        if entry.pod == pod and entry.phase not in (Phase.ENDING, Phase.ENDED):
+            await self._services.pods.mark_busy(pod, info, signature)
 
     async def termination(self, termination: agent.JobTermination) -> None:
         dep = self._ctx

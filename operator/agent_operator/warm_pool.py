@@ -173,8 +173,13 @@ class WarmPool:
             adopted=True,
         )
 
-    def attached(self, uid: str) -> None:
-        """Its runner attached, prewarmed (a failed prewarm is ``failed``)."""
+    def attached(self, uid: str, idle: bool = True) -> None:
+        """Its runner attached, prewarmed (a failed prewarm is ``failed``); not ``idle``: it
+        has a job, so the pod is not the pool's (labelled idle still: its busy label, which
+        waits for the join, had not landed when the operator before this one stopped)."""
+        if not idle:
+            self.gone(uid)
+            return
         pod = self.pods.get(uid)
         if pod is not None:
             self._backoff.succeeded()

@@ -4,20 +4,24 @@ The example agent (``jobrunner/examples/weather-agent``) as an AgentDeployment w
 livekit-agents`` and a warm pool (its pods prewarmed): a dispatched job answers a caller with its
 tool. The fault paths hold for this runtime: a SIGKILLed or SIGSTOPped runner fails its job and
 its pod goes; an image with an unsupported livekit-agents release fails its jobs with an Event
-that says so.
+that says so. An operator killed before a warm job joined its room (its pod still labelled
+idle) keeps the call, and the pod is not given to another one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
 from livekit import api
 
+from agent_operator.kube.podspec import ANNOTATION_ROOM
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
@@ -122,3 +126,77 @@ async def test_an_unsupported_livekit_agents_release_is_named_in_the_job_ended_e
         "livekit-agents 1.7.0 is installed, but this runner supports livekit-agents>=1.8,<1.9"
         in event.message
     )
+
+
+async def test_an_operator_killed_before_a_warm_job_joined_keeps_the_call_and_the_pod(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """A pool pod's busy label waits for its job's join (``placement``). The operator is
+    SIGKILLed after the pod's runner got the job and before its ``ctx.connect()`` (held by a
+    gate file), so the next operator finds the pod labelled idle. Its runner is SIGSTOPped
+    meanwhile, so it has not re-attached when a second call comes: that call must get a pod of
+    its own, not this one. Then the runner comes back with its job, and both calls are answered."""
+    gate = "/tmp/lka-connect-gate"  # in the containers
+    body = lka_deployment(
+        "window", livekit, "tests.agents.lka_agents:server", "/app", warmPool={"size": 1}, maxConcurrentJobs=4
+    )
+    body["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "LKA_TEST_CONNECT_GATE", "value": gate}
+    )
+    body = await create_ready(deployments, operator, k8s, livekit, body)
+    agent_name = body["spec"]["agentName"]
+    await status_equals(deployments, "window", "idlePods", 1, timeout=120)
+    pool_pod = await job_pod(deployments, "window")
+    runner = await pid(deployments, pool_pod)
+    first, second = (f"room-{uuid.uuid4().hex[:6]}" for _ in range(2))
+
+    await dispatch(lk, agent_name, first)
+
+    async def runner_has_the_job() -> bool:
+        return "lka entrypoint waiting to connect" in operator.log_text()
+
+    await eventually(runner_has_the_job, 90, "the pool pod's entrypoint at its gate", interval=0.02)
+    operator.kill()
+    os.kill(runner, signal.SIGSTOP)
+    try:
+        found = await deployments.core.read_namespaced_pod(pool_pod.metadata.name, deployments.namespace)
+        assert found.metadata.labels["agentoperator.dev/state"] == "idle", "the window this test is about"
+        before_id = (await deployments.get("window"))["status"]["workerId"]
+        operator.start()
+
+        async def registered_again() -> bool:  # Ready is still True from the killed operator
+            status = (await deployments.get("window")).get("status") or {}
+            return status.get("workerId") not in (None, "", before_id)
+
+        await eventually(registered_again, 90, "the new operator's worker registered")
+        await dispatch(lk, agent_name, second)
+
+        async def second_pod() -> Any:
+            for pod in await deployments.pods("window"):
+                if (pod.metadata.annotations or {}).get(ANNOTATION_ROOM) == second:
+                    return pod
+            return None
+
+        other = await eventually(second_pod, 60, "a pod for the second call")
+        assert other.metadata.uid != pool_pod.metadata.uid
+    finally:
+        os.kill(runner, signal.SIGCONT)
+
+    async def adopted() -> bool:
+        return any(e.reason == "JobAdopted" for e in await deployments.events("window"))
+
+    await eventually(adopted, 60, "the first call's job re-adopted from its runner")
+    for pod in (pool_pod, other):
+        opened = Path(f"/proc/{await pid(deployments, pod)}/root{gate}")
+        await asyncio.to_thread(opened.touch)  # its ctx.connect() goes on
+    for room in (first, second):
+        await wait_participant(lk, room, "agent-", timeout=60)
+    pods = {p.metadata.uid: p for p in await deployments.pods("window")}
+    assert pool_pod.metadata.uid in pods, "the first call's pod was kept"
+    status = (await deployments.get("window"))["status"]
+    assert status.get("jobsFailed", 0) == 0
+    assert status["activeJobs"] == 2
