@@ -156,8 +156,12 @@ async def test_template_change_replaces_idle_pods_but_not_busy_ones(
     body = await pooled(deployments, operator, k8s, livekit, "tmpl", 2)
     room, agent = await answered_call(lk, body["spec"]["agentName"])
     await wait_pool(deployments, "tmpl", 2)
-    pods = await deployments.pods("tmpl")
-    busy = next(p for p in pods if p.metadata.labels["agentoperator.dev/state"] == "busy")
+
+    async def labelled_busy() -> Any:  # once the call joined (placement: at most 1.5 s on)
+        pods = await deployments.pods("tmpl")
+        return next((p for p in pods if p.metadata.labels["agentoperator.dev/state"] == "busy"), None)
+
+    busy = await eventually(labelled_busy, 30, "the call's pool pod labelled busy")
     old_hash = busy.metadata.labels["agentoperator.dev/template-hash"]
 
     template = body["spec"]["template"]
