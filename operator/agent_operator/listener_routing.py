@@ -43,7 +43,7 @@ class DeploymentRouter:
         owner = self._deployment(job.binding)
         if owner is not None and owner.jobs.joined(job.job_id, job.pod):
             owner.pool.wake()  # a refill held back for this join goes now
-            owner.placement.joined(job.job_id, job.pod)  # and the pool pod's busy label
+            owner.placement.joined()  # and the pool pods' busy labels
 
     async def job_adopted(self, job: JobRecord) -> None:
         owner = self._deployment(job.binding)

@@ -7,11 +7,12 @@ replacing the connection (a re-registration) never cuts it off half way; at a st
 placements in flight finish first, so a job LiveKit gave us gets its pod and its signed job
 label, from which the next operator resumes it.
 
-A pool pod's busy label (and the JobAssigned Event) waits until its job has joined the room,
-for at most ``BUSY_LABEL_WITHIN_SECONDS``: the patch (the API server, etcd, the kubelet's and
-this operator's pod watches) takes the CPU the call joins with. Until it lands, a restarted
-operator finds the pod labelled idle, and the runner's own word (it re-attaches with its job)
-is the record (``adoption``).
+A pool pod's busy label (and the JobAssigned Event) waits until its job, and every other job
+of the deployment still starting, has joined its room, for at most ``BUSY_LABEL_WITHIN_SECONDS``
+after the assignment: the patch (the API server, etcd, the kubelet's and this operator's pod
+watches) takes the CPU the calls join with. Until it lands, a restarted operator finds the pod
+labelled idle, and the runner's own word (it re-attaches with its job) is the record
+(``adoption``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Placement:
         self._ctx = ctx
         self._services = services
         self._tasks = BackgroundTasks(log, "placement", ctx.fields)
-        self._joins: dict[tuple[str, str], asyncio.Event] = {}  # (job id, pod uid): labels waiting
+        self._a_join = asyncio.Event()  # set (and replaced) at each join: the labels waiting look
 
     def assign(self, assignment: agent.JobAssignment, spec: DeploymentSpec) -> None:
         """Take an assigned job (its offer's record, if it still holds, becomes its record) and
@@ -119,7 +120,6 @@ class Placement:
         if pooled:
             log.info("job assigned to a pool pod (%s)", placement.path, extra=fields)
             signature = dep.trust.busy_signature(pod, spec.template_hash(), info)
-            self._joins[(entry.job_id, pod.uid)] = asyncio.Event()  # before its runner has the job
             self._tasks.spawn(self._mark_busy_once_joined(entry, pod, info, signature))
         else:
             log.info("job assigned; pod created (cold path)", extra=fields)
@@ -133,24 +133,26 @@ class Placement:
         if entry.terminate_requested:  # LiveKit ended it while it was being placed
             await self.shut_down(entry, "job terminated by LiveKit")
 
-    def joined(self, job_id: str, pod: PodIdentity) -> None:
-        """The job's runner on ``pod`` says its room is joined: its pool pod's label goes now."""
-        waiting = self._joins.get((job_id, pod.uid))
-        if waiting is not None:
-            waiting.set()
+    def joined(self) -> None:
+        """A job of the deployment joined its room (``JobTable.joined``): the pool pods' labels
+        waiting for it look again."""
+        self._a_join.set()
+        self._a_join = asyncio.Event()
 
     async def _mark_busy_once_joined(
         self, entry: Job, pod: PodIdentity, info: JobInfo, signature: str
     ) -> None:
-        """Label the pool pod busy once its job joined its room, or ``BUSY_LABEL_WITHIN_SECONDS``
-        on; not a pod the job left (its runner died: a failover) or one whose job is over."""
-        key = (entry.job_id, pod.uid)
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._joins[key].wait(), BUSY_LABEL_WITHIN_SECONDS)
-        finally:
-            del self._joins[key]
+        """Label the pool pod busy once its job and the deployment's other starting ones joined
+        their rooms, or ``BUSY_LABEL_WITHIN_SECONDS`` on; not a pod the job left (its runner
+        died: a failover) or one whose job is over."""
         dep = self._ctx
+        deadline = time.monotonic() + BUSY_LABEL_WITHIN_SECONDS
+        while entry.joined_on != pod or dep.jobs.starting:
+            left = deadline - time.monotonic()
+            if left <= 0 or entry.pod != pod or entry.phase in (Phase.ENDING, Phase.ENDED):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._a_join.wait(), left)
         dep.event("JobAssigned", f"job {entry.job_id} in room {entry.room}: pool pod {pod.name}")
         if entry.pod == pod and entry.phase not in (Phase.ENDING, Phase.ENDED):
             await self._services.pods.mark_busy(pod, info, signature)

@@ -6,6 +6,8 @@ never the pool's."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from agent_operator import placement
@@ -78,11 +80,46 @@ async def test_the_busy_label_goes_after_its_bound_when_the_join_never_comes(
 async def test_a_join_on_another_pod_does_not_label_this_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(placement, "BUSY_LABEL_WITHIN_SECONDS", 60.0)
     h = harness()
-    await placed_warm(h)
-    h.dep.placement.joined("J1", PodIdentity("ns", "voice-other", "other"))
-    h.dep.placement.joined("J2", POOL)
+    record = await placed_warm(h)
+    router = DeploymentRouter(lambda namespace, name: h.dep)
+    elsewhere = PodIdentity("ns", "voice-other", "other")
+    await router.job_joined(
+        dataclasses.replace(record, binding=dataclasses.replace(record.binding, pod=elsewhere))
+    )
+    await router.job_joined(dataclasses.replace(record, job_id="J2"))
     await settle(timeout=0.3)
     assert h.pods.busy == []
+
+
+async def test_the_busy_labels_wait_until_every_starting_job_of_the_deployment_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four calls at once: the first to join does not patch its pod while the others join."""
+    monkeypatch.setattr(placement, "BUSY_LABEL_WITHIN_SECONDS", 60.0)
+    h = harness()
+    first = await placed_warm(h, "J1")
+    second_pod = PodIdentity("ns", "voice-pool-2", "pool-2")
+    current = h.dep.spec.template_hash() if h.dep.spec else ""
+    h.dep.expect(second_pod, h.dep.heartbeat())
+    h.dep.pool.adopt(second_pod, current, None)
+    h.dep.pool.attached(second_pod.uid)
+    h.dep.availability(offer("J2", "room-2"))
+    await h.dep.assignment(assignment("J2", "room-2"))
+    await settle(lambda: second_pod.uid in h.supervisor.records)
+    second = h.supervisor.records[second_pod.uid]
+    router = DeploymentRouter(lambda namespace, name: h.dep)
+    await h.dep.job_started(first)  # their entrypoints run; ctx.connect() not returned
+    await h.dep.job_started(second)
+
+    await router.job_joined(first)
+    await settle(timeout=0.3)
+    assert h.pods.busy == [], "J2 still joins: J1's label waits"
+    assert assigned_events(h) == []
+
+    await router.job_joined(second)
+    await settle(lambda: len(h.pods.busy) == 2)
+    assert set(h.pods.busy) == {(POOL, "J1"), (second_pod, "J2")}
+    assert len(assigned_events(h)) == 2
 
 
 @pytest.mark.parametrize("gone", ["ended", "left the pod"])
