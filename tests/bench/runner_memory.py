@@ -3,12 +3,14 @@ the container's own cgroup (``memory.stat``: what the kernel charges to it, page
 
     devenv/netns-run .venv/bin/python -m tests.bench.runner_memory
 
-Three agents of the test agent image, each a deployment with a warm pool of one:
+Four agents of the test agent image, each a deployment with a warm pool of one:
 - the native voice example (``agent_jobrunner.examples.voice``: Silero VAD, PocketSphinx,
   the rule LLM, espeak-ng), in a call after a caller's question is answered;
 - the trivial native agent (``tests.agents.stream_agents:idle``), in a call with a caller;
 - the trivial livekit-agents agent (``tests.agents.lka_bench:server``, ``runtime:
-  livekit-agents``, prewarmed), in a call with a caller: the framework's own cost.
+  livekit-agents``, prewarmed), in a call with a caller: the framework's own cost;
+- the same with an inference runner registered (``tests.agents.lka_bench_inference:server``):
+  the pod's own inference process, less any model (the turn detector's is not reachable here).
 Each figure is read a few seconds after the state is reached. ``rss`` is the cgroup's
 anonymous memory; pages of the image's files are charged to whichever container read them
 first, so ``cache`` is small and ``usage`` is close to ``rss``. Real node only: on the process
@@ -40,15 +42,43 @@ AGENT_CASES = (
     ("voice example", "agent_jobrunner.examples.voice:entrypoint", "What is the weather in Paris?", NATIVE),
     ("trivial agent", f"{AGENTS}:idle", "", NATIVE),
     ("livekit-agents runtime, trivial agent", "tests.agents.lka_bench:server", "", LKA),
+    (
+        "livekit-agents runtime, trivial agent + inference process",
+        "tests.agents.lka_bench_inference:server",
+        "",
+        LKA,
+    ),
 )
+
+
+def memory_cgroup(pid: int) -> Path:
+    """The folder of the memory cgroup (v1) of the process ``pid``."""
+    line = next(
+        entry for entry in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if ":memory:" in entry
+    )
+    return CGROUP_FS / "memory" / line.split(":", 2)[2].lstrip("/")
+
+
+def processes(pid: int) -> list[str]:
+    """Each process of ``pid``'s container: its pid, command and RSS / PSS (``smaps_rollup``), MB."""
+    out = []
+    for member in (memory_cgroup(pid) / "cgroup.procs").read_text().split():
+        proc = Path("/proc") / member
+        try:
+            command = proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            rollup = dict(
+                (line.split()[0].rstrip(":"), int(line.split()[1]))
+                for line in proc.joinpath("smaps_rollup").read_text().splitlines()[1:]
+            )
+        except OSError:  # gone meanwhile
+            continue
+        out.append(f"{member} {command[:60]!r}: {rollup['Rss'] / 1024:.1f} / {rollup['Pss'] / 1024:.1f}")
+    return out
 
 
 def container_memory(pid: int) -> dict[str, float]:
     """The memory cgroup of the process ``pid`` (cgroup v1): rss, cache and usage, in MB."""
-    line = next(
-        entry for entry in Path(f"/proc/{pid}/cgroup").read_text().splitlines() if ":memory:" in entry
-    )
-    folder = CGROUP_FS / "memory" / line.split(":", 2)[2].lstrip("/")
+    folder = memory_cgroup(pid)
     stat = dict(entry.split() for entry in (folder / "memory.stat").read_text().splitlines())
     mb = 1024 * 1024
     return {
@@ -81,8 +111,11 @@ async def one_agent(
     await bench.deployments.wait_condition(name, "Ready", "True", timeout=120)
     await status_equals(bench.deployments, name, "idlePods", 1, timeout=180)
     await asyncio.sleep(SETTLE)
-    out: dict[str, Any] = {"idle": container_memory(await runner_pid(bench, name, busy=False))}
+    idle_pid = await runner_pid(bench, name, busy=False)
+    out: dict[str, Any] = {"idle": container_memory(idle_pid)}
     print(f"{label}, idle in the pool: {out['idle']} (load {load_average():.1f})", flush=True)
+    for line in processes(idle_pid):
+        print(f"  process {line} (RSS / PSS MB)", flush=True)
     room = f"mem-{uuid.uuid4().hex[:6]}"
     caller = Caller()
     livekit = bench.livekit
