@@ -20,15 +20,15 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import grpc
 from grpc import aio
 
 from agent_jobrunner import __version__
 from agent_jobrunner.backoff import Backoff
 from agent_jobrunner.checkpoint import LatestCheckpoint
 from agent_jobrunner.config import RunnerConfig
+from agent_jobrunner.link_channel import AttachError, describe, open_channel, read_credential
 from agent_jobrunner.logforward import LogBuffer
-from agent_jobrunner.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, now_us, pb, pb_grpc
+from agent_jobrunner.protocol import PROTOCOL_VERSION, now_us, pb, pb_grpc
 
 logger = logging.getLogger(__name__)
 
@@ -42,27 +42,8 @@ CLOSE_READ_TIMEOUT_SECONDS = 2.0
 SILENCE_PINGS = 10
 SILENCE_MIN_SECONDS = 15.0
 
-# One long-lived stream: HTTP/2 keepalive finds a dead peer behind a silent network; the
-# operator pings far more often than this, which also keeps the server's ping policy content.
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.keepalive_time_ms", 20_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 0),
-    ("grpc.http2.max_pings_without_data", 0),
-    # our own backoff decides when to retry; a fresh channel per attempt
-    ("grpc.enable_retries", 0),
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 5_000),
-)
-
 # the state, the running job (state RUNNING) and the prewarm error (state PREWARM_FAILED)
 HelloState = tuple["pb.RunnerState.ValueType", "pb.RunningJob | None", str]
-
-
-class AttachError(Exception):
-    """An attach attempt failed before the operator's Welcome."""
 
 
 class StreamSilent(Exception):
@@ -220,7 +201,7 @@ class OperatorLink:
                 if lasted >= STABLE_SESSION_SECONDS:
                     self._backoff.reset()
                 logger.warning(
-                    "detached from the operator after %.1fs: %s", lasted, _describe(error) or "stream ended"
+                    "detached from the operator after %.1fs: %s", lasted, describe(error) or "stream ended"
                 )
             else:
                 failures += 1
@@ -229,15 +210,15 @@ class OperatorLink:
                         "could not attach to the operator at %s (attempt %d): %s",
                         self._config.operator_address,
                         failures,
-                        _describe(error),
+                        describe(error),
                     )
             delay = self._backoff.next_delay()
             logger.debug("re-attaching in %.2fs", delay)
             await asyncio.sleep(delay)
 
     async def _attach_and_pump(self, loop: asyncio.AbstractEventLoop) -> None:
-        credential = await asyncio.to_thread(self._read_credential)
-        channel = await self._make_channel()
+        credential = await asyncio.to_thread(read_credential, self._config)
+        channel = await open_channel(self._config)
         call: Any = None
         try:
             stub = pb_grpc.RunnerSupervisorStub(channel)
@@ -262,27 +243,6 @@ class OperatorLink:
             if call is not None:
                 call.cancel()
             await channel.close()
-
-    def _read_credential(self) -> str:
-        path = self._config.token_path
-        try:
-            return path.read_text().strip()
-        except OSError as err:
-            raise AttachError(f"cannot read the runner token {path}: {err.strerror or err}") from None
-
-    async def _make_channel(self) -> Any:
-        address = self._config.operator_address
-        ca_path = self._config.tls_ca_path
-        ca = self._config.tls_ca_pem
-        if ca is None and ca_path is None:
-            return aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        if ca is None and ca_path is not None:
-            try:
-                ca = await asyncio.to_thread(ca_path.read_bytes)
-            except OSError as err:
-                raise AttachError(f"cannot read the operator CA {ca_path}: {err.strerror or err}") from None
-        credentials = grpc.ssl_channel_credentials(root_certificates=ca)
-        return aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
 
     def _hello(self, credential: str) -> pb.Hello:
         state, running_job, prewarm_error = self._hello_state()
@@ -372,7 +332,7 @@ class OperatorLink:
                 # checkpoint goes out again after the next attach anyway
                 if message.WhichOneof("message") not in ("pong", "log", "checkpoint"):
                     self._control.appendleft(message)
-                raise StreamFinished(f"the stream ended while writing: {_describe(err)}") from err
+                raise StreamFinished(f"the stream ended while writing: {describe(err)}") from err
 
     async def _receive_loop(self, call: Any, loop: asyncio.AbstractEventLoop) -> None:
         while True:
@@ -404,13 +364,3 @@ class OperatorLink:
             if quiet >= limit:
                 raise StreamSilent(f"nothing from the operator for {quiet:.1f}s")
             await asyncio.sleep(limit - quiet + 0.05)
-
-
-def _describe(error: BaseException | None) -> str:
-    if error is None:
-        return ""
-    if isinstance(error, aio.AioRpcError):
-        code = error.code()
-        name = code.name if isinstance(code, grpc.StatusCode) else str(code)
-        return f"{name}: {error.details() or ''}".rstrip(": ")
-    return str(error) or type(error).__name__

@@ -4,7 +4,7 @@ never got it from the previous operator.
 
 Which source wins: a runner that re-attaches and says what it runs wins over the pod's
 labels (its job is taken as the job; a pool pod labelled idle whose runner has a job is not
-the pool's: its busy label waits for the join, ``placement``); a pod's labels and start
+the pool's: its busy label waits for the joins, ``placement``); a pod's labels and start
 annotation stand for a job whose runner has not attached yet; a finished pod's phase and exit
 code decide the outcome of a job whose runner never attached here.
 

@@ -4,10 +4,9 @@ the job was restarted already, and in which order the pods of one job are taken 
 
 The restart count is the ``restarts`` of the start request the pod keeps (``resume``): the
 annotation ``agentoperator.dev/start-request`` is signed (``kube.pod_trust``) on a pod made
-for the job and on a pool pod that took it (``PodManager.mark_busy``, once its job joined
-the room: ``placement``), so a pod that is
-trusted carries a count nobody rewrote. The checkpoint is kept beside it, sealed
-(``kube.pod_checkpoint``).
+for the job and on a pool pod that took it (``PodManager.mark_busy``, once the calls joined
+their rooms: ``placement``), so a pod that is trusted carries a count nobody rewrote. The
+checkpoint is kept beside it, sealed (``kube.pod_checkpoint``).
 """
 
 from __future__ import annotations

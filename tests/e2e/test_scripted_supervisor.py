@@ -16,7 +16,7 @@ import time
 import pytest
 from grpc import aio
 
-from agent_jobrunner.link import CHANNEL_OPTIONS
+from agent_jobrunner.link_channel import CHANNEL_OPTIONS
 from agent_jobrunner.protocol import PROTOCOL_VERSION, pb, pb_grpc
 from tests.support.scripted_supervisor import SupervisorServer
 
