@@ -4,8 +4,9 @@ The example agent (``jobrunner/examples/weather-agent``) as an AgentDeployment w
 livekit-agents`` and a warm pool (its pods prewarmed): a dispatched job answers a caller with its
 tool. The fault paths hold for this runtime: a SIGKILLed or SIGSTOPped runner fails its job and
 its pod goes; an image with an unsupported livekit-agents release fails its jobs with an Event
-that says so. An operator killed before a warm job joined its room (its pod still labelled
-idle) keeps the call, and the pod is not given to another one.
+that says so. An operator restarted mid-conversation leaves the call going; one killed before a
+warm job joined its room (its pod still labelled idle) keeps the call, and the pod is not given
+to another one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kubernetes_asyncio import client
 from livekit import api
 
 from agent_operator.kube.podspec import ANNOTATION_ROOM
+from devenv.caller import Caller
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from tests.support.operator import (
@@ -36,7 +38,7 @@ from tests.support.operator import (
     status_equals,
     wait_participant,
 )
-from tests.support.weather_call import ANSWER_WORDS, ask_the_weather
+from tests.support.weather_call import ANSWER_WORDS, ask, ask_the_weather
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -72,6 +74,53 @@ async def test_the_example_agent_answers_from_a_warm_pod(
     assert status["jobsFailed"] == 0
     operator_log = operator.log_text()
     assert "get_weather called" in operator_log  # the agent's records reached the operator
+
+
+async def test_an_operator_restarted_mid_call_leaves_the_conversation_going(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """The example agent in a conversation: after its first answer the operator is SIGKILLed and
+    a new one started. The pod's runner re-attaches with its job (JobAdopted), the same agent
+    stays in the room, and the caller's next question is answered in the same call."""
+    body = lka_deployment("midcall", livekit, "agent:server", EXAMPLE_PATH, warmPool={"size": 1})
+    body = await create_ready(deployments, operator, k8s, livekit, body)
+    await status_equals(deployments, "midcall", "idlePods", 1, timeout=120)
+    pod = await job_pod(deployments, "midcall")  # the warm pod the call takes
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    caller = Caller()
+    try:
+        await dispatch(lk, body["spec"]["agentName"], room)
+        await caller.join(livekit, room)
+        agent = await wait_participant(lk, room, "agent-")
+        await caller.wait_agent_track(90)
+        await starts_reported(deployments, "midcall", 1)
+        before = await ask(caller)
+        assert set(before.split()) >= ANSWER_WORDS, before
+
+        operator.kill()
+        operator.start()
+
+        async def adopted() -> bool:
+            return any(e.reason == "JobAdopted" for e in await deployments.events("midcall"))
+
+        await eventually(adopted, 90, "the call's job adopted from its runner by the new operator")
+        after = await ask(caller)
+        assert set(after.split()) >= ANSWER_WORDS, after
+        still = await wait_participant(lk, room, "agent-")
+        assert still.sid == agent.sid, "the same agent session, not a new one"
+        kept = {p.metadata.uid: p for p in await deployments.pods("midcall")}
+        assert pod.metadata.uid in kept, "the call's pod was kept"
+        assert kept[pod.metadata.uid].metadata.annotations.get(ANNOTATION_ROOM) == room
+        assert (await deployments.get("midcall"))["status"].get("jobsFailed", 0) == 0
+    finally:
+        await caller.leave()
+    await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+    status = await status_equals(deployments, "midcall", "jobsSucceeded", 1, timeout=90)
+    assert status.get("jobsFailed", 0) == 0
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSTOP], ids=["SIGKILL", "SIGSTOP"])

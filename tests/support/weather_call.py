@@ -34,11 +34,16 @@ async def ask_the_weather(
             for p in await deployments.pods(name)
             if p.metadata.labels.get("agentoperator.dev/job-id")
         ]
-        _, said = await caller.say(await speak("What is the weather in Paris?"))
-        start = await caller.agent_starts(said)
-        end = await caller.agent_stops(said)
-        answer = await transcribe(caller.audio(start - 0.3, end + 0.3))
+        answer = await ask(caller)
     finally:
         await caller.leave()
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     return busy, answer
+
+
+async def ask(caller: Caller) -> str:
+    """The caller asks the weather in Paris; the agent's answer, as transcribed."""
+    _, said = await caller.say(await speak("What is the weather in Paris?"))
+    start = await caller.agent_starts(said)
+    end = await caller.agent_stops(said)
+    return await transcribe(caller.audio(start - 0.3, end + 0.3))
