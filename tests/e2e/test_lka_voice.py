@@ -4,11 +4,14 @@ The agent is an ``Agent`` with a ``@function_tool`` in an ``AgentSession`` (Sile
 ``livekit-plugins-silero``, the offline STT/LLM/TTS plugins of ``agent_jobrunner.lka.plugins``).
 It runs twice against the same livekit-server: in our runner (scripted operator side, one job),
 and under livekit-agents' own ``python agent.py start`` with an explicit dispatch. Both times a
-caller asks for the weather in Paris, and the answer it hears is transcribed.
+caller asks for the weather in Paris, and the answer it hears is transcribed. With
+``OPENAI_BASE_URL`` set, the same file's LLM is the official ``livekit-plugins-openai``, against a
+local server speaking OpenAI's wire format (``tests/voicekit/fake_openai.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from devenv.livekit import LiveKitAccess
 from devenv.speech import speak, transcribe
 from tests.support.lka_worker import EXAMPLE_PATH, example_worker
 from tests.support.scripted_supervisor import RunnerProcess, Session, SupervisorServer, start_request
+from tests.voicekit.fake_openai import FakeOpenAI
 from tests.voicekit.interruption import interrupt_a_story
 from tests.voicekit.supervisor import shutdown
 
@@ -35,13 +39,21 @@ INTERRUPT_BOUND = 2.0
 @pytest.fixture
 async def example_runner(tmp_path: Path) -> AsyncIterator[tuple[SupervisorServer, RunnerProcess]]:
     """The example agent in a runner process, attached to a scripted operator side."""
+    async with runner_of_the_example(tmp_path, {}) as pair:
+        yield pair
+
+
+@contextlib.asynccontextmanager
+async def runner_of_the_example(
+    tmp_path: Path, env: dict[str, str]
+) -> AsyncIterator[tuple[SupervisorServer, RunnerProcess]]:
     supervisor = SupervisorServer()
     await supervisor.start()
     runner = RunnerProcess(
         tmp_path,
         supervisor.port,
         "agent:server",
-        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": EXAMPLE_PATH},
+        {"AGENT_RUNTIME": "livekit-agents", "PYTHONPATH": EXAMPLE_PATH, **env},
     )
     try:
         yield supervisor, runner
@@ -94,6 +106,33 @@ async def test_the_example_answers_with_its_tool_in_a_runner_pod(
     )
     assert said.extra["content"] == "The weather in paris is sunny and warm."
     assert await shutdown(session, runner, 60) == 0
+
+
+async def test_the_example_with_livekit_plugins_openai_answers_through_an_openai_compatible_server(
+    livekit: LiveKitAccess, caller: Caller, tmp_path: Path
+) -> None:
+    """The same file with ``OPENAI_BASE_URL`` set: ``livekit-plugins-openai``'s LLM streams the
+    tool call and the answer from the local server, and the caller hears the answer."""
+    server = FakeOpenAI()
+    base_url = await server.start()
+    env = {"OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "gpt-test"}
+    try:
+        async with runner_of_the_example(tmp_path, env) as (supervisor, runner):
+            session, _ = await start_call(supervisor, runner, livekit, caller)
+            answer = await ask_weather(caller)
+            assert {"weather", "paris", "sunny", "warm"} <= set(answer.split()), answer
+            called = await session.expect_log("get_weather called")
+            assert called.extra["city"] == "paris"  # the server's streamed tool call, in pieces
+            assert await shutdown(session, runner, 60) == 0
+    finally:
+        await server.stop()
+    asked, answered = server.chats()[:2]
+    assert asked.headers["Authorization"] == "Bearer sk-test"
+    assert asked.body["model"] == "gpt-test"
+    assert asked.body["stream"] is True
+    assert "get_weather" in {t["function"]["name"] for t in asked.body["tools"]}
+    assert answered.body["messages"][-1]["role"] == "tool"  # the tool's result went back to the model
+    assert answered.body["messages"][-1]["content"] == "sunny and warm"
 
 
 async def test_the_caller_interrupts_and_the_agent_session_stops_speaking(

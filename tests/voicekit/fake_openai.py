@@ -44,6 +44,13 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     }
 
 
+def text_of(content: str | list[dict[str, Any]]) -> str:
+    """A message's text: its content is a string, or a list of parts (``{"type": "text", ...}``)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
 def tone(seconds: float, rate: int, hz: float = 440.0) -> Pcm:
     t = np.arange(round(seconds * rate)) / rate
     return Pcm((np.sin(2 * np.pi * hz * t) * 8000).astype(np.int16), rate)
@@ -118,7 +125,7 @@ class FakeOpenAI:
     def _answer(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         last = body["messages"][-1]
         tools = {t["function"]["name"] for t in body.get("tools", [])}
-        if last["role"] == "user" and "weather" in last["content"] and "get_weather" in tools:
+        if last["role"] == "user" and "weather" in text_of(last["content"]) and "get_weather" in tools:
             arguments = ['{"ci', 'ty": "pa', 'ris"}']
             first = {
                 "index": 0,
