@@ -64,7 +64,11 @@ async def test_a_checkpoint_forged_for_another_job_is_refused_and_never_restored
         return value == 1
 
     await eventually(refused, 60, "the forged checkpoint refused")
-    assert f"forged a checkpoint for job {victim_job}" in operator.log_text()
+
+    async def said() -> bool:  # the forger's record comes after its checkpoint on the stream
+        return f"forged a checkpoint for job {victim_job}" in operator.log_text()
+
+    await eventually(said, 30, "the forger's own record of its forgery")
     os.kill(await pid(deployments, victim_pod), signal.SIGKILL)
     await agent_again(lk, victim_room, victim.identity, victim.sid, timeout=120)
 

@@ -8,6 +8,7 @@ import uuid
 from livekit import api
 
 from devenv.caller import Caller
+from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
 from devenv.speech import speak, transcribe
 from tests.support.operator import Deployments, dispatch, starts_reported, wait_participant
@@ -29,11 +30,14 @@ async def ask_the_weather(
         await wait_participant(lk, room, "agent-")
         await caller.wait_agent_track(90)
         await starts_reported(deployments, name, 1)
-        busy = [
-            p.metadata.name
-            for p in await deployments.pods(name)
-            if p.metadata.labels.get("agentoperator.dev/job-id")
-        ]
+
+        async def labelled() -> list[str] | None:  # a pool pod: once the call joined (placement)
+            pods = await deployments.pods(name)
+            return [
+                p.metadata.name for p in pods if p.metadata.labels.get("agentoperator.dev/job-id")
+            ] or None
+
+        busy = await eventually(labelled, 30, f"the pod of {name}'s call labelled with its job")
         answer = await ask(caller)
     finally:
         await caller.leave()
