@@ -1,9 +1,10 @@
 """livekit-agents agents for the livekit-agents runtime's tests, in the framework's own styles.
 
-``server`` (an ``AgentServer`` with a ``setup_fnc``), ``options`` (the older ``WorkerOptions``
-with a ``prewarm_fnc``) and ``entrypoint`` (a bare function) are the same agent. What it does
-once a participant is there comes from ``LKA_TEST_MODE``: ``shutdown`` (``ctx.shutdown()``),
-``raise``, or anything else: return and let the job go on until it is ended from outside.
+``server`` (an ``AgentServer`` with a ``setup_fnc`` and an ``on_session_end``), ``options`` (the
+older ``WorkerOptions`` with a ``prewarm_fnc``) and ``entrypoint`` (a bare function) are the same
+agent. What it does once a participant is there comes from ``LKA_TEST_MODE``: ``shutdown``
+(``ctx.shutdown()``), ``raise``, or anything else: return and let the job go on until it is
+ended from outside.
 With ``LKA_TEST_CONNECT_GATE`` (a file's path) set, it calls ``ctx.connect()`` only once that
 file exists.
 ``broken`` and ``hanging`` are the same agent with a ``setup_fnc`` that raises or never returns.
@@ -72,8 +73,12 @@ async def entrypoint(ctx: JobContext) -> None:
         raise RuntimeError("the agent broke")
 
 
+async def session_ended(ctx: JobContext) -> None:
+    logger.info("on_session_end ran", extra={"ctx_job_id": ctx.job.id})
+
+
 server = AgentServer(setup_fnc=prewarm)
-server.rtc_session(entrypoint, agent_name="lka-test")
+server.rtc_session(entrypoint, agent_name="lka-test", on_session_end=session_ended)
 
 options = WorkerOptions(entrypoint_fnc=entrypoint, prewarm_fnc=prewarm, agent_name="lka-test")
 

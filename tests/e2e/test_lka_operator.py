@@ -2,7 +2,8 @@
 
 The example agent (``jobrunner/examples/weather-agent``) as an AgentDeployment with ``runtime:
 livekit-agents`` and a warm pool (its pods prewarmed): a dispatched job answers a caller with its
-tool. The fault paths hold for this runtime: a SIGKILLed or SIGSTOPped runner fails its job and
+tool. A ``WorkerOptions`` agent runs prewarmed in a warm pod too, and its ``ctx.shutdown()`` is a
+success. The fault paths hold for this runtime: a SIGKILLed or SIGSTOPped runner fails its job and
 its pod goes; an image with an unsupported livekit-agents release fails its jobs with an Event
 that says so. An operator restarted mid-conversation leaves the call going; one killed before a
 warm job joined its room (its pod still labelled idle) keeps the call, and the pod is not given
@@ -12,6 +13,7 @@ to another one.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -26,6 +28,7 @@ from agent_operator.kube.podspec import ANNOTATION_ROOM
 from devenv.caller import Caller
 from devenv.kubeclient import eventually
 from devenv.livekit import LiveKitAccess
+from tests.agents.lka_agents import PREWARMED
 from tests.support.operator import (
     Deployments,
     OperatorProcess,
@@ -121,6 +124,52 @@ async def test_an_operator_restarted_mid_call_leaves_the_conversation_going(
     await lk.room.delete_room(api.DeleteRoomRequest(room=room))
     status = await status_equals(deployments, "midcall", "jobsSucceeded", 1, timeout=90)
     assert status.get("jobsFailed", 0) == 0
+
+
+def forwarded(operator: OperatorProcess, room: str) -> list[dict[str, Any]]:
+    """The agent's log records the operator re-emitted for ``room``'s job, parsed."""
+    lines = [line for line in operator.log_text().splitlines() if f'"room": "{room}"' in line]
+    return [r for r in map(json.loads, lines) if r["logger"] == "agent_operator.runner"]
+
+
+async def test_a_worker_options_agent_runs_prewarmed_in_a_warm_pod_and_its_shutdown_succeeds(
+    operator: OperatorProcess,
+    deployments: Deployments,
+    k8s: client.ApiClient,
+    livekit: LiveKitAccess,
+    lk: api.LiveKitAPI,
+) -> None:
+    """The older style, ``WorkerOptions(entrypoint_fnc=..., prewarm_fnc=...)``, as it is: the pool
+    pod runs its ``prewarm_fnc`` before it counts idle, the job in that pod gets the userdata, and
+    the agent's ``ctx.shutdown()`` ends the job succeeded, its shutdown callback run."""
+    body = lka_deployment("options", livekit, "tests.agents.lka_agents:options", "/app", warmPool={"size": 1})
+    body["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "LKA_TEST_MODE", "value": "shutdown"}
+    )
+    body = await create_ready(deployments, operator, k8s, livekit, body)
+    await status_equals(deployments, "options", "idlePods", 1, timeout=120)
+    idle = await job_pod(deployments, "options")
+    room = f"room-{uuid.uuid4().hex[:6]}"
+    caller = Caller()
+    try:
+        await dispatch(lk, body["spec"]["agentName"], room)
+        await caller.join(livekit, room)  # the participant its wait_for_participant() waits for
+        status = await status_equals(deployments, "options", "jobsSucceeded", 1, timeout=90)
+    finally:
+        await caller.leave()
+    assert status.get("jobsFailed", 0) == 0
+
+    async def shut_down() -> list[dict[str, Any]] | None:
+        records = forwarded(operator, room)
+        return records if any(r["msg"] == "shutdown callback ran" for r in records) else None
+
+    records = await eventually(shut_down, 30, "the agent's shutdown callback's record")
+    connected = next(r for r in records if r["msg"] == "lka entrypoint connected")
+    assert connected["userdata"] == PREWARMED  # what the pool pod's prewarm_fnc put there
+    assert connected["pod"] == f"{deployments.namespace}/{idle.metadata.name}"  # the warm pod took it
+    assert connected["room_name"] == room
+    ended = next(r for r in records if r["msg"] == "shutdown callback ran")
+    assert ended["shutdown_reason"] == "the agent is done"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSTOP], ids=["SIGKILL", "SIGSTOP"])

@@ -101,6 +101,12 @@ async def test_agent_runs_in_a_real_job_context_and_shuts_itself_down(
     await session.expect("job_status", lambda s: s.state == pb.JOB_STATE_SUCCEEDED)
     callback = await session.expect_log("shutdown callback ran")
     assert callback.extra["shutdown_reason"] == "the agent is done"
+    if attribute == "server":  # a WorkerOptions has no on_session_end
+        ended = await session.expect_log("on_session_end ran")
+        assert ended.extra["ctx_job_id"] == job_id
+        said = [r.message for r in session.logs()]
+        # livekit-agents' order: the session-end callback, then the shutdown callbacks
+        assert said.index("on_session_end ran") < said.index("shutdown callback ran"), said
     assert await runner.wait() == 0
     assert not session.of("job_status") or all(
         s.job_status.state != pb.JOB_STATE_FAILED for s in session.of("job_status")
