@@ -6,7 +6,6 @@ still reaches asyncio's handler as an error."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from typing import Any
 
@@ -46,10 +45,6 @@ def run_leaving_open(generator_fn: Any) -> None:
 
 def test_kopfs_watch_stream_failing_to_close_at_exit_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     watch = misbehaving("infinite_watch", "/venv/site-packages/kopf/_cogs/clients/watching.py")
-    # tasks earlier tests left pending on their closed loops log "Task was destroyed but it is
-    # pending!" (asyncio, ERROR) whenever the collector reaches them: that happened inside this
-    # test's capture once (CI, pytest-asyncio 0.24, which leaves them), so they go first
-    gc.collect()
     with caplog.at_level(logging.DEBUG):
         run_leaving_open(watch)
     levels = {(r.name, r.levelname) for r in caplog.records}
