@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -263,5 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def leave(code: int) -> None:
+    """Exit without finalizing the interpreter. The caller's livekit ``rtc`` leaves its Rust
+    threads (livekit's FFI) running, and they call back into Python, with their log records,
+    whenever they like. A thread that does so while the interpreter finalizes is stopped by it
+    with ``pthread_exit``, whose unwinding through the FFI's Rust frames (which cannot unwind)
+    aborts the process: SIGABRT, "panic in a function that cannot unwind", after a demo that
+    had succeeded (CI-16). Everything is done by then; only the exit code is left to give."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    leave(main())
